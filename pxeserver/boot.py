@@ -1,0 +1,204 @@
+"""The boot policy: the one interface every protocol asks what a machine boots.
+
+HTTP, TFTP and ProxyDHCP never decide on their own and never touch the registry's store:
+they call a :class:`BootService`. It matches the machine to a profile (through
+:func:`pxeserver.profiles.decide`), records what happened in the registry, and renders
+what the machine receives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .config import Settings, hostname_from_pattern, valid_hostname
+from .errors import InvalidInput, NotFound, RenderError, StoreUnavailable
+from .model import MAC, EventKind, Machine, Node, State
+from .profiles import Decision, Profile, decide, machine_facts
+from .registry import UNSET, Change, Registry
+from .render import Renderer
+
+log = logging.getLogger(__name__)
+
+
+class NoMatch(NotFound):
+    """No group selects this machine and there is no default group: ignore it."""
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a machine would get, without registering anything (``pxeserver render``)."""
+
+    node: Node
+    known: bool  # False: the node is not in the registry; its hostname is a placeholder
+    decision: Decision
+    ipxe: str
+    cloud_config: str | None
+
+
+class BootService:
+    def __init__(self, settings: Settings, registry: Registry, renderer: Renderer) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.renderer = renderer
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def decide(self, node: Node) -> Decision:
+        """What ``node`` boots. Raises :class:`NoMatch` if nothing selects it."""
+        facts = machine_facts(
+            mac=node.mac.value,
+            uuid=node.uuid,
+            arch=node.arch,
+            platform=node.platform,
+            hostname=node.hostname,
+            labels=node.labels,
+        )
+        decision = decide(self.settings.groups, facts, node.profile)
+        if decision is None:
+            raise NoMatch(
+                f"{node.mac}: no group selects this machine and there is no default group"
+            )
+        return decision
+
+    def profile(self, decision: Decision, node: Node) -> Profile:
+        profile = self.settings.profiles.get(decision.profile)
+        if profile is None:
+            raise RenderError(
+                f"{node.mac} is assigned profile {decision.profile!r}, which is not in "
+                f"{self.settings.source}; assign another with `pxeserver nodes set`"
+            )
+        return profile
+
+    @staticmethod
+    def _with_facts(node: Node, machine: Machine) -> Node:
+        return node.replace(
+            uuid=machine.uuid or node.uuid,
+            arch=machine.arch or node.arch,
+            platform=machine.platform or node.platform,
+            ip=machine.ip or node.ip,
+        )
+
+    def _provisional(self, machine: Machine) -> Node:
+        """A node not yet in the registry, as it would look; hostname with index 0."""
+        hostname = hostname_from_pattern(self.settings.cluster.hostname_pattern, 0, machine.mac)
+        return self._with_facts(Node(mac=machine.mac, hostname=hostname), machine)
+
+    # -- what machines ask for ---------------------------------------------------------------
+
+    def chain_script(self, base: str) -> str:
+        return self.renderer.chain_script(base)
+
+    def ipxe_script(self, machine: Machine, base: str) -> str:
+        """The machine's iPXE script. Serving it records the node as ``booting``."""
+        existing = self.registry.get(machine.mac)
+        before = self._with_facts(existing, machine) if existing else self._provisional(machine)
+        try:
+            decision = self.decide(before)
+        except NoMatch:
+            self.registry.apply(
+                machine.mac,
+                Change(EventKind.IPXE, "no group matches; nothing served", machine, move=False),
+            )
+            raise
+        profile = self.profile(decision, before)
+        # Render before recording: a template error must not leave a node marked booting.
+        script = self.renderer.ipxe_script(before, profile, decision, base)
+        local = script.rstrip().endswith("exit")
+        detail = f"profile {profile.name}" + (" (told to boot from disk)" if local else "")
+        node = self.registry.apply(
+            machine.mac,
+            Change(EventKind.IPXE, detail, machine, move=not local, count_boot=True),
+        )
+        if existing is None:
+            script = self.renderer.ipxe_script(node, profile, decision, base)
+        return script
+
+    def cloud_config(self, mac: MAC, base: str) -> str:
+        """The node's cloud-config, validated. Serving it makes the node ``configured``."""
+        existing = self.registry.get(mac)
+        node = existing or self._provisional(Machine(mac))
+        decision = self.decide(node)
+        profile = self.profile(decision, node)
+        if existing is not None:
+            text = self.renderer.cloud_config(existing, profile, decision.group, base)
+            self.registry.apply(mac, Change(EventKind.CLOUD_CONFIG, f"profile {profile.name}"))
+            return text
+        # First sight of this MAC: the hostname and token exist once it is recorded.
+        self.renderer.cloud_config(node, profile, decision.group, base)
+        node = self.registry.apply(mac, Change(EventKind.CLOUD_CONFIG, f"profile {profile.name}"))
+        return self.renderer.cloud_config(node, profile, decision.group, base)
+
+    def phone_home(self, mac: MAC, token: str | None, kind: EventKind) -> Node:
+        return self.registry.phone_home(mac, token, kind)
+
+    # -- previews (render, check, explain) ---------------------------------------------------
+
+    def preview(self, machine: Machine, base: str, *, use_registry: bool = True) -> Preview:
+        existing = None
+        if use_registry:
+            try:
+                existing = self.registry.get(machine.mac)
+            except StoreUnavailable as exc:
+                log.warning("previewing %s without its record: %s", machine.mac, exc)
+        node = self._with_facts(existing, machine) if existing else self._provisional(machine)
+        decision = self.decide(node)
+        profile = self.profile(decision, node)
+        ipxe = self.renderer.ipxe_script(node, profile, decision, base)
+        cloud = None
+        if profile.cloud_config:
+            cloud = self.renderer.cloud_config(node, profile, decision.group, base)
+        return Preview(node, existing is not None, decision, ipxe, cloud)
+
+    # -- operators ---------------------------------------------------------------------------
+
+    def effective_profile(self, node: Node) -> tuple[str | None, str]:
+        """The profile the node boots now and where that comes from."""
+        try:
+            decision = self.decide(node)
+        except NoMatch:
+            return None, "no group matches"
+        if decision.group is None:
+            return decision.profile, "operator"
+        return decision.profile, f"group {decision.group.name}"
+
+    def nodes(
+        self,
+        *,
+        state: State | None = None,
+        profile: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Node]:
+        found = []
+        for node in self.registry.all():
+            if state is not None and node.state is not state:
+                continue
+            if profile is not None and self.effective_profile(node)[0] != profile:
+                continue
+            if labels and any(node.labels.get(k) != v for k, v in labels.items()):
+                continue
+            found.append(node)
+        return found
+
+    def set_node(
+        self,
+        mac: MAC,
+        *,
+        profile: object = UNSET,
+        labels: Mapping[str, str | None] | None = None,
+        hostname: str | None = None,
+    ) -> Node:
+        if profile is not UNSET and profile is not None and profile not in self.settings.profiles:
+            known = ", ".join(sorted(self.settings.profiles))
+            raise InvalidInput(f"no profile named {profile!r}; the profiles are: {known}")
+        if hostname is not None and not valid_hostname(hostname):
+            raise InvalidInput(
+                f"{hostname!r} is not a valid hostname: use 1-63 lower-case letters, digits "
+                "and dashes, not starting or ending with a dash"
+            )
+        return self.registry.set(mac, profile=profile, labels=labels, hostname=hostname)
+
+    def forget(self, mac: MAC) -> None:
+        if not self.registry.forget(mac):
+            raise NotFound(f"no node with MAC {mac}")

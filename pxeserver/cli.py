@@ -1,0 +1,358 @@
+"""The ``pxeserver`` command: serve, check, render, nodes, assets.
+
+Errors are one line on stderr and exit status 1 (a settings file with several problems
+prints one line per problem).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from . import checks
+from .config import load
+from .errors import ConfigError, PxeError
+from .model import MAC, Machine
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"pxeserver: {message}", err=True)
+    sys.exit(1)
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "--config",
+        "config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Settings file (YAML). Without one, built-in defaults.",
+    )(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pxeserver")
+def main() -> None:
+    """PXE-boot bare machines into cluster nodes."""
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+def serve_overrides(**flags: Any) -> dict[str, Any]:
+    """Turn ``serve``'s flags into settings overrides; flags left unset change nothing."""
+    o: dict[str, Any] = {}
+    if flags.get("listen") is not None:
+        o["server.listen"] = flags["listen"]
+    for flag in ("http_port", "tftp_port", "dhcp_port", "pxe_port", "user", "log_format"):
+        if flags.get(flag) is not None:
+            o[f"server.{flag}"] = flags[flag]
+    if flags.get("interface"):
+        o["server.interface"] = flags["interface"]
+    if flags.get("base_url"):
+        o["server.base_url"] = flags["base_url"]
+    if flags.get("no_dhcp"):
+        o["server.dhcp"] = False
+    if flags.get("no_tftp"):
+        o["server.tftp"] = False
+    if flags.get("etcd"):
+        o["store.backend"] = "etcd"
+        o["store.etcd_endpoints"] = [u.strip() for u in flags["etcd"].split(",") if u.strip()]
+    if flags.get("data_dir"):
+        o["paths.data_dir"] = str(Path(flags["data_dir"]).resolve())
+    if flags.get("workers"):
+        o["server.http_workers"] = flags["workers"]
+    return o
+
+
+@main.command()
+@config_option
+@click.option("--listen", metavar="ADDR", help="Address to listen on (default 0.0.0.0).")
+@click.option("--interface", metavar="IFACE", help="Listen on this interface's address.")
+@click.option("--http-port", type=click.IntRange(0, 65535), help="HTTP port (default 8080).")
+@click.option("--tftp-port", type=click.IntRange(0, 65535), help="TFTP port (default 69).")
+@click.option("--dhcp-port", type=click.IntRange(0, 65535), help="ProxyDHCP port (default 67).")
+@click.option("--pxe-port", type=click.IntRange(0, 65535), help="PXE boot-server port (4011).")
+@click.option("--no-dhcp", is_flag=True, help="Do not run the ProxyDHCP service.")
+@click.option("--no-tftp", is_flag=True, help="Do not run the TFTP service.")
+@click.option("--etcd", metavar="URL[,URL…]", help="Keep the registry in etcd at these URLs.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Embedded store folder (./var).")
+@click.option("--base-url", metavar="URL", help="URL machines use to reach this server.")
+@click.option("--workers", type=click.IntRange(1, 64), help="HTTP worker processes (2).")
+@click.option("--user", metavar="USER", help="Drop to this user after binding the ports.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Log line format.")
+def serve(config: Path | None, **flags: Any) -> None:
+    """Run the server (ProxyDHCP, TFTP, HTTP) in the foreground."""
+    from . import daemon
+
+    try:
+        code = daemon.serve(config, serve_overrides(**flags))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    except PxeError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot start: {exc}")
+    sys.exit(code)
+
+
+# -- check and render ----------------------------------------------------------------------
+
+
+@main.command()
+@config_option
+def check(config: Path | None) -> None:
+    """Validate settings, templates and assets; print every problem found."""
+    try:
+        settings, warnings = load(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    problems = warnings + checks.check_settings(settings)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    errors = [p for p in problems if not p.warning]
+    if errors:
+        sys.exit(1)
+    click.echo(
+        f"{settings.source}: OK — {len(settings.profiles)} profiles, {len(settings.groups)} "
+        f"groups, {len(problems)} warnings"
+    )
+
+
+@main.command()
+@config_option
+@click.option("--mac", required=True, help="The machine's MAC address.")
+@click.option("--uuid", help="Its SMBIOS UUID.")
+@click.option("--arch", help="Its iPXE buildarch: x86_64, i386, arm64 …")
+@click.option("--platform", type=click.Choice(["pcbios", "efi"]), help="Its firmware.")
+@click.option("--base-url", metavar="URL", help="The base URL machines use (from settings).")
+@click.option("--no-registry", is_flag=True, help="Ignore the node's stored record.")
+def render(
+    config: Path | None,
+    mac: str,
+    uuid: str | None,
+    arch: str | None,
+    platform: str | None,
+    base_url: str | None,
+    no_registry: bool,
+) -> None:
+    """Print what a machine would get, and why, without registering anything."""
+    from . import daemon
+    from .model import parse_uuid
+
+    try:
+        settings, _ = load(config)
+        machine = Machine(MAC.parse(mac), parse_uuid(uuid), arch, platform)
+        service = daemon.make_service(settings)
+        base = base_url or checks.default_base_url(settings)
+        preview = service.preview(machine, base, use_registry=not no_registry)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    except PxeError as exc:
+        fail(str(exc))
+    note = "" if preview.known else " (not registered yet: hostname is a placeholder)"
+    click.echo(f"# machine {preview.node.mac}: hostname {preview.node.hostname}{note}")
+    click.echo(f"# profile {preview.decision.profile}: {preview.decision.reason}")
+    for verdict in preview.decision.verdicts:
+        mark = "matches" if verdict.matched else "no match"
+        click.echo(f"#   group {verdict.group}: {mark}: {verdict.why}")
+    click.echo("\n# --- iPXE script ---")
+    click.echo(preview.ipxe, nl=False)
+    if preview.cloud_config is not None:
+        click.echo("\n# --- cloud-config ---")
+        click.echo(preview.cloud_config, nl=False)
+
+
+# -- nodes (through a running server's API) ---------------------------------------------------
+
+
+class Api:
+    def __init__(self, server: str, token: str | None) -> None:
+        self.server = server.rstrip("/")
+        self.token = token
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.server + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", exc.reason)
+            except (ValueError, AttributeError):
+                message = exc.reason
+            fail(f"{method} {path}: {exc.code} {message}")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            fail(f"cannot reach {self.server} ({reason}); is `pxeserver serve` running?")
+        return json.loads(raw) if raw else None
+
+
+def ago(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    seconds = int((datetime.now(timezone.utc) - then).total_seconds())
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+@main.group()
+@click.option(
+    "--server",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    envvar="PXESERVER_URL",
+    help="The running server's URL.",
+)
+@click.option("--token", envvar="PXESERVER_API_TOKEN", help="API token for changes.")
+@click.pass_context
+def nodes(ctx: click.Context, server: str, token: str | None) -> None:
+    """List, inspect and steer nodes through a running server."""
+    ctx.obj = Api(server, token)
+
+
+def _mac_arg(text: str) -> str:
+    try:
+        return MAC.parse(text).value
+    except PxeError as exc:
+        fail(str(exc))
+
+
+@nodes.command("list")
+@click.option(
+    "--state", type=click.Choice(["discovered", "booting", "configured", "ready", "lost"])
+)
+@click.option("--profile", help="Only nodes booting this profile.")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="Only nodes with this label.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def nodes_list(
+    api: Api, state: str | None, profile: str | None, labels: tuple[str, ...], as_json: bool
+) -> None:
+    """List nodes."""
+    query = []
+    if state:
+        query.append(f"state={state}")
+    if profile:
+        query.append(f"profile={urllib.parse.quote(profile)}")
+    query += [f"label={urllib.parse.quote(label)}" for label in labels]
+    data = api.call("GET", "/api/v1/nodes" + ("?" + "&".join(query) if query else ""))
+    if as_json:
+        click.echo(json.dumps(data["nodes"], indent=2))
+        return
+    rows = [("MAC", "HOSTNAME", "IP", "PROFILE", "STATE", "BOOTS", "LAST SEEN", "LABELS")]
+    for n in data["nodes"]:
+        labels_text = ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())) or "-"
+        rows.append(
+            (
+                n["mac"],
+                n["hostname"],
+                n["ip"] or "-",
+                n["profile"] or "-",
+                n["state"],
+                str(n["boot_count"]),
+                ago(n["last_seen"]),
+                labels_text,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@nodes.command("show")
+@click.argument("mac")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def nodes_show(api: Api, mac: str, as_json: bool) -> None:
+    """Show one node and its timeline."""
+    n = api.call("GET", f"/api/v1/nodes/{_mac_arg(mac)}")
+    if as_json:
+        click.echo(json.dumps(n, indent=2))
+        return
+    for key in ("mac", "hostname", "ip", "uuid", "arch", "platform", "state", "boot_count"):
+        click.echo(f"{key + ':':12} {n[key] if n[key] is not None else '-'}")
+    click.echo(f"{'profile:':12} {n['profile'] or '-'} ({n['profile_source']})")
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(n["labels"].items())) or "-"
+    click.echo(f"{'labels:':12} {labels}")
+    click.echo(f"{'first seen:':12} {n['first_seen']}")
+    click.echo(f"{'last seen:':12} {n['last_seen']} ({ago(n['last_seen'])})")
+    click.echo("timeline:")
+    for e in n["events"]:
+        count = f" ×{e['count']}" if e.get("count", 1) > 1 else ""
+        click.echo(f"  {e['at']}  {e['kind']:<12} → {e['state']:<10} {e['detail']}{count}")
+
+
+@nodes.command("set")
+@click.argument("mac")
+@click.option("--profile", help="Assign this profile ('' to go back to the groups).")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="K=V",
+    help="Set a label (K= removes it). Repeatable.",
+)
+@click.option("--hostname", help="Rename the node.")
+@click.pass_obj
+def nodes_set(
+    api: Api, mac: str, profile: str | None, labels: tuple[str, ...], hostname: str | None
+) -> None:
+    """Assign a profile, set labels or rename a node."""
+    body: dict[str, Any] = {}
+    if profile is not None:
+        body["profile"] = profile or None
+    if labels:
+        body["labels"] = {}
+        for text in labels:
+            key, sep, value = text.partition("=")
+            if not sep or not key:
+                fail(f"--label {text!r}: write KEY=VALUE (or KEY= to remove)")
+            body["labels"][key] = value or None
+    if hostname is not None:
+        body["hostname"] = hostname
+    if not body:
+        fail("nothing to set: give --profile, --label or --hostname")
+    n = api.call("PATCH", f"/api/v1/nodes/{_mac_arg(mac)}", body)
+    click.echo(f"{n['mac']} {n['hostname']}: profile {n['profile']} ({n['profile_source']})")
+
+
+@nodes.command("forget")
+@click.argument("mac")
+@click.pass_obj
+def nodes_forget(api: Api, mac: str) -> None:
+    """Remove a node from the registry (it is registered anew when it boots)."""
+    address = _mac_arg(mac)
+    api.call("DELETE", f"/api/v1/nodes/{address}")
+    click.echo(f"{address} forgotten")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,248 @@
+"""The domain types: MAC addresses, node records, states and events.
+
+Everything here is plain data with no I/O. A MAC is parsed once, at the edge, into
+:class:`MAC`; nothing else in pxeserver parses MAC strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import secrets
+import time
+import uuid as uuidlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidInput
+
+_HEX12 = re.compile(r"[0-9a-f]{12}")
+_SEPARATED = re.compile(r"([0-9a-f]{1,2})([:-])([0-9a-f]{1,2})(\2[0-9a-f]{1,2}){4}")
+_CISCO = re.compile(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}")
+
+MAC_FORMS = "aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabbccddeeff or aabb.ccdd.eeff"
+
+
+@dataclass(frozen=True, order=True)
+class MAC:
+    """A 48-bit Ethernet address, always held as lower-case ``aa:bb:cc:dd:ee:ff``."""
+
+    value: str
+
+    @classmethod
+    def parse(cls, text: object) -> MAC:
+        """Accept the four common spellings; raise :class:`InvalidInput` for anything else."""
+        if isinstance(text, MAC):
+            return text
+        if not isinstance(text, str) or len(text) > 32:
+            raise InvalidInput(f"not a MAC address: expected {MAC_FORMS}")
+        s = text.strip().lower()
+        if _HEX12.fullmatch(s):
+            digits = s
+        elif _CISCO.fullmatch(s):
+            digits = s.replace(".", "")
+        elif _SEPARATED.fullmatch(s):
+            digits = "".join(part.zfill(2) for part in re.split(r"[:-]", s))
+        else:
+            raise InvalidInput(f"not a MAC address: {text[:32]!r}; expected {MAC_FORMS}")
+        return cls(":".join(digits[i : i + 2] for i in range(0, 12, 2)))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> MAC:
+        if len(raw) != 6:
+            raise InvalidInput(f"a MAC address has 6 bytes, got {len(raw)}")
+        return cls(":".join(f"{b:02x}" for b in raw))
+
+    @property
+    def hex(self) -> str:
+        """``aabbccddeeff``: for file names and hostnames."""
+        return self.value.replace(":", "")
+
+    @property
+    def dashed(self) -> str:
+        """``aa-bb-cc-dd-ee-ff``: the PXELINUX spelling."""
+        return self.value.replace(":", "-")
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def parse_uuid(text: str | None) -> str | None:
+    """Normalise a machine UUID (SMBIOS, as iPXE's ``${uuid}`` prints it) or return None."""
+    if text is None or text.strip() == "":
+        return None
+    try:
+        return str(uuidlib.UUID(text.strip()))
+    except ValueError as exc:
+        raise InvalidInput(f"not a UUID: {text[:40]!r}; expected 8-4-4-4-12 hex digits") from exc
+
+
+class State(str, enum.Enum):
+    """Where a node is in its life. The order is the order of a normal boot."""
+
+    DISCOVERED = "discovered"  # seen by ProxyDHCP or TFTP, nothing served over HTTP yet
+    BOOTING = "booting"  # its iPXE script was served
+    CONFIGURED = "configured"  # its cloud-config was served
+    READY = "ready"  # it phoned home
+    LOST = "lost"  # its heartbeats stopped for longer than the TTL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class EventKind(str, enum.Enum):
+    """What happened to a node. Each kind is one step of the boot timeline."""
+
+    DHCP = "dhcp"
+    TFTP = "tftp"
+    IPXE = "ipxe"
+    CLOUD_CONFIG = "cloud-config"
+    IGNITION = "ignition"
+    READY = "ready"
+    HEARTBEAT = "heartbeat"
+    LOST = "lost"
+    OPERATOR = "operator"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def new_event_id() -> str:
+    return secrets.token_hex(8)
+
+
+def new_token() -> str:
+    """The per-node secret a node presents when it phones home."""
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step in a node's timeline. ``id`` makes applying an event idempotent."""
+
+    kind: EventKind
+    at: float
+    state: State
+    detail: str = ""
+    id: str = field(default_factory=new_event_id)
+    count: int = 1  # heartbeats coalesce: one event, counted
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind.value,
+            "at": self.at,
+            "state": self.state.value,
+            "detail": self.detail,
+        }
+        if self.count != 1:
+            d["count"] = self.count
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
+        return cls(
+            kind=EventKind(d["kind"]),
+            at=float(d["at"]),
+            state=State(d["state"]),
+            detail=str(d.get("detail", "")),
+            id=str(d["id"]),
+            count=int(d.get("count", 1)),
+        )
+
+
+@dataclass(frozen=True)
+class Node:
+    """A machine pxeserver knows about: one JSON document in the store.
+
+    ``profile`` and ``labels`` are the operator's; they override what the groups decide.
+    ``token`` is the node's own secret for ``ready`` and ``heartbeat``; it is never listed
+    by the API, only written into the node's own cloud-config.
+    """
+
+    mac: MAC
+    hostname: str = ""
+    uuid: str | None = None
+    arch: str | None = None
+    platform: str | None = None
+    ip: str | None = None
+    profile: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    state: State = State.DISCOVERED
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    last_heartbeat: float | None = None
+    boot_count: int = 0
+    token: str = field(default_factory=new_token)
+    events: tuple[Event, ...] = ()
+    recent_ids: tuple[str, ...] = ()  # ids of the events applied lately, for idempotence
+
+    def replace(self, **changes: Any) -> Node:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form: JSON-ready, readable with plain ``etcdctl get``."""
+        return {
+            "mac": self.mac.value,
+            "hostname": self.hostname,
+            "uuid": self.uuid,
+            "arch": self.arch,
+            "platform": self.platform,
+            "ip": self.ip,
+            "profile": self.profile,
+            "labels": dict(self.labels),
+            "state": self.state.value,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "last_heartbeat": self.last_heartbeat,
+            "boot_count": self.boot_count,
+            "token": self.token,
+            "events": [e.to_dict() for e in self.events],
+            "recent_ids": list(self.recent_ids),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Node:
+        return cls(
+            mac=MAC.parse(d["mac"]),
+            hostname=str(d.get("hostname") or ""),
+            uuid=d.get("uuid"),
+            arch=d.get("arch"),
+            platform=d.get("platform"),
+            ip=d.get("ip"),
+            profile=d.get("profile"),
+            labels={str(k): str(v) for k, v in (d.get("labels") or {}).items()},
+            state=State(d.get("state", "discovered")),
+            first_seen=float(d.get("first_seen") or 0.0),
+            last_seen=float(d.get("last_seen") or 0.0),
+            last_heartbeat=d.get("last_heartbeat"),
+            boot_count=int(d.get("boot_count") or 0),
+            token=str(d.get("token") or new_token()),
+            events=tuple(Event.from_dict(e) for e in d.get("events") or ()),
+            recent_ids=tuple(str(i) for i in d.get("recent_ids") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A node as read from the store, with the revision a compare-and-swap must name."""
+
+    node: Node
+    revision: int
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a protocol knows about a machine asking to boot. Only ``mac`` is certain."""
+
+    mac: MAC
+    uuid: str | None = None
+    arch: str | None = None  # iPXE's ${buildarch} (i386, x86_64, arm64) or DHCP option 93
+    platform: str | None = None  # iPXE's ${platform}: pcbios, efi
+    ip: str | None = None
+
+
+def now() -> float:
+    return time.time()

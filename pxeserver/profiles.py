@@ -1,0 +1,145 @@
+"""Profiles, groups and the one pure function that decides what a machine boots.
+
+A *profile* says what to boot: kernel, initrds, kernel arguments, cloud-config template.
+A *group* says who boots it: selectors on the machine's facts (mac, uuid, arch, platform,
+hostname, and any operator label). Every selector of a group must match; among the
+groups that match, the one with the most selectors wins; a tie goes to the group listed
+first in the settings file. A group without selectors is the default (at most one).
+An operator's profile assignment on the node beats every group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Facts every machine can have; any other selector key is a label.
+BUILTIN_FACTS = ("mac", "uuid", "arch", "platform", "hostname")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a machine boots."""
+
+    name: str
+    kernel: str
+    initrds: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    cloud_config: str | None = None  # template file name under the templates folder
+    ignition: str | None = None  # Ignition (spec 3) JSON template, if the OS wants one
+    transport: str = "http"  # how iPXE fetches kernel and initrds: "http" or "tftp"
+    # A profile that installs to disk: once the node is ready, later network boots
+    # are told to boot from the local disk instead of reinstalling.
+    boot_from_disk_when_ready: bool = False
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Who boots a profile: all selectors must match. No selectors: the default group."""
+
+    name: str
+    profile: str
+    selectors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_default(self) -> bool:
+        return not self.selectors
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one group fared against a machine's facts, for ``explain``."""
+
+    group: str
+    matched: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a machine boots and why. ``group`` is None when an operator assigned the profile."""
+
+    profile: str
+    group: Group | None
+    reason: str
+    verdicts: tuple[Verdict, ...] = ()
+
+
+def normalise_fact(key: str, value: str) -> str:
+    """The form in which facts and selector values are compared."""
+    if key in ("uuid", "arch", "platform", "hostname"):
+        return value.strip().lower()
+    return value
+
+
+def machine_facts(
+    *,
+    mac: str,
+    uuid: str | None,
+    arch: str | None,
+    platform: str | None,
+    hostname: str | None,
+    labels: Mapping[str, str],
+) -> dict[str, str]:
+    """The facts selectors are matched against. Built-in facts beat labels of the same name."""
+    facts = {k: str(v) for k, v in labels.items()}
+    for key, value in (
+        ("mac", mac),
+        ("uuid", uuid),
+        ("arch", arch),
+        ("platform", platform),
+        ("hostname", hostname),
+    ):
+        if value:
+            facts[key] = normalise_fact(key, value)
+        else:
+            facts.pop(key, None)
+    return facts
+
+
+def _judge(group: Group, facts: Mapping[str, str]) -> Verdict:
+    missing = []
+    for key, wanted in sorted(group.selectors.items()):
+        have = facts.get(key)
+        if have is None or have not in wanted:
+            shown = wanted[0] if len(wanted) == 1 else "one of " + ", ".join(wanted)
+            missing.append(f"{key} is {have!r}, wants {shown}")
+    if missing:
+        return Verdict(group.name, False, "; ".join(missing))
+    if group.is_default:
+        return Verdict(group.name, True, "default group (no selectors)")
+    keys = ", ".join(f"{k}={facts[k]}" for k in sorted(group.selectors))
+    return Verdict(group.name, True, f"all {len(group.selectors)} selectors match ({keys})")
+
+
+def decide(
+    groups: Sequence[Group],
+    facts: Mapping[str, str],
+    assigned_profile: str | None = None,
+) -> Decision | None:
+    """Decide what a machine boots. None means no group matches and there is no default.
+
+    Pure: no I/O, no clock. ``groups`` are in settings-file order, which breaks ties.
+    """
+    verdicts = tuple(_judge(g, facts) for g in groups)
+    if assigned_profile:
+        return Decision(assigned_profile, None, "profile assigned by an operator", verdicts)
+    best: tuple[Group, Verdict] | None = None
+    for group, verdict in zip(groups, verdicts):
+        if verdict.matched and (best is None or len(group.selectors) > len(best[0].selectors)):
+            best = (group, verdict)
+    if best is None:
+        return None
+    group, verdict = best
+    tied = [
+        g.name
+        for g, v in zip(groups, verdicts)
+        if v.matched and g is not group and len(g.selectors) == len(group.selectors)
+    ]
+    reason = f"group {group.name!r}: {verdict.why}"
+    if tied:
+        reason += f" (tied with {', '.join(tied)}; the first in the settings file wins)"
+    return Decision(group.profile, group, reason, verdicts)

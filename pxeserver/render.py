@@ -1,0 +1,245 @@
+"""Rendering: iPXE scripts, kernel arguments and cloud-configs, through one Jinja2 environment.
+
+The environment is strict (a missing variable is an error, never an empty string) and the
+variables every template sees come from one function, :func:`template_vars`. A rendered
+cloud-config is validated (see :mod:`pxeserver.cloudconfig`) before it is returned.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+
+from . import cloudconfig
+from .config import ClusterSettings, Settings, peer_urls
+from .errors import RenderError
+from .model import Node
+from .profiles import Decision, Group, Profile
+
+log = logging.getLogger(__name__)
+
+CHAIN_SCRIPT = """\
+#!ipxe
+# pxeserver: ask for the script made for this machine
+:retry
+chain --autofree {base}/ipxe?{query} || goto failed
+:failed
+echo pxeserver: no boot script from {base}, trying again in 10 seconds
+sleep 10
+goto retry
+"""
+
+# What iPXE knows about the machine, in the query of the per-machine script's URL.
+CHAIN_QUERY = "&".join(
+    [
+        "mac=${netX/mac}",
+        "uuid=${uuid}",
+        "arch=${buildarch}",
+        "platform=${platform}",
+        "ip=${netX/ip}",
+    ]
+)
+
+LOCAL_BOOT_SCRIPT = """\
+#!ipxe
+# pxeserver: {mac} is ready and its profile {profile!r} is installed to disk
+echo Booting from the local disk
+exit
+"""
+
+
+@dataclass(frozen=True)
+class Urls:
+    """Where a machine finds pxeserver, as that machine sees it."""
+
+    base: str  # http://host:port, no trailing slash
+    tftp_port: int = 69
+
+    def asset(self, path: str, transport: str) -> str:
+        if "://" in path:
+            return path
+        quoted = quote(path.lstrip("/"))
+        if transport == "tftp":
+            host = urlsplit(self.base).hostname or "127.0.0.1"
+            if ":" in host:
+                host = f"[{host}]"
+            port = "" if self.tftp_port == 69 else f":{self.tftp_port}"
+            return f"tftp://{host}{port}/assets/{quoted}"
+        return f"{self.base}/assets/{quoted}"
+
+    def node(self, endpoint: str, node: Node) -> str:
+        return f"{self.base}/{endpoint}?mac={node.mac}"
+
+    def api(self, node: Node, action: str) -> str:
+        return f"{self.base}/api/v1/nodes/{node.mac}/{action}"
+
+
+def template_vars(
+    node: Node,
+    profile: Profile,
+    group: Group | None,
+    cluster: ClusterSettings,
+    urls: Urls,
+) -> dict[str, Any]:
+    """The variables of every template: cloud-configs, Ignition configs and kernel arguments.
+
+    - ``node``: mac, mac_hex, uuid, arch, platform, ip, hostname, fqdn, labels, token,
+      boot_count
+    - ``profile``: name, kernel, initrds, metadata
+    - ``group``: name and metadata of the group that matched (empty for an operator's choice)
+    - ``metadata``: profile metadata, overlaid by group metadata
+    - ``cluster``: etcd_endpoints (list), etcd_endpoints_csv, etcd_initial_cluster (for an
+      etcd proxy: ``etcd0=http://…:2380,…``), fleet_metadata (node labels
+      overlay the cluster's), fleet_metadata_csv, ssh_authorized_keys, domain,
+      heartbeat_interval, heartbeat_ttl
+    - ``urls``: base, ready, heartbeat, cloud_config, ignition, assets
+    """
+    fqdn = f"{node.hostname}.{cluster.domain}" if cluster.domain else node.hostname
+    fleet_metadata = {**cluster.fleet_metadata, **node.labels}
+    group_meta = dict(group.metadata) if group else {}
+    return {
+        "node": {
+            "mac": node.mac.value,
+            "mac_hex": node.mac.hex,
+            "uuid": node.uuid or "",
+            "arch": node.arch or "",
+            "platform": node.platform or "",
+            "ip": node.ip or "",
+            "hostname": node.hostname,
+            "fqdn": fqdn,
+            "labels": dict(node.labels),
+            "token": node.token,
+            "boot_count": node.boot_count,
+        },
+        "profile": {
+            "name": profile.name,
+            "kernel": profile.kernel,
+            "initrds": list(profile.initrds),
+            "metadata": dict(profile.metadata),
+        },
+        "group": {"name": group.name if group else "", "metadata": group_meta},
+        "metadata": {**profile.metadata, **group_meta},
+        "cluster": {
+            "etcd_endpoints": list(cluster.etcd_endpoints),
+            "etcd_endpoints_csv": ",".join(cluster.etcd_endpoints),
+            "etcd_initial_cluster": ",".join(
+                f"etcd{i}={url}" for i, url in enumerate(peer_urls(cluster))
+            ),
+            "fleet_metadata": fleet_metadata,
+            "fleet_metadata_csv": ",".join(f"{k}={v}" for k, v in sorted(fleet_metadata.items())),
+            "ssh_authorized_keys": list(cluster.ssh_authorized_keys),
+            "domain": cluster.domain or "",
+            "heartbeat_interval": cluster.heartbeat_interval,
+            "heartbeat_ttl": cluster.heartbeat_ttl,
+        },
+        "urls": {
+            "base": urls.base,
+            "ready": urls.api(node, "ready"),
+            "heartbeat": urls.api(node, "heartbeat"),
+            "cloud_config": urls.node("cloud-config", node),
+            "ignition": urls.node("ignition", node),
+            "assets": f"{urls.base}/assets",
+        },
+    }
+
+
+class Renderer:
+    """Renders what a machine receives. One per process; templates are cached by Jinja2."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(settings.paths.templates_dir)),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=True,
+        )
+        self.env.filters["tojson"] = lambda v: json.dumps(v)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one renderer per process, bounded cache
+    def _arg_template(self, text: str) -> jinja2.Template:
+        return self.env.from_string(text)
+
+    def urls(self, base: str) -> Urls:
+        return Urls(base.rstrip("/"), self.settings.server.tftp_port)
+
+    def chain_script(self, base: str) -> str:
+        return CHAIN_SCRIPT.format(base=base.rstrip("/"), query=CHAIN_QUERY)
+
+    def kernel_args(self, node: Node, profile: Profile, variables: Mapping[str, Any]) -> list[str]:
+        args = []
+        for arg in profile.args:
+            try:
+                args.append(self._arg_template(arg).render(variables) if "{" in arg else arg)
+            except jinja2.TemplateError as exc:
+                raise RenderError(
+                    f"profile {profile.name!r}: kernel argument {arg!r}: {exc}"
+                ) from exc
+        urls = variables["urls"]
+        if profile.cloud_config and not any(a.startswith("cloud-config-url=") for a in args):
+            args.append(f"cloud-config-url={urls['cloud_config']}")
+        if profile.ignition and not any(a.startswith("ignition.config.url=") for a in args):
+            args.append(f"ignition.config.url={urls['ignition']}")
+        return args
+
+    def ipxe_script(self, node: Node, profile: Profile, decision: Decision, base: str) -> str:
+        """The machine's own iPXE script: kernel, initrds, arguments, then boot."""
+        if profile.boot_from_disk_when_ready and node.state.value == "ready":
+            return LOCAL_BOOT_SCRIPT.format(mac=node.mac, profile=profile.name)
+        urls = self.urls(base)
+        variables = template_vars(node, profile, decision.group, self.settings.cluster, urls)
+        args = self.kernel_args(node, profile, variables)
+        efi = (node.platform or "").lower() == "efi"
+        names = [PurePosixPath(urlsplit(i).path if "://" in i else i).name for i in profile.initrds]
+        kernel_line = ["kernel", urls.asset(profile.kernel, profile.transport)]
+        if efi:
+            # UEFI kernels find their initramfs only if it is named on the command line.
+            kernel_line += [f"initrd={name}" for name in names]
+        kernel_line += args
+        lines = [
+            "#!ipxe",
+            f"# pxeserver: {node.mac} ({node.hostname}) boots profile {profile.name!r}",
+            f"# why: {decision.reason}",
+            " ".join(kernel_line),
+        ]
+        for path, name in zip(profile.initrds, names):
+            lines.append(f"initrd --name {name} {urls.asset(path, profile.transport)}")
+        lines.append("boot")
+        return "\n".join(lines) + "\n"
+
+    def cloud_config(self, node: Node, profile: Profile, group: Group | None, base: str) -> str:
+        """The node's cloud-config, validated. Raises :class:`RenderError` on any problem."""
+        if not profile.cloud_config:
+            raise RenderError(f"profile {profile.name!r} has no cloud_config template")
+        variables = template_vars(node, profile, group, self.settings.cluster, self.urls(base))
+        text = self.render_template(profile.cloud_config, variables)
+        _, errors = cloudconfig.validate(text)
+        if errors:
+            raise RenderError(
+                f"template {profile.cloud_config} rendered an invalid cloud-config for "
+                f"{node.mac}: " + "; ".join(errors)
+            )
+        return text
+
+    def render_template(self, name: str, variables: Mapping[str, Any]) -> str:
+        try:
+            return self.env.get_template(name).render(variables)
+        except jinja2.TemplateNotFound as exc:
+            raise RenderError(
+                f"template {name} not found in {self.settings.paths.templates_dir}"
+            ) from exc
+        except jinja2.TemplateSyntaxError as exc:
+            raise RenderError(f"template {name}, line {exc.lineno}: {exc.message}") from exc
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"template {name}: {exc}") from exc

@@ -1,0 +1,273 @@
+"""The etcd store: one JSON document per node at ``<prefix>nodes/<mac>``, through python-etcd3.
+
+Layout under the prefix (default ``/pxeserver/``), all plain JSON or text so that
+``etcdctl get --prefix /pxeserver/nodes/`` shows the registry as it is::
+
+    nodes/<mac>            the node's record (the same document the SQLite store keeps)
+    hostnames/<hostname>   the MAC that owns the hostname; reserved in the same transaction
+    counters/hostname      a hint where to start looking for the next free hostname index
+
+Every write is a transaction that compares the node's ``mod_revision`` (or that the key
+does not exist yet), so concurrent writers from several pxeserver processes never lose an
+update. python-etcd3 0.12 talks to one endpoint and waits forever by default: every call
+here has the store deadline, and the store fails over to the next configured endpoint
+itself when one refuses or times out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from ..errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
+from ..model import MAC, Node, Versioned
+from . import MAX_HOSTNAME_PROBES, HostnameFor
+
+# python-etcd3's generated protobuf modules import only with the pure-Python protobuf
+# runtime on protobuf >= 4; this must be set before protobuf is first imported.
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+
+import etcd3
+import etcd3.exceptions
+import etcd3.utils
+import grpc
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PAGE = 500
+# A page of 500 full node records can exceed gRPC's default 4 MiB message limit.
+# Reconnect quickly after an outage: gRPC's default backoff grows to two minutes, which
+# would keep the store "down" long after etcd is back.
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+_FAILURES = (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError)
+
+
+def _endpoint(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 2379
+
+
+class EtcdStore:
+    def __init__(
+        self, endpoints: tuple[str, ...], prefix: str = "/pxeserver/", timeout: float = 3.0
+    ):
+        if not endpoints:
+            raise ValueError("the etcd store needs at least one endpoint")
+        self.endpoints = tuple(endpoints)
+        self.prefix = prefix
+        self.timeout = timeout
+        self._clients: dict[str, Any] = {}
+        self._current = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"EtcdStore({','.join(self.endpoints)}, prefix={self.prefix!r})"
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def _node_key(self, mac: MAC) -> str:
+        return f"{self.prefix}nodes/{mac.value}"
+
+    def _host_key(self, hostname: str) -> str:
+        return f"{self.prefix}hostnames/{hostname}"
+
+    @property
+    def _counter_key(self) -> str:
+        return f"{self.prefix}counters/hostname"
+
+    # -- connection and failover --------------------------------------------------------
+
+    def _client(self, url: str) -> Any:
+        with self._lock:
+            client = self._clients.get(url)
+            if client is None:
+                host, port = _endpoint(url)
+                client = etcd3.client(
+                    host=host, port=port, timeout=self.timeout, grpc_options=GRPC_OPTIONS
+                )
+                self._clients[url] = client
+            return client
+
+    def _drop(self, url: str) -> None:
+        """Forget a failed endpoint's channel; the next call dials afresh."""
+        with self._lock:
+            client = self._clients.pop(url, None)
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing a broken channel is best effort
+                log.debug("closing an etcd client failed", exc_info=True)
+
+    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(client)`` against the current endpoint, failing over to the others.
+
+        Each attempt has the store deadline. A failed attempt moves on to the next
+        endpoint; when every endpoint failed the store is unavailable. Retrying is safe:
+        every write compares revisions, so a write that did land before its answer was
+        lost shows up as a conflict, and the registry's event ids make the retry a no-op.
+        """
+        errors = []
+        start = self._current
+        for step in range(len(self.endpoints)):
+            i = (start + step) % len(self.endpoints)
+            url = self.endpoints[i]
+            try:
+                result = fn(self._client(url))
+            except _FAILURES as exc:
+                errors.append(f"{url}: {exc or type(exc).__name__}")
+                self._drop(url)
+                if len(self.endpoints) > 1:
+                    log.warning(
+                        "etcd %s failed on %s (%s); trying the next endpoint", what, url, exc
+                    )
+                continue
+            if i != self._current:
+                log.warning("etcd store now uses %s", url)
+                self._current = i
+            return result
+        self._current = (start + 1) % len(self.endpoints)
+        raise StoreUnavailable(f"etcd {what}: no endpoint answered ({'; '.join(errors)})")
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, mac: MAC) -> Versioned | None:
+        value, meta = self._call("get", lambda c: c.get(self._node_key(mac)))
+        if value is None:
+            return None
+        return Versioned(Node.from_dict(json.loads(value)), meta.mod_revision)
+
+    def _pages(self, client: Any) -> Iterator[tuple[bytes, Any]]:
+        start = f"{self.prefix}nodes/"
+        end = etcd3.utils.increment_last_byte(start.encode())
+        while True:
+            resp = client.get_range_response(start, end, sort_order="ascend", limit=PAGE)
+            for kv in resp.kvs:
+                yield kv.value, kv
+            if not resp.more or not resp.kvs:
+                return
+            start = resp.kvs[-1].key + b"\0"
+
+    def scan(self) -> list[Versioned]:
+        rows = self._call("scan", lambda c: list(self._pages(c)))
+        return [Versioned(Node.from_dict(json.loads(v)), kv.mod_revision) for v, kv in rows]
+
+    # -- writes -------------------------------------------------------------------------
+
+    @staticmethod
+    def _put_revision(responses: list[Any]) -> int:
+        return int(responses[0].response_put.header.revision)
+
+    def create(self, node: Node, hostname_for: HostnameFor) -> Versioned:
+        key = self._node_key(node.mac)
+        counter, _ = self._call("get", lambda c: c.get(self._counter_key))
+        index = int(counter or 0)
+        for _ in range(MAX_HOSTNAME_PROBES):
+            index += 1
+            candidate = node.replace(hostname=hostname_for(index))
+            host_key = self._host_key(candidate.hostname)
+            doc = json.dumps(candidate.to_dict())
+
+            def txn(
+                c: Any, host_key: str = host_key, doc: str = doc, index: int = index
+            ) -> tuple[bool, list[Any]]:
+                t = c.transactions
+                return c.transaction(
+                    compare=[t.version(key) == 0, t.version(host_key) == 0],
+                    success=[
+                        t.put(key, doc),
+                        t.put(host_key, node.mac.value),
+                        t.put(self._counter_key, str(index)),
+                    ],
+                    failure=[t.get(key), t.get(host_key)],
+                )
+
+            ok, responses = self._call("create", txn)
+            if ok:
+                return Versioned(candidate, self._put_revision(responses))
+            if responses[0]:
+                raise AlreadyExists(str(node.mac))
+            # The hostname is taken (by a racing create or an operator's rename): probe on.
+        raise HostnameTaken(f"no free hostname for {node.mac} in {MAX_HOSTNAME_PROBES} tries")
+
+    def update(self, old: Versioned, node: Node) -> Versioned:
+        key = self._node_key(node.mac)
+        if not node.hostname:
+            raise ValueError("a node must keep a hostname")
+
+        def txn(c: Any) -> tuple[bool, list[Any]]:
+            t = c.transactions
+            compare = [t.mod(key) == old.revision]
+            success = [t.put(key, json.dumps(node.to_dict()))]
+            failure = [t.get(key)]
+            if node.hostname != old.node.hostname:
+                host_key = self._host_key(node.hostname)
+                compare.append(t.version(host_key) == 0)
+                success.append(t.put(host_key, node.mac.value))
+                if old.node.hostname:
+                    success.append(t.delete(self._host_key(old.node.hostname)))
+            return c.transaction(compare=compare, success=success, failure=failure)
+
+        ok, responses = self._call("update", txn)
+        if ok:
+            return Versioned(node, self._put_revision(responses))
+        current = responses[0] if responses else []
+        if current and current[0][1].mod_revision == old.revision:
+            raise HostnameTaken(f"{node.hostname} belongs to another node")
+        raise Conflict(f"{node.mac} changed since revision {old.revision}")
+
+    def delete(self, mac: MAC, revision: int | None = None) -> bool:
+        key = self._node_key(mac)
+        while True:
+            current = self.get(mac)
+            if current is None:
+                return False
+            if revision is not None and current.revision != revision:
+                raise Conflict(f"{mac} changed since revision {revision}")
+            rev = current.revision
+            host_key = self._host_key(current.node.hostname)
+
+            def txn(c: Any, rev: int = rev, host_key: str = host_key) -> tuple[bool, list[Any]]:
+                t = c.transactions
+                return c.transaction(
+                    compare=[t.mod(key) == rev, t.value(host_key) == mac.value],
+                    success=[t.delete(key), t.delete(host_key)],
+                    failure=[],
+                )
+
+            def plain(c: Any, rev: int = rev) -> tuple[bool, list[Any]]:
+                t = c.transactions
+                return c.transaction(
+                    compare=[t.mod(key) == rev], success=[t.delete(key)], failure=[]
+                )
+
+            ok, _ = self._call("delete", txn)
+            if not ok:
+                # The hostname key may be missing (written by an older version): delete alone.
+                ok, _ = self._call("delete", plain)
+            if ok:
+                return True
+            if revision is not None:
+                raise Conflict(f"{mac} changed since revision {revision}")
+
+    def ping(self) -> None:
+        self._call("status", lambda c: c.status())
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                try:
+                    client.close()
+                except Exception:
+                    log.debug("closing an etcd client failed", exc_info=True)
+            self._clients.clear()

@@ -1,0 +1,198 @@
+"""The embedded store: one SQLite file in WAL mode, safe for several threads and processes.
+
+Each node is one JSON document (the same document the etcd store keeps) with a revision
+counter for compare-and-swap, and a UNIQUE hostname column so that no two nodes share a
+name. Writers take the database lock up front (``BEGIN IMMEDIATE``) so that a
+read-then-write never deadlocks against another process; a lock not granted within the
+store deadline is ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
+from ..model import MAC, Node, Versioned
+from . import MAX_HOSTNAME_PROBES, HostnameFor
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    mac TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL UNIQUE,
+    revision INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+class SQLiteStore:
+    def __init__(self, path: Path, timeout: float = 3.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._db()
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            # NORMAL in WAL mode: a process crash loses nothing; a power cut may lose the
+            # last transactions but never corrupts the file.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                db.execute("ROLLBACK")
+                raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _versioned(doc: str, revision: int) -> Versioned:
+        return Versioned(Node.from_dict(json.loads(doc)), revision)
+
+    def get(self, mac: MAC) -> Versioned | None:
+        try:
+            row = (
+                self._db()
+                .execute("SELECT doc, revision FROM nodes WHERE mac = ?", (mac.value,))
+                .fetchone()
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+        return self._versioned(*row) if row else None
+
+    def scan(self) -> list[Versioned]:
+        try:
+            rows = self._db().execute("SELECT doc, revision FROM nodes ORDER BY mac").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+        return [self._versioned(doc, rev) for doc, rev in rows]
+
+    def create(self, node: Node, hostname_for: HostnameFor) -> Versioned:
+        try:
+            with self._write() as db:
+                if db.execute("SELECT 1 FROM nodes WHERE mac = ?", (node.mac.value,)).fetchone():
+                    raise AlreadyExists(str(node.mac))
+                row = db.execute("SELECT value FROM counters WHERE name = 'hostname'").fetchone()
+                index = row[0] if row else 0
+                for _ in range(MAX_HOSTNAME_PROBES):
+                    index += 1
+                    hostname = hostname_for(index)
+                    taken = db.execute(
+                        "SELECT 1 FROM nodes WHERE hostname = ?", (hostname,)
+                    ).fetchone()
+                    if not taken:
+                        break
+                else:
+                    raise HostnameTaken(
+                        f"no free hostname for {node.mac} in {MAX_HOSTNAME_PROBES} tries"
+                    )
+                node = node.replace(hostname=hostname)
+                db.execute(
+                    "INSERT INTO nodes (mac, hostname, revision, doc) VALUES (?, ?, 1, ?)",
+                    (node.mac.value, hostname, json.dumps(node.to_dict())),
+                )
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('hostname', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    (index,),
+                )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+        return Versioned(node, 1)
+
+    def update(self, old: Versioned, node: Node) -> Versioned:
+        revision = old.revision
+        try:
+            with self._write() as db:
+                owner = db.execute(
+                    "SELECT mac FROM nodes WHERE hostname = ?", (node.hostname,)
+                ).fetchone()
+                if owner and owner[0] != node.mac.value:
+                    raise HostnameTaken(f"{node.hostname} belongs to {owner[0]}")
+                cur = db.execute(
+                    "UPDATE nodes SET hostname = ?, revision = revision + 1, doc = ? "
+                    "WHERE mac = ? AND revision = ?",
+                    (node.hostname, json.dumps(node.to_dict()), node.mac.value, revision),
+                )
+                if cur.rowcount != 1:
+                    raise Conflict(f"{node.mac} changed since revision {revision}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+        return Versioned(node, revision + 1)
+
+    def delete(self, mac: MAC, revision: int | None = None) -> bool:
+        try:
+            with self._write() as db:
+                if revision is None:
+                    cur = db.execute("DELETE FROM nodes WHERE mac = ?", (mac.value,))
+                else:
+                    cur = db.execute(
+                        "DELETE FROM nodes WHERE mac = ? AND revision = ?", (mac.value, revision)
+                    )
+                    if (
+                        cur.rowcount == 0
+                        and db.execute("SELECT 1 FROM nodes WHERE mac = ?", (mac.value,)).fetchone()
+                    ):
+                        raise Conflict(f"{mac} changed since revision {revision}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+        return cur.rowcount == 1
+
+    def ping(self) -> None:
+        try:
+            self._db().execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._all:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            self._all.clear()
+        self._local = threading.local()

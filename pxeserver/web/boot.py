@@ -1,0 +1,85 @@
+"""What machines fetch while they boot: the chain script, their iPXE script, their cloud-config."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from flask import Blueprint, Response, request
+
+from ..errors import InvalidInput
+from ..model import MAC, Machine, parse_uuid
+from . import base_url, service
+
+log = logging.getLogger(__name__)
+bp = Blueprint("boot", __name__)
+
+IPXE_TYPE = "text/plain; charset=utf-8"
+KNOWN_ARCHES = {"i386", "x86_64", "arm32", "arm64", "riscv32", "riscv64", "loong64"}
+KNOWN_PLATFORMS = {"pcbios", "efi"}
+
+
+def _mac() -> MAC:
+    text = request.args.get("mac")
+    if not text:
+        raise InvalidInput("the query needs mac=<MAC address>, e.g. mac=52:54:00:12:34:56")
+    return MAC.parse(text)
+
+
+def _optional(mac: MAC, name: str, allowed: set[str]) -> str | None:
+    """An optional fact from firmware. Garbage is dropped, not fatal: the machine must boot."""
+    value = request.args.get(name, "").strip().lower()
+    if not value:
+        return None
+    if value not in allowed:
+        log.warning(
+            "%s: ignoring %s=%r (expected one of %s)", mac, name, value[:20], sorted(allowed)
+        )
+        return None
+    return value
+
+
+def _uuid(mac: MAC) -> str | None:
+    try:
+        return parse_uuid(request.args.get("uuid"))
+    except InvalidInput as exc:
+        log.warning("%s: ignoring uuid: %s", mac, exc)
+        return None
+
+
+def _ip(mac: MAC) -> str | None:
+    for text in (request.args.get("ip"), request.remote_addr):
+        if not text:
+            continue
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            log.warning("%s: ignoring ip=%r, not an IP address", mac, text[:45])
+    return None
+
+
+def _machine() -> Machine:
+    mac = _mac()
+    return Machine(
+        mac=mac,
+        uuid=_uuid(mac),
+        arch=_optional(mac, "arch", KNOWN_ARCHES),
+        platform=_optional(mac, "platform", KNOWN_PLATFORMS),
+        ip=_ip(mac),
+    )
+
+
+@bp.get("/boot.ipxe")
+def chain() -> Response:
+    return Response(service().chain_script(base_url()), mimetype=IPXE_TYPE)
+
+
+@bp.get("/ipxe")
+def ipxe() -> Response:
+    return Response(service().ipxe_script(_machine(), base_url()), mimetype=IPXE_TYPE)
+
+
+@bp.get("/cloud-config")
+def cloud_config() -> Response:
+    text = service().cloud_config(_mac(), base_url())
+    return Response(text, mimetype="text/cloud-config; charset=utf-8")
