@@ -200,6 +200,31 @@ class UdpServices:
             except OSError as exc:
                 raise bind_error("TFTP", address, s.tftp_port, exc) from exc
             self.services.append(tftp)
+        if s.dhcp:
+            from .dhcp import ProxyDhcp
+
+            dhcp = ProxyDhcp(
+                self.service,
+                address=address,
+                interface=s.interface,
+                dhcp_port=s.dhcp_port,
+                pxe_port=s.pxe_port,
+                tftp_root=self.settings.paths.tftp_root,
+                uefi_loader=s.uefi_loader,
+                http_base=http_base(self.settings),
+            )
+            try:
+                dhcp.bind()
+            except OSError as exc:
+                self.close()
+                raise bind_error("ProxyDHCP", address, dhcp.failed_port, exc) from exc
+            self.services.append(dhcp)
+
+    def close(self) -> None:
+        """Release the sockets of services bound but never started."""
+        for service in self.services:
+            service.close()
+        self.services = []
 
     def start(self) -> None:
         self.service.start_background()
@@ -238,6 +263,7 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     try:
         udp.bind()
     except PxeError as exc:
+        udp.close()
         log.error("%s", exc)
         store.close()
         return 1

@@ -199,6 +199,10 @@ class TftpServer:
         for loop in self._loops:
             loop.stop()
         self._loops = []
+        self.close()
+
+    def close(self) -> None:
+        """Release the listening socket (also of a server bound but never started)."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
