@@ -127,7 +127,14 @@ def test_write_request_is_refused_and_nothing_written(
     assert "Error code 2" in out.stdout + out.stderr and "read-only" in out.stdout + out.stderr
     assert not (root / "uploaded.bin").exists()
     assert sorted(p.name for p in root.iterdir()) == [
-        "empty.bin", "escape", "exact.bin", "inside", "medium.bin", "small.bin", "sub"]
+        "empty.bin",
+        "escape",
+        "exact.bin",
+        "inside",
+        "medium.bin",
+        "small.bin",
+        "sub",
+    ]
 
 
 class RawClient:
