@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -17,6 +18,9 @@ from pxeserver import tftp_packets as tp
 from pxeserver.boot import BootService
 from pxeserver.model import MAC, Machine
 from pxeserver.tftp import TftpServer
+from pxeserver.tftp_transfers import TransferLoop
+
+from .support.net import wait_for
 
 CURL = shutil.which("curl") or "curl"
 TFTP_HPA = shutil.which("tftp") or "tftp"
@@ -284,6 +288,13 @@ def test_worker_processes_serve_the_same(root: Path, service: BootService) -> No
         while s.counters["completed"] < 8 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert s.counters["completed"] == 8 and s.active == 0
+        # a transfer process that dies is replaced; clients are served again
+        first = s._loops[0]
+        assert not isinstance(first, TransferLoop)
+        os.kill(first.process.pid, signal.SIGKILL)
+        wait_for(lambda: s._loops[0] is not first, 10, "a new transfer process")
+        outs = [curl(s.port, "small.bin") for _ in range(4)]
+        assert all(o.stdout == (root / "small.bin").read_bytes() for o in outs)
     finally:
         s.stop()
 
