@@ -265,6 +265,10 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     service = BootService(settings, registry, Renderer(settings))
     udp = UdpServices(settings, service)
     try:
+        if settings.server.user:
+            from .netif import check_user
+
+            check_user(settings.server.user)
         udp.bind()
     except PxeError as exc:
         udp.close()
