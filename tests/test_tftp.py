@@ -331,3 +331,19 @@ def test_transfers_are_recorded_on_the_node_ProxyDHCP_saw(
     assert [e.kind.value for e in node.events] == ["dhcp", "tftp"]
     assert node.events[1].detail.startswith("small.bin 100000 bytes in ")
     assert "blksize 1468" in node.events[1].detail
+
+
+def test_windowsize_sends_a_window_and_restarts_after_a_gap(raw: RawClient) -> None:
+    raw.send(tp.request("small.bin", {"windowsize": "4"}))
+    oack = raw.recv()
+    assert isinstance(oack, tp.Request) and dict(oack.options) == {"windowsize": "4"}
+    raw.send(tp.ack(0))
+    window = [raw.recv() for _ in range(4)]
+    assert [p.block for p in window if isinstance(p, tp.Data)] == [1, 2, 3, 4]
+    assert raw.recv(0.3) is None  # no more than the window before an ACK
+    raw.send(tp.ack(2))  # the client lost block 3: it acknowledges what it has in order
+    again = [raw.recv() for _ in range(4)]
+    assert [p.block for p in again if isinstance(p, tp.Data)] == [3, 4, 5, 6]
+    raw.send(tp.ack(6))
+    nxt = raw.recv()
+    assert isinstance(nxt, tp.Data) and nxt.block == 7
