@@ -4,10 +4,10 @@ Why an engine of our own and not tftpy (the design card's choice): tftpy 0.8.7 d
 request with ``blksize=abc``, accepts uploads, answers options nobody asked for, ignores
 upper-case option names, grants blksize 65535, has neither windowsize nor the ``timeout``
 option, and measured about 0.6× tftpd-hpa. Those sit in its state machine and packet
-classes, not at an extension point, and its per-packet object churn is the throughput
-problem; hardening it would have meant replacing most of it. Measured against tftpd-hpa,
-the remaining gap was the interpreter lock: one Python thread cannot use both cores the way
-tftpd-hpa's process per transfer does. So the work is split (docs/BENCHMARKS.md has figures):
+classes, not at an extension point: hardening it would have meant replacing most of it.
+Measured against tftpd-hpa, this engine's CPU per MB is at parity; what one Python thread
+could not match was 32 transfers at once (0.45×), because it can use one core where
+tftpd-hpa's process per transfer uses all. So the work is split (docs/BENCHMARKS.md):
 
 - :class:`TftpServer` (this module) owns the listening socket: it parses requests, refuses
   what must be refused (writes, names outside the root, malformed packets), renders the
