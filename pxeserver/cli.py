@@ -32,6 +32,13 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def config_failed(exc: ConfigError) -> NoReturn:
+    """Every problem of a settings file, one line each, then exit 1."""
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+    sys.exit(1)
+
+
 def config_option(f: F) -> F:
     return click.option(
         "--config",
@@ -100,9 +107,7 @@ def serve(config: Path | None, **flags: Any) -> None:
     try:
         code = daemon.serve(config, serve_overrides(**flags))
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+        config_failed(exc)
     except PxeError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -120,9 +125,7 @@ def check(config: Path | None) -> None:
     try:
         settings, warnings = load(config)
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+        config_failed(exc)
     problems = warnings + checks.check_settings(settings)
     for problem in problems:
         click.echo(str(problem), err=True)
@@ -163,9 +166,7 @@ def render(
         base = base_url or checks.default_base_url(settings)
         preview = service.preview(machine, base, use_registry=not no_registry)
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+        config_failed(exc)
     except PxeError as exc:
         fail(str(exc))
     note = "" if preview.known else " (not registered yet: hostname is a placeholder)"
