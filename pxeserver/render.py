@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import jinja2
 
-from . import cloudconfig
+from . import cloudconfig, ignition
 from .config import ClusterSettings, Settings, peer_urls
 from .errors import RenderError
 from .model import Node
@@ -228,6 +228,20 @@ class Renderer:
         if errors:
             raise RenderError(
                 f"template {profile.cloud_config} rendered an invalid cloud-config for "
+                f"{node.mac}: " + "; ".join(errors)
+            )
+        return text
+
+    def ignition(self, node: Node, profile: Profile, group: Group | None, base: str) -> str:
+        """The node's Ignition (spec 3) config, validated. Raises :class:`RenderError`."""
+        if not profile.ignition:
+            raise RenderError(f"profile {profile.name!r} has no ignition template")
+        variables = template_vars(node, profile, group, self.settings.cluster, self.urls(base))
+        text = self.render_template(profile.ignition, variables)
+        _, errors = ignition.validate(text)
+        if errors:
+            raise RenderError(
+                f"template {profile.ignition} rendered an invalid Ignition config for "
                 f"{node.mac}: " + "; ".join(errors)
             )
         return text

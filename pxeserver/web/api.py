@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from .. import timeline
 from ..config import Settings
 from ..errors import Forbidden, InvalidInput, StoreUnavailable
 from ..model import MAC, EventKind, Node, State
@@ -58,6 +59,7 @@ def node_json(node: Node, *, events: bool) -> dict[str, Any]:
         "boot_count": node.boot_count,
     }
     if events:
+        took = timeline.durations(node.events)
         d["events"] = [
             {
                 "kind": e.kind.value,
@@ -65,8 +67,9 @@ def node_json(node: Node, *, events: bool) -> dict[str, Any]:
                 "state": e.state.value,
                 "detail": e.detail,
                 "count": e.count,
+                "took": None if t is None else round(t, 3),  # seconds since the previous step
             }
-            for e in node.events
+            for e, t in zip(node.events, took)
         ]
     return d
 
@@ -77,6 +80,15 @@ def _bearer() -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
+
+
+def operator_authorized() -> bool:
+    """True if the request carries the configured API token (False when none is set)."""
+    settings: Settings = current_app.extensions["pxeserver.settings"]
+    wanted, given = settings.server.api_token, _bearer()
+    if wanted is None or given is None:
+        return False
+    return hmac.compare_digest(given.encode(), wanted.encode())
 
 
 def require_operator() -> None:
