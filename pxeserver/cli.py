@@ -355,5 +355,67 @@ def nodes_forget(api: Api, mac: str) -> None:
     click.echo(f"{address} forgotten")
 
 
+# -- assets ---------------------------------------------------------------------------------
+
+
+@main.group()
+def assets() -> None:
+    """Boot assets: OS kernels and initrds, boot loaders."""
+
+
+@assets.group("fetch")
+def assets_fetch() -> None:
+    """Download an OS's PXE images into the assets folder and verify them."""
+
+
+@assets_fetch.command("flatcar")
+@config_option
+@click.option(
+    "--channel",
+    type=click.Choice(["stable", "beta", "alpha", "lts"]),
+    default="stable",
+    show_default=True,
+    help="Flatcar release channel.",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(["amd64", "arm64"]),
+    default="amd64",
+    show_default=True,
+    help="Machine architecture.",
+)
+@click.option(
+    "--version", "version", metavar="V", help="A release, e.g. 4081.2.0 (default: current)."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def fetch_flatcar(
+    config: Path | None, channel: str, arch: str, version: str | None, no_progress: bool
+) -> None:
+    """Flatcar's PXE kernel and initrd, checked against Flatcar's signing key with gpg.
+
+    Kept per version under ASSETS/flatcar/VERSION/ (flatcar-arm64/ for arm64), with
+    ASSETS/flatcar/current pointing at the last version that verified. A file that fails
+    verification is deleted and the command exits 1.
+    """
+    from . import flatcar
+
+    try:
+        settings, _ = load(config)
+        flatcar.fetch(
+            settings,
+            channel,
+            arch,
+            version,
+            progress=not no_progress,
+            say=click.echo,
+        )
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    except PxeError as exc:
+        fail(str(exc))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

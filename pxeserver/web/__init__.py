@@ -88,8 +88,12 @@ def create_app(settings: Settings, service: BootService) -> Flask:
         return _error(404, f"no such page: {request.path}")
 
     @app.errorhandler(405)
-    def not_allowed(_exc: Exception) -> Response:
-        return _error(405, f"{request.method} is not allowed on {request.path}")
+    def not_allowed(exc: Exception) -> Response:
+        resp = _error(405, f"{request.method} is not allowed on {request.path}")
+        allowed = getattr(exc, "valid_methods", None)
+        if allowed:  # RFC 9110: a 405 lists the methods that are allowed
+            resp.headers["Allow"] = ", ".join(sorted(allowed))
+        return resp
 
     return app
 

@@ -26,6 +26,9 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}")
 LABEL_VALUE_MAX = 253
+# No control characters (they break the YAML of cloud-configs) and nothing that breaks
+# fleet's metadata="k=v,k=v" line.
+LABEL_VALUE = re.compile(r'[^\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff",=\\]*')
 
 
 def iso(ts: float | None) -> str | None:
@@ -117,8 +120,12 @@ def _labels(raw: Any, *, allow_none: bool) -> dict[str, str | None]:
             labels[key] = None
         elif isinstance(value, (str, int)) and not isinstance(value, bool):
             text = str(value)
-            if len(text) > LABEL_VALUE_MAX or any(c in text for c in "\n\r\0"):
-                raise InvalidInput(f"label {key}: the value is too long or has control characters")
+            if len(text) > LABEL_VALUE_MAX or not LABEL_VALUE.fullmatch(text):
+                raise InvalidInput(
+                    f"label {key}: the value must be at most {LABEL_VALUE_MAX} characters "
+                    "without control characters, quotes, commas, '=' or backslashes (labels "
+                    "become fleet metadata, written as key=value,key=value)"
+                )
             labels[key] = text
         else:
             raise InvalidInput(f"label {key}: the value must be a string (or null to remove it)")

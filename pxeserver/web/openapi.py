@@ -1,4 +1,4 @@
-"""The OpenAPI 3.0 document of the whole HTTP API, served at ``/api/v1/openapi.json``.
+"""The OpenAPI 3.1 document of the whole HTTP API, served at ``/api/v1/openapi.json``.
 
 Written by hand next to the code it describes, and held to it by a schemathesis run
 against a live server in the test suite (tests/test_openapi.py): every response's status,
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from .. import __version__
+from ..config import Settings
+from .boot import KNOWN_ARCHES
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
@@ -42,7 +44,23 @@ def _text(description: str, media: str = "text/plain") -> dict[str, Any]:
 
 
 def _nullable(kind: str, **more: Any) -> dict[str, Any]:
-    return {"type": kind, "nullable": True, **more}
+    return {"type": [kind, "null"], **more}
+
+
+# Exactly what MAC.parse accepts (surrounding blanks aside), so that generated requests
+# that match it must be accepted.
+HEX = "[0-9A-Fa-f]"
+MAC_PATTERN = (
+    f"^({HEX}{{12}}|{HEX}{{4}}\\.{HEX}{{4}}\\.{HEX}{{4}}"
+    f"|{HEX}{{1,2}}(:{HEX}{{1,2}}){{5}}|{HEX}{{1,2}}(-{HEX}{{1,2}}){{5}})$"
+)
+HOSTNAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+LABEL_KEY_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.\\-/]{0,62}$"
+LABEL_VALUE = {
+    "type": "string",
+    "maxLength": 253,
+    "pattern": '^[^\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff\\ufffe\\uffff",=\\\\]*$',
+}
 
 
 MAC_PARAM = {
@@ -50,7 +68,7 @@ MAC_PARAM = {
     "in": "path",
     "required": True,
     "description": "aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabbccddeeff or aabb.ccdd.eeff",
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": MAC_PATTERN},
 }
 MAC_QUERY = {**MAC_PARAM, "in": "query"}
 RETRY_AFTER = {
@@ -135,13 +153,15 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "profile": _nullable("string", description="null: back to the groups"),
+            # The enum of profile names is filled in from the settings when served.
+            "profile": _nullable("string", description="a profile; null: back to the groups"),
             "labels": {
                 "type": "object",
-                "additionalProperties": {"type": "string", "nullable": True},
-                "description": "merged; null removes a label",
+                "propertyNames": {"pattern": LABEL_KEY_PATTERN},
+                "additionalProperties": {**LABEL_VALUE, "type": ["string", "null"]},
+                "description": "merged into the node's labels; null removes a label",
             },
-            "hostname": {"type": "string"},
+            "hostname": {"type": "string", "pattern": HOSTNAME_PATTERN},
         },
     },
     "PhoneHome": {
@@ -369,7 +389,10 @@ def _node_paths() -> dict[str, Any]:
                         "name": "label",
                         "in": "query",
                         "description": "key=value; repeat for several",
-                        "schema": {"type": "array", "items": {"type": "string"}},
+                        "schema": {
+                            "type": "array",
+                            "items": {"type": "string", "pattern": "^[^=]+="},
+                        },
                         "style": "form",
                         "explode": True,
                     },
@@ -434,7 +457,11 @@ def _node_paths() -> dict[str, Any]:
                         "in": "query",
                         "schema": {"type": "string", "enum": ["pcbios", "efi"]},
                     },
-                    {"name": "arch", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "arch",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": sorted(KNOWN_ARCHES)},
+                    },
                 ],
                 "responses": {
                     "200": _json(_ref("Explain"), "the decision and the rendered files"),
@@ -459,7 +486,7 @@ def _server_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["server"],
                 "summary": "This document",
-                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0")},
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
             }
         },
         "/healthz": {
@@ -482,9 +509,18 @@ def _server_paths() -> dict[str, Any]:
     }
 
 
-def document() -> dict[str, Any]:
+def document(profiles: list[str]) -> dict[str, Any]:
+    schemas = dict(SCHEMAS)
+    patch = schemas["NodePatch"]
+    schemas["NodePatch"] = {
+        **patch,
+        "properties": {
+            **patch["properties"],
+            "profile": {**patch["properties"]["profile"], "enum": [*profiles, None]},
+        },
+    }
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "pxeserver",
             "version": __version__,
@@ -494,7 +530,7 @@ def document() -> dict[str, Any]:
         },
         "paths": {**_boot_paths(), **_node_paths(), **_server_paths()},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "responses": RESPONSES,
             "securitySchemes": {
                 "apiToken": {"type": "http", "scheme": "bearer"},
@@ -506,4 +542,5 @@ def document() -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    return jsonify(document())
+    settings: Settings = current_app.extensions["pxeserver.settings"]
+    return jsonify(document(sorted(settings.profiles)))
