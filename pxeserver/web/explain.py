@@ -1,6 +1,7 @@
 """Why a machine boots what it boots: the group verdicts and what it would be served.
 
-``GET /api/v1/nodes/<mac>/explain`` is ``pxeserver render`` over HTTP, for the node page:
+``GET /api/v1/nodes/<mac>/explain`` is ``pxeserver render`` over HTTP for a node in the
+registry, for the node page:
 the decision (which group matched and why, every other group's verdict) and the iPXE
 script, cloud-config and Ignition config rendered exactly as the machine would get them,
 without recording anything. The node's own token (which its cloud-config carries) is
@@ -46,6 +47,8 @@ def explain(mac: str) -> Response:
         arch=_fact("arch", KNOWN_ARCHES),
         platform=_fact("platform", KNOWN_PLATFORMS),
     )
+    # Only nodes in the registry: `pxeserver render --mac` previews machines not seen yet.
+    service().registry.require(machine.mac)
     try:
         preview = service().preview(machine, base_url())
     except NoMatch as exc:

@@ -59,7 +59,8 @@ LABEL_KEY_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.\\-/]{0,62}$"
 LABEL_VALUE = {
     "type": "string",
     "maxLength": 253,
-    "pattern": '^[^\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff\\ufffe\\uffff",=\\\\]*$',
+    # (The server also refuses lone surrogates, which UTF-8 cannot carry anyway.)
+    "pattern": '^[^\\x00-\\x1f\\x7f-\\x9f\\ufffe\\uffff",=\\\\]*$',
 }
 
 
@@ -448,8 +449,8 @@ def _node_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["nodes"],
                 "summary": "Which group matched and why, and what the machine would be served",
-                "description": "Like `pxeserver render`: records nothing. The node's token "
-                "is hidden unless the API token is given.",
+                "description": "Like `pxeserver render` for a node in the registry: records "
+                "nothing. The node's token is hidden unless the API token is given.",
                 "parameters": [
                     MAC_PARAM,
                     {
@@ -465,6 +466,7 @@ def _node_paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(_ref("Explain"), "the decision and the rendered files"),
+                    "404": {"$ref": "#/components/responses/NotFound"},
                     "500": _json(_ref("Error"), "a template failed; the message says why"),
                     **API_ERRORS,
                 },
