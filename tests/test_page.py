@@ -28,7 +28,7 @@ READY, BOOTING, CONFIGURED, IGNITED, NOMATCH, GOES_LOST, NEW = (
 )
 SETTINGS: dict[str, Any] = {
     "server": {"api_token": TOKEN},
-    "cluster": {"heartbeat_ttl": 3, "fleet_metadata": {"region": "lab"}},
+    "cluster": {"heartbeat_ttl": 5, "fleet_metadata": {"region": "lab"}},
     "profiles": {
         "coreos": {
             "kernel": "coreos/coreos_production_pxe.vmlinuz",
@@ -73,7 +73,7 @@ class Heartbeats(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        while not self.stopping.wait(0.7):
+        while not self.stopping.wait(0.5):
             self.server.request(
                 "POST",
                 f"/api/v1/nodes/{self.mac}/heartbeat",
@@ -169,7 +169,7 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     assert state_of(page, CONFIGURED) == "configured"
     assert state_of(page, IGNITED) == "configured"
     assert state_of(page, NOMATCH) == "discovered"
-    wait(page, "the silent node as lost", lambda d: state_of(d, GOES_LOST) == "lost")
+    wait(page, "the silent node as lost", lambda d: state_of(d, GOES_LOST) == "lost", 40)
     ready_row = row(page, READY)
     assert ready_row.find_element(By.CSS_SELECTOR, "td.hostname").text.startswith("node-")
     assert ready_row.find_element(By.CSS_SELECTOR, "td.profile").text == "coreos"

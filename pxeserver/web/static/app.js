@@ -165,7 +165,8 @@ function renderEdit() {
   const writable = state.info && (!state.info.writes_need_token || state.token);
   $("#d-edit").hidden = !writable || !state.detail;
   const mode = $("#mode");
-  mode.textContent = writable ? "changes allowed" : "read-only";
+  const open = state.info && !state.info.writes_need_token;
+  mode.textContent = open ? "changes open: the server has no API token" : writable ? "changes allowed" : "read-only";
   mode.classList.toggle("write", Boolean(writable));
   if (!writable || !state.detail) return;
   const sel = $("#e-profile");
