@@ -410,9 +410,7 @@ def fetch_flatcar(
             say=click.echo,
         )
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+        config_failed(exc)
     except PxeError as exc:
         fail(str(exc))
 
