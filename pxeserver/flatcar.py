@@ -80,15 +80,23 @@ def _open(url: str) -> BinaryIO:
         raise FetchError(f"{url}: cannot download ({reason})") from exc
 
 
-def resolve_version(root: str, version: str | None) -> str:
-    """The version to fetch: as given, or the one ``current/version.txt`` names."""
+def resolve_version(settings: Settings, root: str, version: str | None) -> str:
+    """The version to fetch: as given, or the one ``current/version.txt`` names.
+
+    version.txt is signed like the images and verified too: otherwise whoever can alter
+    it could point ``current`` at an old (signed, but vulnerable) release.
+    """
     if version and version != "current":
         if not VERSION.fullmatch(version):
             raise FetchError(f"--version {version!r}: write a Flatcar version such as 4081.2.0")
         return version
     url = root + "current/version.txt"
-    with _open(url) as resp:
-        text = resp.read(64 * 1024).decode("utf-8", "replace")
+    with tempfile.TemporaryDirectory(prefix="pxeserver-flatcar-") as tmp:
+        text_path, sig_path = Path(tmp) / "version.txt", Path(tmp) / "version.txt.sig"
+        download(url, text_path, False)
+        download(url + ".sig", sig_path, False)
+        verify(text_path, sig_path, settings.flatcar.signing_key, settings.flatcar.fingerprints)
+        text = text_path.read_text("utf-8", "replace")
     found = re.search(r"^FLATCAR_VERSION=([0-9.]+)\s*$", text, re.MULTILINE)
     if not found or not VERSION.fullmatch(found.group(1)):
         raise FetchError(f"{url} names no FLATCAR_VERSION; give --version")
@@ -156,7 +164,9 @@ def verify(path: Path, signature: Path, keyfile: Path, fingerprints: tuple[str, 
         except FileNotFoundError as exc:
             raise FetchError("gpg is not installed: apt-get install gnupg") from exc
         finally:
-            subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True)
+            gpgconf = shutil.which("gpgconf")
+            if gpgconf:  # stop any agent gpg started for this home before it is removed
+                subprocess.run([gpgconf, "--homedir", home, "--kill", "all"], capture_output=True)
         return _judge(checked.stdout.decode(errors="replace"), path, fingerprints)
 
 
@@ -233,7 +243,7 @@ def fetch(
 ) -> Path:
     """Fetch, verify and install a Flatcar release; return the folder ``current`` points at."""
     root_url = release_root(settings, channel, arch)
-    version = resolve_version(root_url, version)
+    version = resolve_version(settings, root_url, version)
     root = target_folder(settings, arch)
     release = Release(channel, arch, version, f"{root_url}{version}/", root / version)
     release.folder.mkdir(parents=True, exist_ok=True)

@@ -47,9 +47,10 @@ def publish(files: Files, signer: Signer, tmp: Path, version: str, **bodies: byt
         path.write_bytes(body)
         files.files[f"/beta/amd64-usr/{version}/{name}"] = body
         files.files[f"/beta/amd64-usr/{version}/{name}.sig"] = signer.sign(path).read_bytes()
-    files.files["/beta/amd64-usr/current/version.txt"] = (
-        f"FLATCAR_BUILD=1\nFLATCAR_VERSION={version}\nFLATCAR_VERSION_ID={version}\n".encode()
-    )
+    text = tmp / "release" / version / "version.txt"
+    text.write_text(f"FLATCAR_BUILD=1\nFLATCAR_VERSION={version}\nFLATCAR_VERSION_ID={version}\n")
+    files.files["/beta/amd64-usr/current/version.txt"] = text.read_bytes()
+    files.files["/beta/amd64-usr/current/version.txt.sig"] = signer.sign(text).read_bytes()
 
 
 def settings_file(tmp: Path, files: Files, signer: Signer) -> Path:
@@ -148,6 +149,18 @@ def test_a_file_signed_by_another_key_is_refused(
     assert "not in the trusted signing key" in out.stderr
     assert not (tmp_path / "assets" / "flatcar" / "current").exists()
     assert not (tmp_path / "assets" / "flatcar" / "4081.1.0" / KERNEL).exists()
+
+
+def test_a_tampered_version_txt_is_refused(tmp_path: Path, files: Files, signer: Signer) -> None:
+    cfg = settings_file(tmp_path, files, signer)
+    publish(files, signer, tmp_path, "4116.0.0")
+    publish(files, signer, tmp_path, "4081.1.0")  # version.txt now names this one
+    # Someone changes which release "current" names, without the signing key.
+    path = "/beta/amd64-usr/current/version.txt"
+    files.files[path] = files.files[path].replace(b"4081.1.0", b"4116.0.0")
+    out = fetch(cfg)
+    assert out.returncode == 1 and "version.txt: BAD signature" in out.stderr
+    assert not (tmp_path / "assets" / "flatcar").exists()
 
 
 def test_missing_release_says_what_the_server_answered(
