@@ -131,12 +131,19 @@ def test_privileged_ports_then_dropping_root() -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
         data = tmp_path / "var"
-        data.mkdir()
+        (data / "metrics").mkdir(parents=True)
+        (data / "metrics" / "counter_1.db").write_bytes(b"")
         (data / "pxeserver.db").write_bytes(b"")
         drop_privileges("nobody", [data])
         nobody = pwd.getpwnam("nobody")
         assert (os.getuid(), os.getgid(), os.getgroups()) == (nobody.pw_uid, nobody.pw_gid, [])
-        assert (data / "pxeserver.db").stat().st_uid == nobody.pw_uid
+        for path in (
+            data,
+            data / "pxeserver.db",
+            data / "metrics",
+            data / "metrics" / "counter_1.db",
+        ):
+            assert path.stat().st_uid == nobody.pw_uid, path
         sock.sendto(b"still bound", sock.getsockname())  # sockets bound as root keep working
         assert sock.recv(100) == b"still bound"
         # a non-root user asking for port 69 gets the sentence that says what to do
