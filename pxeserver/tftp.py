@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import metrics
 from . import tftp_packets as tp
 from .errors import NotFound, PxeError, StoreUnavailable
 from .model import MAC, Machine
@@ -52,6 +53,9 @@ IP_PKTINFO = 8  # Linux <netinet/in.h>; Python 3.11's socket module does not exp
 _PKTINFO = struct.Struct("=I4s4s")
 _PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
 REFUSAL_LOG_WINDOW = 60.0
+# pxeserver_tftp_errors_total{reason} for the error packets sent
+_ERROR_REASONS = {tp.FILE_NOT_FOUND: "not-found", tp.ACCESS_VIOLATION: "access-violation",
+                  tp.ILLEGAL_OPERATION: "malformed", tp.NOT_DEFINED: "busy-or-store"}  # fmt: skip
 
 
 class TftpBoot(Protocol):
@@ -338,6 +342,7 @@ class TftpServer:
     def _refuse(self, peer: tuple[str, int], code: int, message: str, reason: str,
                 name: str) -> None:  # fmt: skip
         self.counters["refused"] += 1
+        metrics.tftp_errors.labels(reason=_ERROR_REASONS.get(code, "other")).inc()
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.sendto(tp.error(code, message), peer)
@@ -405,19 +410,27 @@ class TftpServer:
         ip = o.peer[0]
         if o.refused:
             self.counters["refused"] += 1
+            metrics.tftp_errors.labels(reason="refused").inc()
             self._log_refusal(ip, o.name, o.failure or "refused", "error packet")
             return
         if o.aborted:
+            metrics.tftp_transfers.labels(result="aborted").inc()
             # Firmware (EDK2) asks for tsize and then aborts on purpose: normal, not a failure.
             log.debug("TFTP %s from %s: %s: %s", self._mac_of(ip), ip, o.name, o.failure)
             return
         if o.failure is None:
             self.counters["completed"] += 1
+            metrics.tftp_transfers.labels(result="ok").inc()
+            metrics.tftp_bytes.inc(o.size)
             detail = (f"{o.name} {o.size} bytes in {o.seconds:.2f} s "
                       f"(blksize {o.blksize}, window {o.window})")  # fmt: skip
             log.info("TFTP %s from %s: %s", self._mac_of(ip), ip, detail)
         else:
             self.counters["failed"] += 1
+            metrics.tftp_transfers.labels(result="failed").inc()
+            metrics.tftp_errors.labels(
+                reason="timeout" if "retries" in o.failure else "other"
+            ).inc()
             detail = f"{o.name} failed: {o.failure}"
             log.warning("TFTP %s from %s: %s", self._mac_of(ip), ip, detail)
         if self.boot is not None:
