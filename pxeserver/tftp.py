@@ -346,9 +346,14 @@ class TftpServer:
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.sendto(tp.error(code, message), peer)
-        self._log_refusal(peer[0], name, reason, message)
+        # A missing file is routine (PXELINUX probes several config names before its own);
+        # a name outside the root or a write is not.
+        level = logging.INFO if code == tp.FILE_NOT_FOUND else logging.WARNING
+        self._log_refusal(peer[0], name, reason, message, level)
 
-    def _log_refusal(self, ip: str, name: str, reason: str, told: str) -> None:
+    def _log_refusal(
+        self, ip: str, name: str, reason: str, told: str, level: int = logging.WARNING
+    ) -> None:
         key = (ip, name, reason)
         now = time.monotonic()
         with self._lock:
@@ -358,8 +363,8 @@ class TftpServer:
             while len(self._refusals) > 1024:
                 self._refusals.popitem(last=False)
         if last is None or now - last >= REFUSAL_LOG_WINDOW:
-            log.warning("TFTP %s from %s: refused %r: %s (told: %s)", self._mac_of(ip), ip,
-                        name[:80], reason, told)  # fmt: skip
+            log.log(level, "TFTP %s from %s: refused %r: %s (told: %s)", self._mac_of(ip), ip,
+                    name[:80], reason, told)  # fmt: skip
 
     # -- per-machine files -----------------------------------------------------------------
 
