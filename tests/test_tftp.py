@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import os
 import shutil
@@ -354,3 +355,18 @@ def test_windowsize_sends_a_window_and_restarts_after_a_gap(raw: RawClient) -> N
     raw.send(tp.ack(6))
     nxt = raw.recv()
     assert isinstance(nxt, tp.Data) and nxt.block == 7
+
+
+def test_transfer_processes_that_cannot_start_fall_back_to_a_thread(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a worker that dies at once, as one would whose interpreter the dropped user cannot read
+    s = TftpServer(root, address="127.0.0.1", port=0, workers=1,
+                   worker_init=functools.partial(os._exit, 3)).start()  # fmt: skip
+    try:
+        wait_for(lambda: isinstance(s._loops[0], TransferLoop), 30, "the fallback to a thread")
+        out = curl(s.port, "small.bin")
+        assert out.returncode == 0 and out.stdout == (root / "small.bin").read_bytes()
+        assert "serving transfers in a thread of the main process instead" in caplog.text
+    finally:
+        s.stop()
