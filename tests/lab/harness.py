@@ -1,0 +1,467 @@
+"""The lab: real virtual machines PXE-booting through a real pxeserver, on one box.
+
+Layout of one lab (every name ends in the lab's random suffix ``<id>``)::
+
+    namespace pxl-<id>                                  namespace pxls-<id> ("the site")
+      bridge br-<id> 192.0.2.1/24 ── veth vs-<id> ════ veth vp-<id> 192.0.2.2/24
+        tap<N>-<id> ── QEMU VM N                          dnsmasq: plain DHCP, addresses
+      pxeserver: ProxyDHCP 67/4011, TFTP 69, HTTP 80       only, no PXE options
+      etcd on 127.0.0.1 (the registry's store)
+      the recorder of DHCP/PXE packets (sniff.py)
+
+The site's DHCP server lives in its own namespace because it and pxeserver's ProxyDHCP
+both listen on UDP 67, as two hosts on one segment would. The VMs are QEMU in software
+emulation only (TCG: /dev/kvm is not usable here). The node image they boot is the lab's
+stand-in for CoreOS (tests/lab/build-node-image.sh).
+
+Everything a lab writes stays in its folder under test-artifacts/lab/ (serial consoles,
+pxeserver's, dnsmasq's and etcd's logs, the packet capture) so a failing boot can be read
+afterwards; :meth:`Lab.diagnose` names those files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pxeserver.model import MAC
+from tests.support.etcd import EtcdMember
+
+from . import console
+from .netns import Namespace, stop_process
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "lab"
+QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+IPXE_DIR = Path("/usr/lib/ipxe")
+IPXE_LOADERS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
+SERVER_IP = "192.0.2.1"
+SITE_IP = "192.0.2.2"
+RUNS_KEPT = 8
+
+
+def missing_tools() -> str | None:
+    """What the lab needs from Debian that is not installed, or None."""
+    needed = {
+        QEMU: "qemu-system-x86",
+        "/usr/lib/ipxe/qemu/efi-virtio.rom": "ipxe-qemu",
+        str(OVMF_CODE): "ovmf",
+        DNSMASQ: "dnsmasq-base",
+        "/bin/busybox": "busybox-static",
+        str(IPXE_DIR / "snponly.efi"): "ipxe",
+    }
+    absent = sorted({pkg for path, pkg in needed.items() if not os.path.exists(path)})
+    if absent:
+        return "the lab needs these Debian packages: " + " ".join(absent)
+    return None
+
+
+def iso_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class NsEtcd(EtcdMember):
+    """tests/support/etcd.py's member, run inside the lab's namespace."""
+
+    def __init__(self, ns: Namespace, data_dir: Path, log_dir: Path) -> None:
+        super().__init__("lab", data_dir, log_dir)
+        self.ns = ns
+        self.client_port, self.peer_port = 2379, 2380  # the namespace's own loopback
+        self.initial_cluster = f"{self.name}={self.peer_url}"
+
+    def command(self) -> list[str]:
+        return self.ns.command(super().command())
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited at start; see {self.log_path}")
+            if self.ns.call(_http_ok, self.client_url + "/health"):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"etcd in {self.ns.name} not up after {timeout} s; see {self.log_path}")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answers
+    except OSError:
+        return False
+
+
+def _http(method: str, url: str, body: Any, token: str | None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+@dataclass
+class VM:
+    """One QEMU machine on the lab's bridge."""
+
+    lab: Lab
+    name: str
+    mac: MAC
+    firmware: str  # "bios": SeaBIOS + the NIC's iPXE ROM; "uefi": OVMF's own PXE client
+    tap: str
+    memory_mb: int = 384
+    proc: subprocess.Popen[bytes] | None = None
+    powered_on: float = 0.0  # wall-clock time of the last power-on
+    boots: int = 0
+    serial_logs: list[Path] = field(default_factory=list)
+
+    @property
+    def serial_log(self) -> Path:
+        return self.serial_logs[-1] if self.serial_logs else self.lab.dir / f"{self.name}.serial"
+
+    def command(self, serial: Path) -> list[str]:
+        net = [
+            "-netdev", f"tap,id=net0,ifname={self.tap},script=no,downscript=no",
+        ]  # fmt: skip
+        if self.firmware == "bios":
+            machine = ["-machine", "pc"]
+            # QEMU's default ROM for virtio-net: Debian's ipxe-qemu build of iPXE.
+            nic = ["-device", f"virtio-net-pci,netdev=net0,mac={self.mac}"]
+        else:
+            vars_copy = self.lab.dir / f"{self.name}.OVMF_VARS.fd"
+            if not vars_copy.exists():
+                shutil.copyfile(OVMF_VARS, vars_copy)
+            machine = [
+                "-machine", "q35",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+            ]  # fmt: skip
+            # romfile= (empty): no option ROM, so the firmware's own PXE client boots.
+            nic = ["-device", f"virtio-net-pci,netdev=net0,mac={self.mac},romfile="]
+        return [
+            QEMU,
+            "-accel", "tcg",  # never KVM: /dev/kvm hangs on this kind of machine
+            "-nodefaults",  # no CD-ROM for the firmware to try first, no VGA to emulate
+            *machine,
+            "-m", str(self.memory_mb),
+            "-smp", "1",
+            "-display", "none",
+            "-monitor", "none",
+            "-no-reboot",
+            *net,
+            *nic,
+            "-boot", "n",
+            "-serial", f"file:{serial}",
+            "-name", self.name,
+        ]  # fmt: skip
+
+    def power_on(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, f"{self.name} is running"
+        self.boots += 1
+        serial = self.lab.dir / f"{self.name}.boot{self.boots}.serial"
+        self.serial_logs.append(serial)
+        self.powered_on = time.time()
+        self.proc = self.lab.ns.popen(
+            self.command(serial), self.lab.dir / f"{self.name}.qemu.log", cwd=self.lab.dir
+        )
+
+    def kill(self) -> None:
+        """Pull the plug: SIGKILL, as a machine that loses power mid-boot."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def steps(self) -> list[console.Step]:
+        return console.read_steps(self.serial_log)
+
+    def step(self, name: str) -> console.Step | None:
+        found = [s for s in self.steps() if s.name == name]
+        return found[-1] if found else None
+
+
+class Lab:
+    """One namespace with its site DHCP server, etcd, pxeserver and VMs. See the module doc."""
+
+    def __init__(self, image_dir: Path, settings: dict[str, Any], label: str = "lab") -> None:
+        self.id = secrets.token_hex(3)
+        self.dir = ARTIFACTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{self.id}"
+        self.image_dir = image_dir
+        self.extra_settings = settings
+        self.ns = Namespace(f"pxl-{self.id}")
+        self.site = Namespace(f"pxls-{self.id}")
+        self.bridge = f"br-{self.id}"
+        self.vms: list[VM] = []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.etcd: NsEtcd | None = None
+        self.scratch = Path(f"/tmp/pxlab-{self.id}")  # etcd's data: large, not worth keeping
+        self.api_token = secrets.token_hex(8)
+
+    # -- paths a failing test names ----------------------------------------------------------
+
+    @property
+    def server_log(self) -> Path:
+        return self.dir / "pxeserver.log"
+
+    @property
+    def dnsmasq_log(self) -> Path:
+        return self.dir / "dnsmasq.log"
+
+    @property
+    def capture(self) -> Path:
+        return self.dir / "dhcp.pcap"
+
+    # -- bring up ----------------------------------------------------------------------------
+
+    def start(self) -> Lab:
+        self.dir.mkdir(parents=True)
+        self.scratch.mkdir(parents=True)
+        _prune_old_runs()
+        try:
+            self._network()
+            self._site_dhcp()
+            self._recorder()
+            self._etcd()
+            self._pxeserver()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _network(self) -> None:
+        self.ns.create()
+        self.site.create()
+        ns = self.ns
+        ns.ip("link", "add", self.bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0")
+        ns.ip("addr", "add", f"{SERVER_IP}/24", "dev", self.bridge)
+        ns.ip("link", "set", self.bridge, "up")
+        veth, peer = f"vs-{self.id}", f"vp-{self.id}"
+        ns.ip("link", "add", veth, "type", "veth", "peer", "name", peer, "netns", self.site.name)
+        ns.ip("link", "set", veth, "master", self.bridge, "up")
+        self.site.ip("addr", "add", f"{SITE_IP}/24", "dev", peer)
+        self.site.ip("link", "set", peer, "up")
+        self.site_iface = peer
+
+    def _site_dhcp(self) -> None:
+        """dnsmasq as the site's ordinary DHCP server: addresses only, no PXE options."""
+        cmd = [
+            DNSMASQ,
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=0",  # no DNS
+            f"--interface={self.site_iface}",
+            "--bind-interfaces",
+            "--dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,10m",
+            f"--dhcp-leasefile={self.dir / 'dnsmasq.leases'}",
+            "--dhcp-authoritative",
+            "--no-ping",
+            "--log-dhcp",
+            f"--log-facility={self.dnsmasq_log}",
+            "--pid-file=",
+            "--user=root",
+        ]
+        self.procs["dnsmasq"] = self.site.popen(cmd, self.dir / "dnsmasq.out")
+
+    def _recorder(self) -> None:
+        cmd = [sys.executable, "-m", "tests.lab.sniff", self.bridge, str(self.capture)]
+        self.procs["sniff"] = self.ns.popen(cmd, self.dir / "sniff.log", cwd=REPO)
+
+    def _etcd(self) -> None:
+        self.etcd = NsEtcd(self.ns, self.scratch / "etcd", self.dir)
+        self.etcd.start()
+
+    def settings(self) -> dict[str, Any]:
+        assets = self.dir / "assets"
+        (assets / "lab").mkdir(parents=True)
+        for name in ("vmlinuz", "initrd.cpio.gz"):
+            link_or_copy(self.image_dir / name, assets / "lab" / name)
+        tftp_root = self.dir / "tftproot"
+        tftp_root.mkdir()
+        for name in IPXE_LOADERS:
+            shutil.copyfile(IPXE_DIR / name, tftp_root / name)
+        base: dict[str, Any] = {
+            "server": {
+                "listen": "0.0.0.0",
+                "http_port": 80,
+                "tftp_port": 69,
+                "dhcp_port": 67,
+                "pxe_port": 4011,
+                "base_url": f"http://{SERVER_IP}",
+                "api_token": self.api_token,
+                "http_workers": 2,
+                "log_level": "DEBUG",
+            },
+            "paths": {
+                "data_dir": str(self.dir / "var"),
+                "assets_dir": str(assets),
+                "tftp_root": str(tftp_root),
+                "templates_dir": str(REPO / "cloud-configs"),
+            },
+            "store": {"backend": "etcd", "etcd_endpoints": ["http://127.0.0.1:2379"]},
+            "cluster": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
+        }
+        return _merge(base, self.extra_settings)
+
+    def _pxeserver(self) -> None:
+        config = self.dir / "pxeserver.yaml"
+        config.write_text(yaml.safe_dump(self.settings(), sort_keys=False))
+        cmd = [sys.executable, "-m", "pxeserver", "serve", "--config", str(config)]
+        self.procs["pxeserver"] = self.ns.popen(cmd, self.server_log, cwd=self.dir)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.procs["pxeserver"].poll() is not None:
+                raise RuntimeError(f"pxeserver exited at start; see {self.server_log}")
+            if self.ns.call(_http_ok, f"http://{SERVER_IP}/healthz"):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"pxeserver not answering after 60 s; see {self.server_log}")
+
+    # -- machines ----------------------------------------------------------------------------
+
+    def add_vm(self, firmware: str = "bios", mac: MAC | None = None) -> VM:
+        n = len(self.vms)
+        tap = f"tap{n}-{self.id}"
+        self.ns.ip("tuntap", "add", "dev", tap, "mode", "tap")
+        self.ns.ip("link", "set", tap, "master", self.bridge, "up")
+        mac = mac or MAC.from_bytes(bytes([0x52, 0x54, 0x00, int(self.id[:2], 16), 0x10, n]))
+        vm = VM(self, f"vm{n}-{firmware}", mac, firmware, tap)
+        self.vms.append(vm)
+        return vm
+
+    # -- the API, from inside the namespace ---------------------------------------------------
+
+    def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        url = f"http://{SERVER_IP}{path}"
+        return self.ns.call(_http, method, url, body, self.api_token)
+
+    def node(self, mac: MAC) -> dict[str, Any] | None:
+        status, body = self.api("GET", f"/api/v1/nodes/{mac}")
+        if status == 404:
+            return None
+        assert status == 200, (status, body)
+        return body
+
+    def wait_for(
+        self, vm: VM, states: set[str], timeout: float, *, since_boot: int = 1
+    ) -> dict[str, Any]:
+        """Poll the registry until ``vm``'s node is in one of ``states`` with at least
+        ``since_boot`` boots counted; fail with the paths of every log on timeout."""
+        deadline = time.monotonic() + timeout
+        node = None
+        while time.monotonic() < deadline:
+            node = self.node(vm.mac)
+            if node and node["state"] in states and node["boot_count"] >= since_boot:
+                return node
+            failed = vm.step("failed")
+            if failed is not None:
+                break
+            if vm.proc is not None and vm.proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        state = node["state"] if node else "not in the registry"
+        raise AssertionError(
+            f"{vm.name} ({vm.mac}) did not reach {sorted(states)} within {timeout:.0f} s "
+            f"(state: {state})\n" + self.diagnose(vm)
+        )
+
+    def diagnose(self, vm: VM | None = None) -> str:
+        lines = [f"lab folder: {self.dir}"]
+        if vm is not None:
+            lines.append(f"  {vm.name} serial console: {vm.serial_log}")
+            lines.append(f"  {vm.name} QEMU output:     {self.dir / (vm.name + '.qemu.log')}")
+            running = "running" if vm.running else f"exited {vm.proc and vm.proc.returncode}"
+            lines.append(f"  {vm.name} QEMU is {running}")
+            steps = [s.name for s in vm.steps()]
+            lines.append(f"  {vm.name} console steps: {steps or 'none'}")
+            failed = vm.step("failed")
+            if failed is not None:
+                lines.append(f"  {vm.name} FAILED: {failed.fields.get('reason')}")
+        lines.append(f"  pxeserver log: {self.server_log}")
+        lines.append(f"  dnsmasq log:   {self.dnsmasq_log}")
+        lines.append(f"  DHCP capture:  {self.capture}")
+        tail = _tail(self.server_log, 15)
+        if tail:
+            lines.append("  pxeserver log, last lines:\n" + tail)
+        return "\n".join(lines)
+
+    # -- tear down ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop every process by PID, then delete both namespaces (and so bridge and taps)."""
+        for vm in self.vms:
+            vm.kill()
+        stop_process(self.procs.pop("pxeserver", None), group=True)
+        if self.etcd is not None:
+            self.etcd.stop()
+        for name in list(self.procs):
+            stop_process(self.procs.pop(name), group=True)
+        leftover = self.ns.pids() + self.site.pids() if self.ns.created else []
+        self.ns.delete()
+        self.site.delete()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        if leftover:
+            raise RuntimeError(f"processes left in the lab's namespaces: {leftover}")
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "profiles":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _tail(path: Path, n: int) -> str:
+    if not path.exists():
+        return ""
+    lines = path.read_text(errors="replace").splitlines()[-n:]
+    return "\n".join("    " + ln for ln in lines)
+
+
+def _prune_old_runs() -> None:
+    runs = sorted(p for p in ARTIFACTS.iterdir() if p.is_dir())
+    for old in runs[:-RUNS_KEPT]:
+        shutil.rmtree(old, ignore_errors=True)
