@@ -35,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from pxeserver.model import MAC
@@ -393,9 +394,10 @@ class Lab:
                 break
             time.sleep(0.5)
         state = node["state"] if node else "not in the registry"
-        raise AssertionError(
+        pytest.fail(
             f"{vm.name} ({vm.mac}) did not reach {sorted(states)} within {timeout:.0f} s "
-            f"(state: {state})\n" + self.diagnose(vm)
+            f"(state: {state})\n" + self.diagnose(vm),
+            pytrace=False,
         )
 
     def diagnose(self, vm: VM | None = None) -> str:

@@ -11,6 +11,7 @@ command line, the hostname it took, its address).
 from __future__ import annotations
 
 import concurrent.futures
+import os
 from typing import Any
 
 from pxeserver.model import MAC
@@ -18,7 +19,8 @@ from pxeserver.model import MAC
 from .conftest import TFTP_MAC
 from .harness import VM, Lab, iso_time
 
-BOOT_TIMEOUT = 300  # s, one machine under TCG on a shared 2-core box; typical is 10-60
+# Seconds one machine may take, under TCG on a shared 2-core box (typical: 10-60).
+BOOT_TIMEOUT = float(os.environ.get("PXELAB_BOOT_TIMEOUT", "300"))
 STEPS = ["dhcp", "tftp", "ipxe", "cloud-config", "ready"]
 
 
