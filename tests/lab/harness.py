@@ -392,6 +392,8 @@ class Lab:
                 break
             if vm.proc is not None and vm.proc.poll() is not None:
                 break
+            if self.dead():
+                break
             time.sleep(0.5)
         state = node["state"] if node else "not in the registry"
         pytest.fail(
@@ -400,8 +402,21 @@ class Lab:
             pytrace=False,
         )
 
+    def dead(self) -> list[str]:
+        """The lab's own processes that have exited (none should, while it runs)."""
+        gone = [
+            f"{name} exited ({p.returncode})"
+            for name, p in self.procs.items()
+            if p.poll() is not None
+        ]
+        if self.etcd is not None and not self.etcd.running:
+            gone.append("etcd exited")
+        return gone
+
     def diagnose(self, vm: VM | None = None) -> str:
         lines = [f"lab folder: {self.dir}"]
+        for what in self.dead():
+            lines.append(f"  LAB BROKEN: {what}")
         if vm is not None:
             lines.append(f"  {vm.name} serial console: {vm.serial_log}")
             lines.append(f"  {vm.name} QEMU output:     {self.dir / (vm.name + '.qemu.log')}")
