@@ -18,6 +18,7 @@ from .model import MAC, EventKind, Machine, Node, State
 from .profiles import Decision, Profile, decide, machine_facts
 from .registry import UNSET, Change, Registry
 from .render import Renderer
+from .sightings import Sightings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ class BootService:
         self.settings = settings
         self.registry = registry
         self.renderer = renderer
+        # What ProxyDHCP and TFTP saw; written to the registry by a background thread
+        # that only the daemon's main process starts (start_background).
+        self.sightings = Sightings(registry)
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -202,3 +206,79 @@ class BootService:
     def forget(self, mac: MAC) -> None:
         if not self.registry.forget(mac):
             raise NotFound(f"no node with MAC {mac}")
+
+    # -- the UDP services (ProxyDHCP, TFTP): answers that never wait for the store ----------
+
+    def start_background(self) -> None:
+        """Start writing sightings and transfers to the registry (the daemon's main process)."""
+        self.sightings.start()
+
+    def stop_background(self, flush: float = 2.0) -> None:
+        self.sightings.stop(flush)
+
+    def flush_background(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued sighting is written; False if ``timeout`` passed first."""
+        return self.sightings.flush(timeout)
+
+    def boot_refusal(self, machine: Machine) -> str | None:
+        """Why ``machine`` must not be offered a boot loader, or None to offer one.
+
+        Decided without the store, from the settings and the in-memory view: a MAC in
+        ``server.exclude_macs`` is refused; otherwise the groups are matched against the
+        node as last recorded here (labels, assigned profile) or, for a machine not seen
+        before, against the facts its firmware sent. Never raises for the store.
+        """
+        if machine.mac in self.settings.server.exclude_macs:
+            return "excluded by server.exclude_macs"
+        known = self.sightings.node(machine.mac)
+        node = self._with_facts(known, machine) if known else self._provisional(machine)
+        try:
+            self.decide(node)
+        except NoMatch:
+            return "no group selects this machine and there is no default group"
+        return None
+
+    def note_dhcp(self, machine: Machine, detail: str) -> None:
+        """Record a ProxyDHCP sighting (state ``discovered``; arch, UUID, IP). Never blocks:
+        the in-memory view changes now, the registry when the background writer gets to it;
+        repeated sightings of a MAC still queued are merged into one write."""
+        self.sightings.seen(machine)
+        self.sightings.submit(
+            machine.mac, Change(EventKind.DHCP, detail, machine), merge=EventKind.DHCP.value
+        )
+
+    def machine_at(self, ip: str) -> Machine | None:
+        """The machine last seen by ProxyDHCP with address ``ip`` (TFTP carries no MAC)."""
+        return self.sightings.machine_at(ip)
+
+    def note_transfer(self, ip: str, detail: str) -> None:
+        """Record a TFTP transfer on the node at ``ip``; never blocks. A client whose IP no
+        sighting names cannot be tied to a node: it is logged, not recorded."""
+        machine = self.machine_at(ip)
+        if machine is None:
+            log.debug("TFTP transfer from %s not recorded: no ProxyDHCP sighting names it", ip)
+            return
+        self.sightings.submit(machine.mac, Change(EventKind.TFTP, detail, Machine(machine.mac)))
+
+    def pxelinux_config(self, machine: Machine, base: str) -> str:
+        """The machine's PXELINUX config (``pxelinux.cfg/01-<mac>`` over TFTP): the same
+        decision and kernel arguments as its iPXE script. Serving it records the node as
+        ``booting`` (an ``ipxe`` event: the boot script was served), like ``/ipxe`` does.
+        Reads and writes the store: call it off any packet loop."""
+        from . import pxelinux
+
+        existing = self.registry.get(machine.mac)
+        before = self._with_facts(existing, machine) if existing else self._provisional(machine)
+        decision = self.decide(before)
+        profile = self.profile(decision, before)
+        text = pxelinux.render(self.renderer, before, profile, decision, base)
+        local = "LOCALBOOT" in text
+        detail = f"PXELINUX config over TFTP, profile {profile.name}"
+        node = self.registry.apply(
+            machine.mac,
+            Change(EventKind.IPXE, detail, machine, move=not local, count_boot=True),
+        )
+        self.sightings.remember(node)
+        if existing is None:
+            text = pxelinux.render(self.renderer, node, profile, decision, base)
+        return text

@@ -17,12 +17,12 @@ import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .boot import BootService
-from .config import Settings, load
+from .config import ServerSettings, Settings, load
 from .errors import PxeError, StoreUnavailable
 from .registry import Registry
 from .render import Renderer
@@ -126,6 +126,117 @@ def reaper_interval(settings: Settings) -> float:
     return max(0.5, min(10.0, shortest / 4))
 
 
+# -- UDP services (TFTP, ProxyDHCP) ---------------------------------------------------------
+
+
+def listen_address(settings: Settings) -> str:
+    """The address UDP services bind: the interface's, if one is named, else ``listen``."""
+    from .netif import interface_address
+
+    if settings.server.interface:
+        return interface_address(settings.server.interface)
+    return settings.server.listen
+
+
+def http_base(settings: Settings) -> Callable[[str], str]:
+    """How a machine that reached us at a local address finds the HTTP side."""
+
+    def base(local: str) -> str:
+        if settings.server.base_url:
+            return settings.server.base_url
+        return f"http://{local}:{settings.server.http_port}"
+
+    return base
+
+
+def tftp_workers() -> int:
+    """Processes that run TFTP transfers: one per core, at most 4.
+
+    One Python thread could not keep up with tftpd-hpa's process per transfer on 32
+    concurrent transfers (docs/BENCHMARKS.md); transfer loops in their own processes use
+    every core and never share an interpreter lock with ProxyDHCP or the reaper.
+    """
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def _udp_worker_init(log_format: str, log_level: str) -> None:
+    """Logging in a spawned TFTP transfer process, as in the main process."""
+    configure_logging(Settings(server=ServerSettings(log_format=log_format, log_level=log_level)))
+
+
+class UdpServices:
+    """TFTP and ProxyDHCP: sockets bound in the main process, started and stopped together.
+
+    The listeners (requests, policy, ProxyDHCP answers) are threads of the main process
+    beside the reaper; TFTP transfers run in :func:`tftp_workers` spawned processes, which
+    are started after privileges are dropped.
+    """
+
+    def __init__(self, settings: Settings, service: BootService) -> None:
+        self.settings = settings
+        self.service = service
+        self.services: list[Any] = []
+
+    def bind(self) -> None:
+        """Bind every socket, or raise PxeError with what to do (privileged ports)."""
+        from .netif import bind_error
+        from .tftp import TftpServer
+
+        s = self.settings.server
+        address = listen_address(self.settings)
+        if s.tftp:
+            tftp = TftpServer(
+                self.settings.paths.tftp_root,
+                address=address,
+                port=s.tftp_port,
+                assets_dir=self.settings.paths.assets_dir,
+                boot=self.service,
+                base_url=http_base(self.settings),
+                workers=tftp_workers(),
+                worker_init=functools.partial(_udp_worker_init, s.log_format, s.log_level),
+            )
+            try:
+                tftp.bind()
+            except OSError as exc:
+                raise bind_error("TFTP", address, s.tftp_port, exc) from exc
+            self.services.append(tftp)
+        if s.dhcp:
+            from .dhcp import ProxyDhcp
+
+            dhcp = ProxyDhcp(
+                self.service,
+                address=address,
+                interface=s.interface,
+                dhcp_port=s.dhcp_port,
+                pxe_port=s.pxe_port,
+                tftp_root=self.settings.paths.tftp_root,
+                uefi_loader=s.uefi_loader,
+                http_base=http_base(self.settings),
+            )
+            try:
+                dhcp.bind()
+            except OSError as exc:
+                self.close()
+                raise bind_error("ProxyDHCP", address, dhcp.failed_port, exc) from exc
+            self.services.append(dhcp)
+
+    def close(self) -> None:
+        """Release the sockets of services bound but never started."""
+        for service in self.services:
+            service.close()
+        self.services = []
+
+    def start(self) -> None:
+        self.service.start_background()
+        for service in self.services:
+            service.start()
+
+    def stop(self) -> None:
+        for service in self.services:
+            service.stop()
+        self.service.stop_background()
+
+
 def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     """Run the server in the foreground until SIGINT or SIGTERM."""
     settings, warnings = load(config, overrides)
@@ -147,6 +258,15 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
         )
     registry = make_registry(settings, store)
     reaper = Reaper(registry, reaper_interval(settings))
+    service = BootService(settings, registry, Renderer(settings))
+    udp = UdpServices(settings, service)
+    try:
+        udp.bind()
+    except PxeError as exc:
+        udp.close()
+        log.error("%s", exc)
+        store.close()
+        return 1
 
     from granian.constants import Interfaces
     from granian.server import Server
@@ -167,6 +287,13 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     )
 
     def started() -> None:
+        # Ports are bound (HTTP by granian, UDP above) and no worker exists yet: the
+        # moment to stop being root, so the workers spawn unprivileged.
+        if settings.server.user:
+            from .netif import drop_privileges
+
+            drop_privileges(settings.server.user, [settings.paths.data_dir])
+        udp.start()
         reaper.start()
         log.info(
             "pxeserver %s: HTTP on %s:%d (%d workers), store %r, %d profiles, %d groups",
@@ -186,6 +313,7 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
             )
 
     def stopped() -> None:
+        udp.stop()
         reaper.stop()
         store.close()
         log.info("pxeserver stopped")

@@ -37,11 +37,12 @@ def create_app(settings: Settings, service: BootService) -> Flask:
     app.extensions["pxeserver"] = service
     app.extensions["pxeserver.settings"] = settings
 
-    from . import api, assets, boot
+    from . import api, assets, boot, loaders
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(assets.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(loaders.bp)
     app.add_url_rule("/healthz", view_func=api.healthz)
 
     @app.before_request

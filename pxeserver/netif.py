@@ -1,0 +1,95 @@
+"""The server's own addresses (netifaces), and dropping root after the ports are bound."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import pwd
+from pathlib import Path
+
+import netifaces
+
+from .errors import PxeError
+
+log = logging.getLogger(__name__)
+
+
+def interface_address(name: str) -> str:
+    """The first IPv4 address of interface ``name``; PxeError that says what exists if none."""
+    if name not in netifaces.interfaces():
+        known = ", ".join(netifaces.interfaces())
+        raise PxeError(f"no network interface {name!r}; the interfaces are: {known}")
+    for entry in netifaces.ifaddresses(name).get(netifaces.AF_INET, []):
+        if entry.get("addr"):
+            return str(entry["addr"])
+    raise PxeError(f"interface {name!r} has no IPv4 address; give it one or use --listen")
+
+
+def interface_of(address: str) -> str | None:
+    """The interface that holds ``address``, or None (0.0.0.0, or not ours)."""
+    for name in netifaces.interfaces():
+        for entry in netifaces.ifaddresses(name).get(netifaces.AF_INET, []):
+            if entry.get("addr") == address:
+                return str(name)
+    return None
+
+
+def address_of_index(index: int) -> str | None:
+    """The first IPv4 address of the interface with kernel index ``index``."""
+    try:
+        import socket
+
+        name = socket.if_indextoname(index)
+    except OSError:
+        return None
+    for entry in netifaces.ifaddresses(name).get(netifaces.AF_INET, []):
+        if entry.get("addr"):
+            return str(entry["addr"])
+    return None
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+PRIVILEGED_HINT = "run as root (then --user to drop privileges) or use --tftp-port 6969 --no-dhcp"
+
+
+def bind_error(service: str, address: str, port: int, exc: OSError) -> PxeError:
+    """One sentence for a socket that could not be bound, with what to do."""
+    if isinstance(exc, PermissionError) and port < 1024:
+        return PxeError(
+            f"cannot bind {service} to {address}:{port}: port {port} needs root; {PRIVILEGED_HINT}"
+        )
+    return PxeError(
+        f"cannot bind {service} to {address}:{port}: {exc.strerror or exc}; "
+        "is another server using that port? choose another with the port flags"
+    )
+
+
+def drop_privileges(user: str, writable: list[Path]) -> None:
+    """Become ``user`` (its uid, gid and no supplementary groups), after handing it the
+    folders it must write (the embedded store). Every thread of the process changes with
+    the call (glibc applies setuid to all threads)."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError as exc:
+        raise PxeError(f"no user {user!r} to drop privileges to; create it or fix --user") from exc
+    if os.getuid() != 0:
+        if os.getuid() == entry.pw_uid:
+            return
+        raise PxeError(f"--user {user}: only root can change user; start as root or drop --user")
+    for folder in writable:
+        if folder.is_dir():
+            for path in [folder, *folder.iterdir()]:
+                if path.is_dir() and path != folder:
+                    continue
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    log.info("dropped privileges: now user %s (uid %d, gid %d)", user, entry.pw_uid, entry.pw_gid)

@@ -1,0 +1,215 @@
+"""What the UDP services saw, held in memory, and written to the registry in the background.
+
+ProxyDHCP and TFTP must answer within milliseconds even when the store is slow or down, so
+they never write to it themselves. They tell :class:`Sightings` what they saw:
+
+- the in-memory view (:meth:`Sightings.seen`, :meth:`Sightings.machine_at`,
+  :meth:`Sightings.node`) answers at once: which MAC had this IP address, what its firmware
+  said, and the node record as it was last written;
+- the changes go into a bounded queue that one writer thread applies with
+  :meth:`pxeserver.registry.Registry.apply`, in order, each with its own event id so that a
+  retried write is applied once. Repeated sightings of a MAC still waiting in the queue are
+  merged into one (a firmware retries DISCOVER every few seconds; a flood of them is one
+  write). When the store is unavailable the writer waits and retries; when the queue is
+  full, new changes are dropped and counted.
+
+Hooks for later limits (rate-limiting unknown MACs, a durable journal): :meth:`admit` decides
+whether a change enters the queue; :meth:`_write` is the one place that writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from .errors import PxeError, StoreUnavailable
+from .model import MAC, Machine, Node, new_event_id
+from .registry import Change, Registry
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 10_000
+MAX_REMEMBERED = 100_000
+RETRY_MIN, RETRY_MAX = 0.5, 10.0
+
+
+@dataclass
+class _Pending:
+    mac: MAC
+    change: Change
+    key: tuple[MAC, str] | None
+    merged: int = 0
+
+
+class Sightings:
+    def __init__(self, registry: Registry, *, max_pending: int = MAX_PENDING) -> None:
+        self.registry = registry
+        self.max_pending = max_pending
+        self.counters = {"queued": 0, "merged": 0, "dropped": 0, "written": 0, "failed": 0}
+        self._machines: OrderedDict[MAC, Machine] = OrderedDict()
+        self._by_ip: dict[str, MAC] = {}
+        self._nodes: OrderedDict[MAC, Node] = OrderedDict()
+        self._queue: deque[_Pending] = deque()
+        self._keyed: dict[tuple[MAC, str], _Pending] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._busy = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- the in-memory view ------------------------------------------------------------------
+
+    def seen(self, machine: Machine) -> None:
+        """Remember what a machine's firmware said (facts merge; the newest IP wins)."""
+        with self._lock:
+            old = self._machines.pop(machine.mac, None)
+            if old is not None:
+                machine = Machine(
+                    machine.mac,
+                    machine.uuid or old.uuid,
+                    machine.arch or old.arch,
+                    machine.platform or old.platform,
+                    machine.ip or old.ip,
+                )
+            self._machines[machine.mac] = machine
+            if machine.ip:
+                self._by_ip[machine.ip] = machine.mac
+            while len(self._machines) > MAX_REMEMBERED:
+                mac, gone = self._machines.popitem(last=False)
+                if gone.ip and self._by_ip.get(gone.ip) == mac:
+                    del self._by_ip[gone.ip]
+
+    def machine_at(self, ip: str) -> Machine | None:
+        with self._lock:
+            mac = self._by_ip.get(ip)
+            return self._machines.get(mac) if mac is not None else None
+
+    def machine(self, mac: MAC) -> Machine | None:
+        with self._lock:
+            return self._machines.get(mac)
+
+    def node(self, mac: MAC) -> Node | None:
+        """The node as the writer last wrote or read it; None if not written from here."""
+        with self._lock:
+            return self._nodes.get(mac)
+
+    def remember(self, node: Node) -> None:
+        with self._lock:
+            self._nodes.pop(node.mac, None)
+            self._nodes[node.mac] = node
+            while len(self._nodes) > MAX_REMEMBERED:
+                self._nodes.popitem(last=False)
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    def admit(self, mac: MAC, change: Change) -> bool:
+        """Whether a new change may enter the queue (the lock is held). A hook for limits."""
+        return len(self._queue) < self.max_pending
+
+    def submit(self, mac: MAC, change: Change, *, merge: str | None = None) -> bool:
+        """Queue ``change`` for ``mac``; never blocks. With ``merge``, a change of the same
+        kind for the same MAC still waiting is replaced by this one (its count kept).
+        Returns False if the change was dropped."""
+        if change.event_id is None:
+            change = Change(change.kind, change.detail, change.facts, change.at or time.time(),
+                            new_event_id(), change.move, change.count_boot)  # fmt: skip
+        with self._lock:
+            key = (mac, merge) if merge else None
+            waiting = self._keyed.get(key) if key else None
+            if waiting is not None:
+                waiting.change = change
+                waiting.merged += 1
+                self.counters["merged"] += 1
+                return True
+            if not self.admit(mac, change):
+                self.counters["dropped"] += 1
+                return False
+            item = _Pending(mac, change, key)
+            self._queue.append(item)
+            if key:
+                self._keyed[key] = item
+            self.counters["queued"] += 1
+            self._changed.notify()
+            return True
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue) + (1 if self._busy else 0)
+
+    # -- the writer --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="sightings", daemon=True)
+            self._thread.start()
+
+    def stop(self, flush: float = 2.0) -> None:
+        self.flush(flush)
+        with self._lock:
+            self._stopping = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        left = self.pending()
+        if left:
+            log.warning("%d sightings were not written to the registry before stopping", left)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the queue is empty (True) or ``timeout`` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    return False
+                self._changed.wait(min(left, 0.05))
+        return True
+
+    def _run(self) -> None:
+        delay = RETRY_MIN
+        while True:
+            with self._lock:
+                while not self._queue and not self._stopping:
+                    self._changed.wait()
+                if self._stopping:
+                    return
+                item = self._queue[0]
+                if item.key:
+                    self._keyed.pop(item.key, None)  # from now on a new sighting queues anew
+                self._busy = True
+            ok = self._write(item)
+            with self._lock:
+                self._busy = False
+                if ok:
+                    self._queue.popleft()
+                self._changed.notify_all()
+            if ok:
+                delay = RETRY_MIN
+            else:
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+
+    def _write(self, item: _Pending) -> bool:
+        """Apply one change. False: try again later (the store did not answer)."""
+        try:
+            node = self.registry.apply(item.mac, item.change)
+        except StoreUnavailable as exc:
+            if self.counters["failed"] % 100 == 0:
+                log.warning("%s: cannot record %s yet, the store is unavailable: %s",
+                            item.mac, item.change.kind, exc)  # fmt: skip
+            self.counters["failed"] += 1
+            return False
+        except PxeError as exc:
+            log.error("%s: recording %s failed: %s", item.mac, item.change.kind, exc)
+            return True  # not retryable: drop it
+        except Exception:
+            log.exception("%s: recording %s failed", item.mac, item.change.kind)
+            return True
+        self.counters["written"] += 1
+        self.remember(node)
+        return True

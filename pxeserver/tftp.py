@@ -1,0 +1,408 @@
+"""The TFTP service: read-only, confined to its root, per-machine files from the boot policy.
+
+Why an engine of our own and not tftpy (the design card's choice): tftpy 0.8.7 dies on one
+request with ``blksize=abc``, accepts uploads, answers options nobody asked for, ignores
+upper-case option names, grants blksize 65535, has neither windowsize nor the ``timeout``
+option, and measured about 0.6× tftpd-hpa. Those sit in its state machine and packet
+classes, not at an extension point, and its per-packet object churn is the throughput
+problem; hardening it would have meant replacing most of it. Measured against tftpd-hpa,
+the remaining gap was the interpreter lock: one Python thread cannot use both cores the way
+tftpd-hpa's process per transfer does. So the work is split (docs/BENCHMARKS.md has figures):
+
+- :class:`TftpServer` (this module) owns the listening socket: it parses requests, refuses
+  what must be refused (writes, names outside the root, malformed packets), renders the
+  per-machine files through the boot policy in a small thread pool (never on a packet
+  loop), and hands each accepted request to a transfer loop;
+- :class:`pxeserver.tftp_transfers.TransferLoop` runs transfers, in a thread of this process
+  (``workers=0``: tests, small sites) or in ``workers`` spawned processes, each with its
+  own epoll loop; the daemon chooses.
+
+Every finished transfer is logged with the MAC when ProxyDHCP saw the client's address, and
+handed to the boot policy as a TFTP event on that node. Refusals get an error packet
+("file not found" / "access violation") and one log line per client, name and reason a
+minute. Options follow :func:`pxeserver.tftp_packets.negotiate`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import multiprocessing
+import re
+import socket
+import struct
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import tftp_packets as tp
+from .errors import NotFound, PxeError, StoreUnavailable
+from .model import MAC, Machine
+from .tftp_files import CACHE_TOTAL_MAX, Refused, locate
+from .tftp_transfers import Job, Outcome, TransferLoop, worker_main
+
+log = logging.getLogger(__name__)
+
+IP_PKTINFO = 8  # Linux <netinet/in.h>; Python 3.11's socket module does not export it
+_PKTINFO = struct.Struct("=I4s4s")
+_PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
+REFUSAL_LOG_WINDOW = 60.0
+
+
+class TftpBoot(Protocol):
+    """What the TFTP service asks the boot policy (:class:`pxeserver.boot.BootService`)."""
+
+    def chain_script(self, base: str) -> str: ...
+
+    def pxelinux_config(self, machine: Machine, base: str) -> str: ...
+
+    def machine_at(self, ip: str) -> Machine | None: ...
+
+    def note_transfer(self, ip: str, detail: str) -> None: ...
+
+
+class _Worker:
+    """A transfer loop in a spawned process, fed jobs through a pipe."""
+
+    def __init__(self, index: int, params: dict[str, Any], init: Callable[[], None] | None,
+                 on_done: Callable[[Outcome], None]) -> None:  # fmt: skip
+        ctx = multiprocessing.get_context("spawn")
+        self.jobs_r, self.jobs_w = ctx.Pipe(duplex=False)
+        self.done_r, self.done_w = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(
+            target=worker_main, args=(self.jobs_r, self.done_w, params, init),
+            name=f"pxeserver-tftp-{index}", daemon=True,
+        )  # fmt: skip
+        self.process.start()
+        self.jobs_r.close()
+        self.done_w.close()
+        self.active = 0
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, args=(on_done,), daemon=True,
+                                       name=f"tftp-worker-{index}")  # fmt: skip
+        self.reader.start()
+
+    def _read(self, on_done: Callable[[Outcome], None]) -> None:
+        while True:
+            try:
+                outcome = self.done_r.recv()
+            except (EOFError, OSError):
+                return
+            on_done(outcome)
+
+    def submit(self, job: Job | None) -> None:
+        with self.lock:
+            self.jobs_w.send(job)
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.submit(None)
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+        self.jobs_w.close()
+        self.reader.join(timeout=5)
+        self.done_r.close()
+
+
+class TftpServer:
+    """Serves ``root`` (and ``assets/`` from ``assets_dir``) over TFTP. ``bind()``, ``start()``,
+    ``stop()``; ``port`` is the bound port (tests bind port 0)."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        address: str = "0.0.0.0",
+        port: int = 69,
+        assets_dir: Path | None = None,
+        boot: TftpBoot | None = None,
+        base_url: Callable[[str], str] | None = None,
+        timeout: float = 1.0,
+        retries: int = 5,
+        max_transfers: int = 1024,
+        max_windowsize: int = 64,
+        workers: int = 0,
+        worker_init: Callable[[], None] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.assets_dir = Path(assets_dir) if assets_dir is not None else None
+        self.address = address
+        self.port = port
+        self.boot = boot
+        self.base_url = base_url or (lambda host: f"http://{host}:8080")
+        self.max_transfers = max_transfers
+        self.workers = workers
+        self.worker_init = worker_init
+        self.params: dict[str, Any] = {
+            "timeout": timeout,
+            "retries": retries,
+            "max_windowsize": max_windowsize,
+        }
+        self.counters = {"requests": 0, "completed": 0, "failed": 0, "refused": 0, "bad": 0}
+        self.sock: socket.socket | None = None
+        self._active: dict[tuple[str, int], int] = {}  # peer → loop index (-1: rendering)
+        self._lock = threading.Lock()
+        self._loops: list[TransferLoop | _Worker] = []
+        self._refusals: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Bind the listening socket (the caller may drop privileges after this)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        try:
+            sock.bind((self.address, self.port))
+        except OSError:
+            sock.close()
+            raise
+        sock.settimeout(0.5)
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+
+    def start(self) -> TftpServer:
+        if self.sock is None:
+            self.bind()
+        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="tftp-render")
+        if self.workers > 0:
+            cache_max = CACHE_TOTAL_MAX // self.workers
+            params = {**self.params, "cache_total": cache_max}
+            self._loops = [_Worker(i, params, self.worker_init, self._on_done)
+                           for i in range(self.workers)]  # fmt: skip
+        else:
+            self._loops = [TransferLoop(self._on_done, **self.params).start()]
+        self._thread = threading.Thread(target=self._listen, name="tftp", daemon=True)
+        self._thread.start()
+        where = f"{self.workers} worker processes" if self.workers else "a thread"
+        log.info("TFTP on %s:%d serving %s (transfers in %s)", self.address, self.port,
+                 self.root, where)  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        for loop in self._loops:
+            loop.stop()
+        self._loops = []
+        self.close()
+
+    def close(self) -> None:
+        """Release the listening socket (also of a server bound but never started)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        assert self.sock is not None
+        while not self._stopping.is_set():
+            try:
+                packet, anc, _, peer = self.sock.recvmsg(tp.MAX_REQUEST + 1, socket.CMSG_SPACE(12))
+            except (TimeoutError, InterruptedError):
+                continue
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return
+                log.debug("TFTP: receive failed: %s", exc)
+                continue
+            try:
+                self._on_request(packet, self._local_address(anc), peer)
+            except Exception:  # a bug, not a packet: say so and keep serving
+                log.exception("TFTP: unexpected error on a request from %s", peer[0])
+
+    @staticmethod
+    def _local_address(ancillary: list[tuple[int, int, bytes]]) -> str:
+        for level, kind, data in ancillary:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+                _, spec_dst, _ = _PKTINFO.unpack_from(data)
+                return socket.inet_ntoa(spec_dst)
+        return "0.0.0.0"
+
+    def _on_request(self, packet: bytes, local: str, peer: tuple[str, int]) -> None:
+        self.counters["requests"] += 1
+        try:
+            req = tp.parse(packet)
+        except tp.PacketError as exc:
+            self.counters["bad"] += 1
+            self._refuse(peer, tp.ILLEGAL_OPERATION, "malformed request", str(exc), "?")
+            return
+        if not isinstance(req, tp.Request):
+            self.counters["bad"] += 1
+            return  # DATA/ACK/ERROR to the listening port: no session of ours
+        if req.opcode == tp.WRQ:
+            self._refuse(peer, tp.ACCESS_VIOLATION,
+                         "pxeserver is read-only: writing files is not allowed",
+                         "write request", req.filename)  # fmt: skip
+            return
+        if req.mode == "mail":
+            self._refuse(peer, tp.ILLEGAL_OPERATION, "mail mode is not supported", "mail mode",
+                         req.filename)  # fmt: skip
+            return
+        with self._lock:
+            if peer in self._active:
+                return  # the client repeated its request before our first answer reached it
+            if len(self._active) >= self.max_transfers:
+                busy = True
+            else:
+                busy = False
+                self._active[peer] = -1
+        if busy:
+            self._refuse(peer, tp.NOT_DEFINED, "server busy, try again", "too many transfers",
+                         req.filename)  # fmt: skip
+            return
+        job = Job(peer, local, req.filename, req.mode, dict(req.options))
+        render = self._dynamic(req.filename, peer[0], local)
+        if render is not None:
+            assert self._pool is not None
+            self._pool.submit(self._render, job, render)
+            return
+        try:
+            path = locate(self.root, self.assets_dir, req.filename)
+        except Refused as exc:
+            self._release(peer)
+            self._refuse(peer, exc.code, exc.message, exc.reason, req.filename)
+            return
+        self._dispatch(Job(peer, local, req.filename, req.mode, dict(req.options), path=path))
+
+    def _dispatch(self, job: Job) -> None:
+        with self._lock:
+            index = min(range(len(self._loops)), key=lambda i: _load(self._loops[i]))
+            self._active[job.peer] = index
+            loop = self._loops[index]
+            if isinstance(loop, _Worker):
+                loop.active += 1
+        try:
+            loop.submit(job)
+        except OSError as exc:  # the worker is gone
+            log.error("TFTP: transfer worker %d is gone (%s); %s not served", index, exc, job.name)
+            self._release(job.peer)
+
+    def _release(self, peer: tuple[str, int]) -> None:
+        with self._lock:
+            index = self._active.pop(peer, None)
+            if index is not None and index >= 0:
+                loop = self._loops[index] if index < len(self._loops) else None
+                if isinstance(loop, _Worker):
+                    loop.active -= 1
+
+    def _refuse(self, peer: tuple[str, int], code: int, message: str, reason: str,
+                name: str) -> None:  # fmt: skip
+        self.counters["refused"] += 1
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.sendto(tp.error(code, message), peer)
+        self._log_refusal(peer[0], name, reason, message)
+
+    def _log_refusal(self, ip: str, name: str, reason: str, told: str) -> None:
+        key = (ip, name, reason)
+        now = time.monotonic()
+        with self._lock:
+            last = self._refusals.get(key)
+            self._refusals[key] = now
+            self._refusals.move_to_end(key)
+            while len(self._refusals) > 1024:
+                self._refusals.popitem(last=False)
+        if last is None or now - last >= REFUSAL_LOG_WINDOW:
+            log.warning("TFTP %s from %s: refused %r: %s (told: %s)", self._mac_of(ip), ip,
+                        name[:80], reason, told)  # fmt: skip
+
+    # -- per-machine files -----------------------------------------------------------------
+
+    def _dynamic(self, name: str, ip: str, local: str) -> Callable[[], str] | None:
+        """A function that renders ``name``, if it is one of the per-machine files."""
+        boot = self.boot
+        if boot is None:
+            return None
+        base = self.base_url(local)
+        if name == "boot.ipxe":
+            return lambda: boot.chain_script(base)
+        m = _PXELINUX_MAC.fullmatch(name)
+        if m is None:
+            return None
+        mac = MAC.parse(m.group(1))
+
+        def render() -> str:
+            seen = boot.machine_at(ip)
+            facts = seen if seen is not None and seen.mac == mac else Machine(mac)
+            machine = Machine(mac, facts.uuid, facts.arch, facts.platform, ip)
+            return boot.pxelinux_config(machine, base)
+
+        return render
+
+    def _render(self, job: Job, render: Callable[[], str]) -> None:
+        try:
+            data = render().encode()
+        except StoreUnavailable as exc:
+            refusal = Refused(tp.NOT_DEFINED, "the node store is unavailable, try again", str(exc))
+        except NotFound as exc:
+            refusal = Refused(tp.FILE_NOT_FOUND, "file not found", str(exc))
+        except PxeError as exc:
+            refusal = Refused(tp.NOT_DEFINED, "pxeserver could not render this file", str(exc))
+        except Exception as exc:  # a bug in rendering must not lose the request silently
+            log.exception("TFTP: rendering %s failed", job.name)
+            refusal = Refused(tp.NOT_DEFINED, "internal error", repr(exc))
+        else:
+            self._dispatch(Job(job.peer, job.local, job.name, job.mode, job.options, data=data))
+            return
+        self._release(job.peer)
+        self._refuse(job.peer, refusal.code, refusal.message, refusal.reason, job.name)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _on_done(self, o: Outcome) -> None:
+        """A transfer ended (called from a loop thread or a worker's reader thread)."""
+        self._release(o.peer)
+        ip = o.peer[0]
+        if o.refused:
+            self.counters["refused"] += 1
+            self._log_refusal(ip, o.name, o.failure or "refused", "error packet")
+            return
+        if o.aborted:
+            # Firmware (EDK2) asks for tsize and then aborts on purpose: normal, not a failure.
+            log.debug("TFTP %s from %s: %s: %s", self._mac_of(ip), ip, o.name, o.failure)
+            return
+        if o.failure is None:
+            self.counters["completed"] += 1
+            detail = (f"{o.name} {o.size} bytes in {o.seconds:.2f} s "
+                      f"(blksize {o.blksize}, window {o.window})")  # fmt: skip
+            log.info("TFTP %s from %s: %s", self._mac_of(ip), ip, detail)
+        else:
+            self.counters["failed"] += 1
+            detail = f"{o.name} failed: {o.failure}"
+            log.warning("TFTP %s from %s: %s", self._mac_of(ip), ip, detail)
+        if self.boot is not None:
+            try:
+                self.boot.note_transfer(ip, detail)
+            except Exception:  # recording must never stop serving
+                log.exception("TFTP: recording the transfer of %s failed", o.name)
+
+    def _mac_of(self, ip: str) -> str:
+        if self.boot is None:
+            return "-"
+        seen = self.boot.machine_at(ip)
+        return str(seen.mac) if seen is not None else "-"
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+
+def _load(loop: TransferLoop | _Worker) -> int:
+    return loop.active if isinstance(loop, _Worker) else len(loop.transfers)
