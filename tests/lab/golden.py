@@ -2,12 +2,14 @@
 
     python -m tests.lab.golden test-artifacts/lab/<run>/dhcp.pcap tests/data/dhcp
 
-writes the first packet of each kind found (the DHCP message, without IP/UDP headers):
+writes the first packet of each kind found, as tests/data/dhcp/ keeps them (the DHCP
+message without IP/UDP headers, in hex, 64 digits a line):
 
-    ipxe-bios-discover.bin   DISCOVER of iPXE as the NIC's option ROM under SeaBIOS
-    ovmf-discover.bin        DISCOVER of OVMF's own UEFI PXE client
-    ovmf-request-4011.bin    OVMF's boot-server REQUEST to port 4011
-    ipxe-efi-discover.bin    DISCOVER of iPXE's EFI loader (snponly.efi) once it runs
+    bios-ipxe-discover.hex      DISCOVER of iPXE as the NIC's option ROM under SeaBIOS
+    uefi-pxe-discover.hex       DISCOVER of OVMF's own UEFI PXE client
+    uefi-pxe-request-site.hex   OVMF's REQUEST to the site's DHCP server (port 67)
+    uefi-pxe-request-4011.hex   OVMF's boot-server REQUEST to port 4011
+    uefi-ipxe-discover.hex      DISCOVER of iPXE's EFI loader (snponly.efi) once it runs
 
 A kind not in the capture is reported and skipped.
 """
@@ -21,6 +23,13 @@ from pathlib import Path
 from .sniff import read_pcap, udp_payload
 
 MAGIC = b"\x63\x82\x53\x63"
+KINDS = (
+    "bios-ipxe-discover",
+    "uefi-pxe-discover",
+    "uefi-pxe-request-site",
+    "uefi-pxe-request-4011",
+    "uefi-ipxe-discover",
+)
 
 
 def options(msg: bytes) -> dict[int, bytes]:
@@ -55,14 +64,14 @@ def kind(msg: bytes, dport: int) -> str | None:
     arch = struct.unpack("!H", opts[93][:2])[0] if len(opts.get(93, b"")) >= 2 else None
     is_ipxe = 175 in opts or opts.get(77, b"") == b"iPXE"
     msg_type = opts.get(53, b"\x00")[0]
-    if msg_type == 3 and dport == 4011:
-        return "ovmf-request-4011" if arch == 7 and not is_ipxe else None
+    if msg_type == 3 and arch == 7 and not is_ipxe:
+        return "uefi-pxe-request-4011" if dport == 4011 else "uefi-pxe-request-site"
     if msg_type != 1:
         return None
     if arch == 0 and is_ipxe:
-        return "ipxe-bios-discover"
+        return "bios-ipxe-discover"
     if arch == 7:
-        return "ipxe-efi-discover" if is_ipxe else "ovmf-discover"
+        return "uefi-ipxe-discover" if is_ipxe else "uefi-pxe-discover"
     return None
 
 
@@ -75,13 +84,14 @@ def extract(capture: Path, out: Path) -> dict[str, Path]:
         msg = udp_payload(frame)
         name = kind(msg, dport)
         if name and name not in written:
-            path = out / f"{name}.bin"
-            path.write_bytes(msg)
+            path = out / f"{name}.hex"
+            text = msg.hex()
+            path.write_text("\n".join(text[i : i + 64] for i in range(0, len(text), 64)) + "\n")
             written[name] = path
     return written
 
 
 if __name__ == "__main__":
     got = extract(Path(sys.argv[1]), Path(sys.argv[2]))
-    for name in ("ipxe-bios-discover", "ovmf-discover", "ovmf-request-4011", "ipxe-efi-discover"):
+    for name in KINDS:
         print(f"{name}: {got.get(name, 'not in this capture')}")

@@ -150,6 +150,10 @@ class VM:
     serial_logs: list[Path] = field(default_factory=list)
 
     @property
+    def uuid(self) -> str:
+        return f"5ee1ab00-0000-4000-8000-{self.mac.hex}"
+
+    @property
     def serial_log(self) -> Path:
         return self.serial_logs[-1] if self.serial_logs else self.lab.dir / f"{self.name}.serial"
 
@@ -187,6 +191,7 @@ class VM:
             "-boot", "n",
             "-serial", f"file:{serial}",
             "-name", self.name,
+            "-uuid", self.uuid,  # SMBIOS UUID: what firmware sends in option 97
         ]  # fmt: skip
 
     def power_on(self) -> None:
@@ -218,6 +223,14 @@ class VM:
     def step(self, name: str) -> console.Step | None:
         found = [s for s in self.steps() if s.name == name]
         return found[-1] if found else None
+
+    def wait_step(self, name: str, timeout: float = 30) -> console.Step | None:
+        """The step's line, waiting for it: the registry can see a POST before the
+        machine has printed that it sent it."""
+        deadline = time.monotonic() + timeout
+        while (found := self.step(name)) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return found
 
 
 class Lab:

@@ -62,7 +62,7 @@ def assert_console_agrees(lab: Lab, vm: VM, node: dict[str, Any]) -> None:
     cmdline = vm.step("cmdline")
     assert cmdline is not None, why
     assert f"cloud-config-url=http://192.0.2.1/cloud-config?mac={vm.mac}" in cmdline["cmdline"]
-    ready = vm.step("ready")
+    ready = vm.wait_step("ready")
     assert ready is not None and '"state":"ready"' in ready["answer"].replace(" ", ""), why
 
 
