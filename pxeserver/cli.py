@@ -354,6 +354,38 @@ def nodes_forget(api: Api, mac: str) -> None:
     click.echo(f"{address} forgotten")
 
 
+# -- assets ----------------------------------------------------------------------------------
+
+
+@main.group()
+def assets() -> None:
+    """Boot files: loaders for the TFTP root, kernels for the assets folder."""
+
+
+@assets.command("ipxe")
+@config_option
+@click.option("--target", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to copy into (default: paths.tftp_root of the settings).")  # fmt: skip
+def assets_ipxe(config: Path | None, target: Path | None) -> None:
+    """Copy undionly.kpxe, ipxe.efi and snponly.efi from Debian's ipxe package."""
+    from .loaders import copy_ipxe
+
+    try:
+        if target is None:
+            settings, _ = load(config)
+            target = Path(settings.paths.tftp_root)
+        for line in copy_ipxe(target):
+            click.echo(line)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    except PxeError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot copy into {target}: {exc}")
+
+
 # -- demo ------------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ import concurrent.futures
 import contextlib
 import logging
 import multiprocessing
+import os
 import re
 import socket
 import struct
@@ -274,6 +275,8 @@ class TftpServer:
             return
         try:
             path = locate(self.root, self.assets_dir, req.filename)
+            if not os.path.isfile(path):
+                raise Refused(tp.FILE_NOT_FOUND, "file not found", "no such file")
         except Refused as exc:
             self._release(peer)
             self._refuse(peer, exc.code, exc.message, exc.reason, req.filename)

@@ -39,7 +39,7 @@ from .tftp_files import CACHE_TOTAL_MAX, Content, FileCache, Refused, netascii
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 0.05
-MAX_BACKOFF = 8
+MAX_BACKOFF = 4  # a silent client is dropped within timeout × (1 + 2 + 4 + 4 …)
 _DATA_HEADER = struct.Struct("!HH").pack
 
 

@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pxeserver.loaders import copy_ipxe
 from pxeserver.model import MAC
 from tests.support.etcd import EtcdMember
 
@@ -52,7 +53,6 @@ DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 IPXE_DIR = Path("/usr/lib/ipxe")
-IPXE_LOADERS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
 SERVER_IP = "192.0.2.1"
 SITE_IP = "192.0.2.2"
 # The site also announces an IPv6 prefix (the documentation one, inside the namespace
@@ -332,9 +332,7 @@ class Lab:
         for name in ("vmlinuz", "initrd.cpio.gz"):
             link_or_copy(self.image_dir / name, assets / "lab" / name)
         tftp_root = self.dir / "tftproot"
-        tftp_root.mkdir()
-        for name in IPXE_LOADERS:
-            shutil.copyfile(IPXE_DIR / name, tftp_root / name)
+        copy_ipxe(tftp_root)  # what `pxeserver assets ipxe` does: Debian's iPXE loaders
         base: dict[str, Any] = {
             "server": {
                 "listen": "0.0.0.0",
