@@ -22,10 +22,12 @@ afterwards; :meth:`Lab.diagnose` names those files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -458,19 +460,41 @@ class Lab:
 
     def stop(self) -> None:
         """Stop every process by PID, then delete both namespaces (and so bridge and taps)."""
+        took = []
+        t = time.monotonic()
         for vm in self.vms:
             vm.kill()
-        stop_process(self.procs.pop("pxeserver", None), group=True)
+        took.append(f"vms {time.monotonic() - t:.1f} s")
+        t = time.monotonic()
+        # SIGTERM to pxeserver's main process only: it stops its own HTTP and TFTP workers
+        # (a SIGTERM to each of them as well left granian waiting ~10 s on one). What is
+        # left of its process group after that is killed.
+        server = self.procs.pop("pxeserver", None)
+        stop_process(server)
+        if server is not None:
+            _kill_group(server.pid)
+        took.append(f"pxeserver {time.monotonic() - t:.1f} s")
+        t = time.monotonic()
         if self.etcd is not None:
             self.etcd.stop()
+        took.append(f"etcd {time.monotonic() - t:.1f} s")
         for name in list(self.procs):
+            t = time.monotonic()
             stop_process(self.procs.pop(name), group=True)
+            took.append(f"{name} {time.monotonic() - t:.1f} s")
+        if self.dir.exists():
+            (self.dir / "teardown.log").write_text("\n".join(took) + "\n")
         leftover = self.ns.pids() + self.site.pids() if self.ns.created else []
         self.ns.delete()
         self.site.delete()
         shutil.rmtree(self.scratch, ignore_errors=True)
         if leftover:
             raise RuntimeError(f"processes left in the lab's namespaces: {leftover}")
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -51,11 +51,11 @@ def watch_until_lost(lab: Lab, mac: str, last: str, limit: float) -> dict[str, A
 
 
 def wait_heartbeat(lab: Lab, mac: str, limit: float) -> dict[str, Any]:
-    """The node once its first heartbeat is recorded: heartbeats are what keep it ready."""
+    """The node once a heartbeat is recorded: heartbeats are what keep it ready."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         node = lab.node(mac)
-        if node is not None and node["last_heartbeat"]:
+        if node is not None and any(e["kind"] == "heartbeat" for e in node["events"]):
             return node
         time.sleep(0.5)
     raise AssertionError(f"{mac} sent no heartbeat within {limit} s\n{lab.diagnose()}")
