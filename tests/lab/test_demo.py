@@ -6,6 +6,7 @@ No root and no namespace: this is what a new user runs. The server is a real
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ from .harness import link_or_copy, missing_tools
 DEMO_MAC = "52:54:00:de:00:01"
 
 
-def test_demo_boots_one_vm_to_ready(tmp_path: Path, node_image: Path) -> None:
+def test_demo_boots_one_vm_to_ready(
+    tmp_path: Path, node_image: Path, timings: dict[str, float]
+) -> None:
     assert missing_tools() is None
     assets = tmp_path / "assets"
     (assets / "lab").mkdir(parents=True)
@@ -47,6 +50,9 @@ def test_demo_boots_one_vm_to_ready(tmp_path: Path, node_image: Path) -> None:
         assert f"demo: {node['hostname']} ({MAC.parse(DEMO_MAC)}) is ready" in out.stdout, why
         assert "console   step=ready" in out.stdout, why
         assert "registry  ready → ready" in out.stdout, why
+        took = re.search(r"is ready ([0-9.]+) s after power-on", out.stdout)
+        assert took is not None, why
+        timings["BIOS, demo (user-mode network)"] = float(took.group(1))
     finally:
         server.stop()
     leftover = subprocess.run(["pgrep", "-f", f"mac={DEMO_MAC}"], capture_output=True)
