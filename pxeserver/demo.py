@@ -17,12 +17,14 @@ This module talks to the server only through its HTTP API, like any operator.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -158,7 +160,8 @@ def run(
         stdin=subprocess.DEVNULL,
         stdout=qemu_log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True,  # Ctrl-C is ours to handle: we stop the VM ourselves
+        preexec_fn=_die_with_parent,
     )
     qemu_log.close()
     try:
@@ -207,6 +210,14 @@ def _follow(
         f"see {serial_log}"
     )
     return 1
+
+
+def _die_with_parent() -> None:
+    """In QEMU's process before exec: it gets SIGKILL if the demo dies without stopping
+    it (killed, not interrupted), instead of running on unseen."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _stop(vm: subprocess.Popen[bytes]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -85,6 +86,26 @@ def lab_support() -> None:
     reason = netns.missing_support()
     if reason:
         pytest.skip(reason)
+    # A SIGTERM (a CI timeout, a kill) becomes KeyboardInterrupt, so the labs' teardown
+    # still stops their processes and deletes their namespaces.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed lab test names the lab's logs, whatever assertion failed."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        for value in funcargs.values():
+            if isinstance(value, harness.Lab):
+                report.sections.append(("lab logs", value.diagnose()))
 
 
 def start_lab(node_image: Path, settings: dict[str, Any], label: str) -> harness.Lab:

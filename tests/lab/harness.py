@@ -36,7 +36,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -93,8 +93,12 @@ class NsEtcd(EtcdMember):
         self.client_port, self.peer_port = 2379, 2380  # the namespace's own loopback
         self.initial_cluster = f"{self.name}={self.peer_url}"
 
-    def command(self) -> list[str]:
-        return self.ns.command(super().command())
+    def start(self, wait: bool = True) -> None:
+        # Through Namespace.popen: inside the namespace, and gone with the test process.
+        self.proc = self.ns.popen(super().command(), self.log_path)
+        if wait:
+            self.wait_ready()
+        self.cluster_state = "existing"
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -416,12 +420,36 @@ class Lab:
             if self.dead():
                 break
             time.sleep(0.5)
+        self._fail_wait(vm, states, timeout, node)
+
+    def _fail_wait(
+        self, vm: VM, states: set[str], timeout: float, node: dict[str, Any] | None
+    ) -> NoReturn:
         state = node["state"] if node else "not in the registry"
         pytest.fail(
             f"{vm.name} ({vm.mac}) did not reach {sorted(states)} within {timeout:.0f} s "
             f"(state: {state})\n" + self.diagnose(vm),
             pytrace=False,
         )
+
+    def wait_all(self, vms: list[VM], states: set[str], timeout: float) -> list[dict[str, Any]]:
+        """:meth:`wait_for` for several VMs at once, polled from this thread (no worker
+        threads that a SIGTERM would have to wait for)."""
+        deadline = time.monotonic() + timeout
+        done: dict[int, dict[str, Any]] = {}
+        while len(done) < len(vms):
+            for i, vm in enumerate(vms):
+                if i in done:
+                    continue
+                node = self.node(vm.mac)
+                if node and node["state"] in states:
+                    done[i] = node
+                    continue
+                stuck = vm.step("failed") or not vm.running or self.dead()
+                if stuck or time.monotonic() > deadline:
+                    self._fail_wait(vm, states, timeout, node)
+            time.sleep(0.5)
+        return [done[i] for i in range(len(vms))]
 
     def dead(self) -> list[str]:
         """The lab's own processes that have exited (none should, while it runs)."""
@@ -435,10 +463,15 @@ class Lab:
         return gone
 
     def diagnose(self, vm: VM | None = None) -> str:
+        """Where to look: the lab's logs, and ``vm``'s (every VM's when none is given)."""
         lines = [f"lab folder: {self.dir}"]
         for what in self.dead():
             lines.append(f"  LAB BROKEN: {what}")
-        if vm is not None:
+        if vm is None:
+            for each in self.vms:
+                steps = [s.name for s in each.steps()]
+                lines.append(f"  {each.name} ({each.mac}) serial: {each.serial_log} {steps}")
+        else:
             lines.append(f"  {vm.name} serial console: {vm.serial_log}")
             lines.append(f"  {vm.name} QEMU output:     {self.dir / (vm.name + '.qemu.log')}")
             running = "running" if vm.running else f"exited {vm.proc and vm.proc.returncode}"

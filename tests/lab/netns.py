@@ -51,6 +51,16 @@ def run(cmd: Sequence[str], timeout: float = 30) -> str:
     return out.stdout
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies, even by SIGKILL,
+    so no VM or server outlives a killed test run (it survives the exec of ip netns)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def _enter(path: Path) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY)
@@ -90,6 +100,7 @@ class Namespace:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
                 **kw,
             )
 

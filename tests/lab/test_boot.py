@@ -10,7 +10,6 @@ command line, the hostname it took, its address).
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 from typing import Any
 
@@ -88,6 +87,8 @@ def test_uefi_firmware_pxe_boots_to_ready(lab: Lab, timings: dict[str, float]) -
     assert node["platform"] == "efi" and node["arch"] == "x86_64", node
     # The firmware's own PXE client: ProxyDHCP, then TFTP of the iPXE EFI loader, then HTTP.
     assert_steps_in_order(lab, vm, node, STEPS)
+    tftp = [e["detail"] for e in node["events"] if e["kind"] == "tftp"]
+    assert any(d.startswith("snponly.efi") for d in tftp), f"{tftp}\n{why}"
     assert_console_agrees(lab, vm, node)
     # Under UEFI the kernel finds its initramfs only when it is named on its command line.
     assert "initrd=initrd.cpio.gz" in vm.step("cmdline")["cmdline"], why
@@ -98,8 +99,7 @@ def test_four_machines_at_once(lab: Lab, timings: dict[str, float]) -> None:
     vms = [lab.add_vm("uefi") for _ in range(4)]
     for vm in vms:
         vm.power_on()
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        nodes = list(pool.map(lambda vm: lab.wait_for(vm, {"ready"}, 2 * BOOT_TIMEOUT), vms))
+    nodes = lab.wait_all(vms, {"ready"}, 2 * BOOT_TIMEOUT)
     hostnames = [n["hostname"] for n in nodes]
     assert len(set(hostnames)) == 4, f"hostnames not distinct: {hostnames}\n{lab.diagnose()}"
     for vm, node in zip(vms, nodes):
