@@ -55,5 +55,21 @@ def test_demo_boots_one_vm_to_ready(
         timings["BIOS, demo (user-mode network)"] = float(took.group(1))
     finally:
         server.stop()
-    leftover = subprocess.run(["pgrep", "-f", f"mac={DEMO_MAC}"], capture_output=True)
-    assert leftover.returncode != 0, "the demo left its QEMU running"
+    assert not qemu_pids(DEMO_MAC), "the demo left its QEMU running"
+
+
+def qemu_pids(mac: str) -> list[int]:
+    """QEMU processes whose command line names ``mac`` (read from /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            cmdline
+            and cmdline[0].endswith(b"qemu-system-x86_64")
+            and any(f"mac={mac}".encode() in arg for arg in cmdline)
+        ):
+            found.append(int(proc.name))
+    return found
