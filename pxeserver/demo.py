@@ -196,6 +196,8 @@ def _follow(
             follow.events_seen = len(node.get("events", []))
             state = node.get("state")
             if state == "ready":
+                # The machine prints its own "ready" line once its POST has returned.
+                _drain_console(serial_log, follow, started, echo)
                 echo(
                     f"demo: {node['hostname']} ({mac}) is ready {elapsed:.1f} s after power-on; "
                     f"see it with: pxeserver nodes show {mac}"
@@ -210,6 +212,20 @@ def _follow(
         f"see {serial_log}"
     )
     return 1
+
+
+def _drain_console(
+    serial_log: Path, follow: Follow, started: float, echo: Callable[[str], None]
+) -> None:
+    """Print console lines until the machine's own ready line (at most a few seconds)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = new_console_lines(serial_log, follow)
+        for line in lines:
+            echo(f"{time.monotonic() - started:6.1f} s  console   {line}")
+        if any(line.startswith("step=ready") for line in lines):
+            return
+        time.sleep(0.2)
 
 
 def _die_with_parent() -> None:
