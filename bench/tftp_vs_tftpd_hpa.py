@@ -226,6 +226,8 @@ def run(cfg: Config) -> dict[str, Any]:
         try:
             for s in servers:
                 s.start()
+                # Warm up: files into each server's memory, transfer processes started.
+                scenario(s, "big.bin", cfg.size, 4, cfg.blksize)
             for i in range(cfg.runs):
                 order = servers if i % 2 == 0 else servers[::-1]
                 for clients in cfg.clients:

@@ -5,7 +5,11 @@ services (TFTP, ProxyDHCP) and the reaper that marks silent nodes lost, and supe
 the HTTP workers. The HTTP workers are separate processes (granian, WSGI) so that a boot
 storm's HTTP load does not share an interpreter lock with TFTP's packet loop; each worker
 builds its own store connection and :class:`BootService` from the same settings. The
-store (SQLite in WAL mode, or etcd) is what they share.
+store (SQLite in WAL mode, or etcd) is what they share. TFTP transfers run in processes
+of their own too (:func:`tftp_workers`), fed by the TFTP listener in the main process;
+ProxyDHCP answers from the main process and hands what it saw to the boot policy's
+background writer there. With ``--user``, root is dropped in granian's ``on_startup``
+hook: after every socket is bound, before any worker process exists.
 """
 
 from __future__ import annotations
@@ -262,6 +266,10 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     service = BootService(settings, registry, Renderer(settings))
     udp = UdpServices(settings, service)
     try:
+        if settings.server.user:
+            from .netif import check_user
+
+            check_user(settings.server.user)
         udp.bind()
     except PxeError as exc:
         udp.close()

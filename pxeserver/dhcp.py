@@ -78,6 +78,10 @@ class Offer:
     boot_file: str
     vendor_class: str  # PXEClient or HTTPClient
     firmware: str  # for the log and the node's timeline
+    # BIOS PXE ROMs and iPXE take the file from the offer when told to skip boot-server
+    # discovery (option 43, 6 = 8). Some UEFI firmware ignores an offer that says so; it
+    # is told nothing and asks again on port 4011, where it gets an ACK with the file.
+    bypass_discovery: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ def is_pxe_client(packet: dp.DhcpPacket) -> bool:
 def choose(packet: dp.DhcpPacket, server_ip: str, loaders: Loaders) -> Offer | str:
     """The boot file for a PXE client, or why it gets none. Pure."""
     if packet.is_ipxe:
-        return Offer(f"{loaders.http_base(server_ip)}/boot.ipxe", "PXEClient", "iPXE")
+        return Offer(f"{loaders.http_base(server_ip)}/boot.ipxe", "PXEClient", "iPXE", True)
     arch = packet.client_arch
     if arch is None:
         # PXE 2.1 clients all send option 93; a PXEClient without it is BIOS by the spec.
@@ -107,7 +111,7 @@ def choose(packet: dp.DhcpPacket, server_ip: str, loaders: Loaders) -> Offer | s
         return f"unknown client architecture {arch} (option 93); no boot loader for it"
     name = f"{known[0]} (arch {arch})"
     if arch == 0:
-        return Offer("undionly.kpxe", "PXEClient", name)
+        return Offer("undionly.kpxe", "PXEClient", name, True)
     if arch in (6, 7, 9):
         return Offer(loaders.uefi_loader, "PXEClient", name)
     if arch == 11:
@@ -277,6 +281,7 @@ class ProxyDhcp:
             server_ip=server_ip,
             boot_file=offer.boot_file,
             vendor_class=offer.vendor_class,
+            bypass_discovery=offer.bypass_discovery and answer == dp.OFFER,
         )
         self._send(sock, reply, packet, source, ifindex)
         self.counters["answered"] += 1

@@ -208,14 +208,18 @@ def build_reply(
     boot_file: str,
     vendor_class: str = "PXEClient",
     tftp_server: str | None = None,
+    bypass_discovery: bool = False,
 ) -> bytes:
-    """A ProxyDHCP OFFER or ACK: no address (yiaddr 0), the boot file, PXEClient/HTTPClient."""
+    """A ProxyDHCP OFFER or ACK: no address (yiaddr 0), the boot file, PXEClient/HTTPClient.
+
+    ``bypass_discovery`` adds the PXE vendor options (43) that tell the client to take the
+    boot file from this offer rather than ask a boot server on port 4011."""
     options: dict[int, bytes] = {
         OPT_MESSAGE_TYPE: bytes((message_type,)),
         OPT_SERVER_ID: socket.inet_aton(server_ip),
         OPT_VENDOR_CLASS: vendor_class.encode("ascii"),
     }
-    if vendor_class == "PXEClient":
+    if bypass_discovery and vendor_class == "PXEClient":
         options[OPT_VENDOR] = PXE_VENDOR_OPTIONS
     if OPT_CLIENT_UUID in request.options:
         options[OPT_CLIENT_UUID] = request.options[OPT_CLIENT_UUID]  # the PXE spec echoes it

@@ -71,6 +71,16 @@ def bind_error(service: str, address: str, port: int, exc: OSError) -> PxeError:
     )
 
 
+def check_user(user: str) -> None:
+    """Fail before binding anything if ``--user`` names no user or cannot be switched to."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError as exc:
+        raise PxeError(f"no user {user!r} to drop privileges to; create it or fix --user") from exc
+    if os.getuid() not in (0, entry.pw_uid):
+        raise PxeError(f"--user {user}: only root can change user; start as root or drop --user")
+
+
 def drop_privileges(user: str, writable: list[Path]) -> None:
     """Become ``user`` (its uid, gid and no supplementary groups), after handing it the
     folders it must write (the embedded store). Every thread of the process changes with

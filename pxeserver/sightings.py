@@ -45,9 +45,12 @@ class _Pending:
 
 
 class Sightings:
-    def __init__(self, registry: Registry, *, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self, registry: Registry, *, max_pending: int = MAX_PENDING, retry_min: float = RETRY_MIN
+    ) -> None:
         self.registry = registry
         self.max_pending = max_pending
+        self.retry_min = retry_min  # first wait after the store did not answer; doubles
         self.counters = {"queued": 0, "merged": 0, "dropped": 0, "written": 0, "failed": 0}
         self._machines: OrderedDict[MAC, Machine] = OrderedDict()
         self._by_ip: dict[str, MAC] = {}
@@ -136,8 +139,9 @@ class Sightings:
             return True
 
     def pending(self) -> int:
+        """Changes not written yet (the one being written stays queued until it is)."""
         with self._lock:
-            return len(self._queue) + (1 if self._busy else 0)
+            return len(self._queue)
 
     # -- the writer --------------------------------------------------------------------------
 
@@ -171,7 +175,7 @@ class Sightings:
         return True
 
     def _run(self) -> None:
-        delay = RETRY_MIN
+        delay = self.retry_min
         while True:
             with self._lock:
                 while not self._queue and not self._stopping:
@@ -189,7 +193,7 @@ class Sightings:
                     self._queue.popleft()
                 self._changed.notify_all()
             if ok:
-                delay = RETRY_MIN
+                delay = self.retry_min
             else:
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)

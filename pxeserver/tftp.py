@@ -70,7 +70,8 @@ class _Worker:
     """A transfer loop in a spawned process, fed jobs through a pipe."""
 
     def __init__(self, index: int, params: dict[str, Any], init: Callable[[], None] | None,
-                 on_done: Callable[[Outcome], None]) -> None:  # fmt: skip
+                 on_done: Callable[[Outcome], None],
+                 on_exit: Callable[[int], None]) -> None:  # fmt: skip
         ctx = multiprocessing.get_context("spawn")
         self.jobs_r, self.jobs_w = ctx.Pipe(duplex=False)
         self.done_r, self.done_w = ctx.Pipe(duplex=False)
@@ -81,19 +82,23 @@ class _Worker:
         self.process.start()
         self.jobs_r.close()
         self.done_w.close()
+        self.index = index
         self.active = 0
+        self.stopping = False
         self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, args=(on_done,), daemon=True,
+        self.reader = threading.Thread(target=self._read, args=(on_done, on_exit), daemon=True,
                                        name=f"tftp-worker-{index}")  # fmt: skip
         self.reader.start()
 
-    def _read(self, on_done: Callable[[Outcome], None]) -> None:
+    def _read(self, on_done: Callable[[Outcome], None], on_exit: Callable[[int], None]) -> None:
         while True:
             try:
                 outcome = self.done_r.recv()
             except (EOFError, OSError):
-                return
+                break
             on_done(outcome)
+        if not self.stopping:
+            on_exit(self.index)
 
     def submit(self, job: Job | None) -> None:
         with self.lock:
@@ -107,7 +112,8 @@ class _Worker:
             self.process.terminate()
             self.process.join(timeout=5)
         self.jobs_w.close()
-        self.reader.join(timeout=5)
+        if threading.current_thread() is not self.reader:
+            self.reader.join(timeout=5)
         self.done_r.close()
 
 
@@ -154,6 +160,7 @@ class TftpServer:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._worker_params: dict[str, Any] = {}
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -178,8 +185,8 @@ class TftpServer:
         if self.workers > 0:
             cache_max = CACHE_TOTAL_MAX // self.workers
             params = {**self.params, "cache_total": cache_max}
-            self._loops = [_Worker(i, params, self.worker_init, self._on_done)
-                           for i in range(self.workers)]  # fmt: skip
+            self._worker_params = params
+            self._loops = [self._spawn(i) for i in range(self.workers)]
         else:
             self._loops = [TransferLoop(self._on_done, **self.params).start()]
         self._thread = threading.Thread(target=self._listen, name="tftp", daemon=True)
@@ -188,6 +195,27 @@ class TftpServer:
         log.info("TFTP on %s:%d serving %s (transfers in %s)", self.address, self.port,
                  self.root, where)  # fmt: skip
         return self
+
+    def _spawn(self, index: int) -> _Worker:
+        return _Worker(index, self._worker_params, self.worker_init, self._on_done,
+                       self._worker_gone)  # fmt: skip
+
+    def _worker_gone(self, index: int) -> None:
+        """A transfer process died (a bug or a kill): its transfers are lost, start another."""
+        if self._stopping.is_set():
+            return
+        with self._lock:
+            lost = [peer for peer, i in self._active.items() if i == index]
+            for peer in lost:
+                del self._active[peer]
+            old = self._loops[index]
+            assert isinstance(old, _Worker)
+            old.stopping = True
+            self._loops[index] = self._spawn(index)
+        log.error("TFTP: transfer process %d (pid %s) exited with %s; %d transfers lost "
+                  "(their clients will retry); started a new one", index, old.process.pid,
+                  old.process.exitcode, len(lost))  # fmt: skip
+        old.stop()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -292,9 +320,12 @@ class TftpServer:
                 loop.active += 1
         try:
             loop.submit(job)
-        except OSError as exc:  # the worker is gone
-            log.error("TFTP: transfer worker %d is gone (%s); %s not served", index, exc, job.name)
+        except OSError as exc:  # the worker is gone; its reader thread starts another
+            log.warning("TFTP: transfer process %d is gone (%s); %s refused", index, exc,
+                        job.name)  # fmt: skip
             self._release(job.peer)
+            self._refuse(job.peer, tp.NOT_DEFINED, "server busy, try again",
+                         "transfer process gone", job.name)  # fmt: skip
 
     def _release(self, peer: tuple[str, int]) -> None:
         with self._lock:

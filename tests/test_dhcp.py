@@ -63,6 +63,8 @@ def test_discover_gets_an_offer_with_the_right_boot_file(
     assert reply.vendor_class == vendor
     assert reply.file == boot_file.encode() or reply.options.get(67) == boot_file.encode()
     assert reply.options[dp.OPT_SERVER_ID] == socket.inet_aton("127.0.0.1")
+    # BIOS ROMs and iPXE are told to take this file; UEFI firmware asks on port 4011
+    assert (dp.OPT_VENDOR in reply.options) == name.startswith("bios-")
 
 
 def test_port_4011_request_gets_an_ack(proxy: ProxyDhcp) -> None:
@@ -70,7 +72,7 @@ def test_port_4011_request_gets_an_ack(proxy: ProxyDhcp) -> None:
     assert reply is not None
     assert reply.message_type == dp.ACK and reply.yiaddr == "0.0.0.0"
     assert reply.file == b"snponly.efi" and reply.vendor_class == "PXEClient"
-    assert reply.ciaddr == "192.0.2.50"
+    assert reply.ciaddr == "192.0.2.50" and dp.OPT_VENDOR not in reply.options
     # a DISCOVER on the boot-server port is not answered there
     assert exchange(proxy.ports["pxe"], golden("uefi-pxe-discover"), 0.3) is None
 

@@ -86,9 +86,20 @@ def test_reply_never_carries_an_address() -> None:
     assert reply.file == b"snponly.efi" and reply.siaddr == "192.0.2.1"
     assert reply.options[dp.OPT_SERVER_ID] == bytes([192, 0, 2, 1])
     assert reply.vendor_class == "PXEClient"
-    assert reply.options[dp.OPT_VENDOR] == bytes((6, 1, 8, 255))
+    assert dp.OPT_VENDOR not in reply.options  # UEFI: boot-server discovery left on
     assert reply.options[dp.OPT_CLIENT_UUID] == request.options[dp.OPT_CLIENT_UUID]
     assert dp.OPT_BOOTFILE in reply.options  # EDK2 asks for option 67 in option 55
+
+
+def test_bios_offer_tells_the_rom_to_skip_discovery() -> None:
+    request = dp.parse(golden("bios-pxe-discover"))
+    offer = choose(request, "192.0.2.1", loaders())
+    assert isinstance(offer, Offer) and offer.bypass_discovery
+    uefi = choose(dp.parse(golden("uefi-pxe-discover")), "192.0.2.1", loaders())
+    assert isinstance(uefi, Offer) and not uefi.bypass_discovery
+    reply = dp.parse(dp.build_reply(request, message_type=dp.OFFER, server_ip="192.0.2.1",
+                                    boot_file="undionly.kpxe", bypass_discovery=True))  # fmt: skip
+    assert reply.options[dp.OPT_VENDOR] == bytes((6, 1, 8, 255))  # discovery control: bypass
 
 
 def test_long_boot_file_goes_into_option_67() -> None:

@@ -162,3 +162,14 @@ def test_privileged_ports_then_dropping_root() -> None:
 def test_an_unknown_user_is_a_clear_error() -> None:
     with pytest.raises(PxeError, match="no user 'no-such-user-x'"):
         drop_privileges("no-such-user-x", [])
+
+
+def test_an_unknown_user_stops_serve_before_anything_is_bound(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pxeserver", "serve", "--listen", "127.0.0.1", "--no-dhcp",
+         "--tftp-port", "0", "--http-port", str(free_port()), "--user", "no-such-user-x"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "no user 'no-such-user-x' to drop privileges to; create it or fix --user" in out.stderr
+    assert "Listening at" not in out.stderr  # HTTP never started

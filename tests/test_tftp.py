@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -17,6 +18,9 @@ from pxeserver import tftp_packets as tp
 from pxeserver.boot import BootService
 from pxeserver.model import MAC, Machine
 from pxeserver.tftp import TftpServer
+from pxeserver.tftp_transfers import TransferLoop
+
+from .support.net import wait_for
 
 CURL = shutil.which("curl") or "curl"
 TFTP_HPA = shutil.which("tftp") or "tftp"
@@ -284,6 +288,13 @@ def test_worker_processes_serve_the_same(root: Path, service: BootService) -> No
         while s.counters["completed"] < 8 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert s.counters["completed"] == 8 and s.active == 0
+        # a transfer process that dies is replaced; clients are served again
+        first = s._loops[0]
+        assert not isinstance(first, TransferLoop)
+        os.kill(first.process.pid, signal.SIGKILL)
+        wait_for(lambda: s._loops[0] is not first, 10, "a new transfer process")
+        outs = [curl(s.port, "small.bin") for _ in range(4)]
+        assert all(o.stdout == (root / "small.bin").read_bytes() for o in outs)
     finally:
         s.stop()
 
@@ -320,3 +331,19 @@ def test_transfers_are_recorded_on_the_node_ProxyDHCP_saw(
     assert [e.kind.value for e in node.events] == ["dhcp", "tftp"]
     assert node.events[1].detail.startswith("small.bin 100000 bytes in ")
     assert "blksize 1468" in node.events[1].detail
+
+
+def test_windowsize_sends_a_window_and_restarts_after_a_gap(raw: RawClient) -> None:
+    raw.send(tp.request("small.bin", {"windowsize": "4"}))
+    oack = raw.recv()
+    assert isinstance(oack, tp.Request) and dict(oack.options) == {"windowsize": "4"}
+    raw.send(tp.ack(0))
+    window = [raw.recv() for _ in range(4)]
+    assert [p.block for p in window if isinstance(p, tp.Data)] == [1, 2, 3, 4]
+    assert raw.recv(0.3) is None  # no more than the window before an ACK
+    raw.send(tp.ack(2))  # the client lost block 3: it acknowledges what it has in order
+    again = [raw.recv() for _ in range(4)]
+    assert [p.block for p in again if isinstance(p, tp.Data)] == [3, 4, 5, 6]
+    raw.send(tp.ack(6))
+    nxt = raw.recv()
+    assert isinstance(nxt, tp.Data) and nxt.block == 7

@@ -1,0 +1,148 @@
+"""What the UDP services saw: the in-memory view, the background writer, and the BootService
+methods ProxyDHCP and TFTP call (they must never wait for the store)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pxeserver import dhcp_packets as dp
+from pxeserver.boot import BootService
+from pxeserver.dhcp import ProxyDhcp
+from pxeserver.errors import StoreUnavailable
+from pxeserver.model import MAC, EventKind, Machine
+from pxeserver.registry import Change
+from pxeserver.sightings import Sightings
+from pxeserver.store.sqlite import SQLiteStore
+
+from .conftest import make_service, make_settings
+from .support.fakes import BrokenStore
+from .support.net import wait_for
+from .test_dhcp import exchange
+from .test_dhcp_packets import golden
+
+MAC1 = MAC.parse("52:54:00:00:01:01")
+
+
+def test_the_view_merges_facts_and_maps_addresses(service: BootService) -> None:
+    s = service.sightings
+    s.seen(Machine(MAC1, uuid=None, arch="x86_64", platform="efi"))
+    s.seen(Machine(MAC1, ip="192.0.2.7"))
+    m = s.machine_at("192.0.2.7")
+    assert m is not None and (m.mac, m.arch, m.platform) == (MAC1, "x86_64", "efi")
+    other = MAC.parse("52:54:00:00:01:02")
+    s.seen(Machine(other, ip="192.0.2.7"))  # the address moved to another machine
+    moved = s.machine_at("192.0.2.7")
+    assert moved is not None and moved.mac == other
+    assert s.machine_at("192.0.2.8") is None
+
+
+def test_repeated_sightings_queue_as_one_write(service: BootService) -> None:
+    for i in range(50):
+        service.note_dhcp(Machine(MAC1, arch="i386", ip=f"192.0.2.{i}"), "ProxyDHCP DISCOVER")
+    assert service.sightings.counters["queued"] == 1
+    assert service.sightings.counters["merged"] == 49
+    service.start_background()
+    try:
+        assert service.flush_background(10)
+    finally:
+        service.stop_background()
+    node = service.registry.get(MAC1)
+    assert node is not None and node.ip == "192.0.2.49" and len(node.events) == 1
+    assert service.sightings.node(MAC1) == node  # the view now knows the record
+
+
+def test_a_full_queue_drops_and_counts(service: BootService) -> None:
+    s = Sightings(service.registry, max_pending=3)
+    for i in range(5):
+        s.submit(MAC.parse(f"52:54:00:00:02:{i:02x}"), Change(EventKind.DHCP, "x"))
+    assert s.counters == {"queued": 3, "merged": 0, "dropped": 2, "written": 0, "failed": 0}
+
+
+class FlakyStore:
+    """A store that is down for its first ``down`` calls, then a real SQLite store."""
+
+    def __init__(self, path: Path, down: int) -> None:
+        self.real = SQLiteStore(path)
+        self.down = down
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.real, name)
+        if name in ("get", "create", "update") and self.down > 0:
+
+            def failing(*args: Any, **kw: Any) -> Any:
+                self.down -= 1
+                raise StoreUnavailable("etcd down (test)")
+
+            return failing
+        return attr
+
+
+def test_writes_wait_for_the_store_and_apply_once(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    store = FlakyStore(tmp_path / "s.db", down=2)
+    service = make_service(settings, store)
+    service.sightings.retry_min = 0.05
+    try:
+        service.start_background()
+        service.note_dhcp(Machine(MAC1, ip="192.0.2.9"), "seen")
+        service.note_transfer("192.0.2.9", "undionly.kpxe 74213 bytes")
+        assert service.flush_background(10)
+        service.stop_background()
+    finally:
+        store.real.close()
+    reopened = SQLiteStore(tmp_path / "s.db")
+    try:
+        found = reopened.get(MAC1)
+        assert found is not None
+        node = found.node
+        assert [e.kind.value for e in node.events] == ["dhcp", "tftp"]
+        assert service.sightings.counters["failed"] == 2
+    finally:
+        reopened.close()
+
+
+def test_transfer_from_an_unknown_address_is_not_recorded(service: BootService) -> None:
+    service.note_transfer("192.0.2.200", "x")
+    assert service.sightings.pending() == 0
+
+
+def test_boot_refusal_never_touches_the_store(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, {
+        "server": {"exclude_macs": ["52:54:00:00:01:01"]},
+        "groups": [{"name": "racked", "profile": "coreos", "selectors": {"rack": "r1"}},
+                   {"name": "efi", "profile": "coreos", "selectors": {"platform": "efi"}}],
+    })  # fmt: skip
+    service = make_service(settings, BrokenStore())
+    assert service.boot_refusal(Machine(MAC1)) == "excluded by server.exclude_macs"
+    bios = Machine(MAC.parse("52:54:00:00:01:03"), platform="pcbios")
+    assert service.boot_refusal(bios) is not None
+    efi = Machine(MAC.parse("52:54:00:00:01:03"), platform="efi")
+    assert service.boot_refusal(efi) is None
+    # a node whose record (as last written from here) carries the label is answered
+    from pxeserver.model import Node
+
+    service.sightings.remember(Node(mac=bios.mac, labels={"rack": "r1"}))
+    assert service.boot_refusal(bios) is None
+
+
+def test_proxydhcp_answers_at_once_with_the_store_down(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    service = make_service(settings, BrokenStore())
+    (tmp_path / "tftproot").mkdir()
+    service.start_background()
+    proxy = ProxyDhcp(service, address="127.0.0.1", dhcp_port=0, pxe_port=0,
+                      tftp_root=tmp_path / "tftproot").start()  # fmt: skip
+    try:
+        started = time.monotonic()
+        for name in ("bios-pxe-discover", "uefi-pxe-discover", "uefi-http-discover"):
+            reply = exchange(proxy.ports["dhcp"], golden(name))
+            assert reply is not None and reply.message_type == dp.OFFER
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0, elapsed  # a store call would have hung or raised here
+        # each sighting waits for the store, none is lost (the reply goes out first)
+        wait_for(lambda: service.sightings.pending() == 3, 5, "three queued sightings")
+    finally:
+        proxy.stop()
+        service.stop_background(flush=0.1)
