@@ -14,6 +14,7 @@ from pxeserver.dhcp import ProxyDhcp, machine_of
 from pxeserver.model import MAC
 
 from .conftest import make_service, make_settings
+from .support.net import wait_for
 from .test_dhcp_packets import UUID, golden
 
 
@@ -94,7 +95,11 @@ def test_arm64_is_answered_once_its_loader_exists(proxy: ProxyDhcp, tmp_path: Pa
 
 def test_sightings_reach_the_registry(proxy: ProxyDhcp, service: BootService) -> None:
     assert exchange(proxy.ports["dhcp"], golden("uefi-pxe-discover")) is not None
+    # (written before the next sighting: two sightings still queued merge into one write)
+    wait_for(lambda: service.sightings.counters["queued"] == 1, 5, "the first sighting")
+    assert service.flush_background(10)
     assert exchange(proxy.ports["dhcp"], golden("uefi-pxe-request-site"), 0.3) is None
+    wait_for(lambda: service.machine_at("192.0.2.50") is not None, 5, "the second sighting")
     assert service.flush_background(10)
     node = service.registry.get(MAC.parse("52:54:00:00:00:03"))
     assert node is not None
@@ -121,9 +126,9 @@ def test_bad_packets_are_counted_and_the_loop_goes_on(proxy: ProxyDhcp) -> None:
                good[:-5] + bytes([60, 200, 1]), overload_loop, b"\xff" * 600]  # fmt: skip
     for raw in hostile:
         assert exchange(port, raw, 0.05) is None
-    assert proxy.counters["bad"] == len(hostile)
-    reply = exchange(port, good)
+    reply = exchange(port, good)  # answered after every packet before it was handled
     assert reply is not None and reply.file == b"undionly.kpxe"
+    assert proxy.counters["bad"] == len(hostile)
 
 
 def test_excluded_and_unmatched_macs_get_no_answer(tmp_path: Path) -> None:
