@@ -33,7 +33,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -45,15 +44,12 @@ from pxeserver.loaders import copy_ipxe
 from pxeserver.model import MAC
 from tests.support.etcd import EtcdMember
 
-from . import console
 from .netns import Namespace, stop_process
+from .vm import OVMF_CODE, QEMU, VM
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "lab"
-QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 IPXE_DIR = Path("/usr/lib/ipxe")
 SERVER_IP = "192.0.2.1"
 SITE_IP = "192.0.2.2"
@@ -138,105 +134,6 @@ def _http(method: str, url: str, body: Any, token: str | None) -> tuple[int, Any
         return status, json.loads(raw) if raw else None
     except ValueError:
         return status, raw.decode(errors="replace")
-
-
-@dataclass
-class VM:
-    """One QEMU machine on the lab's bridge."""
-
-    lab: Lab
-    name: str
-    mac: MAC
-    firmware: str  # "bios": SeaBIOS + the NIC's iPXE ROM; "uefi": OVMF's own PXE client
-    tap: str
-    memory_mb: int = 384
-    proc: subprocess.Popen[bytes] | None = None
-    powered_on: float = 0.0  # wall-clock time of the last power-on
-    boots: int = 0
-    serial_logs: list[Path] = field(default_factory=list)
-
-    @property
-    def uuid(self) -> str:
-        return f"5ee1ab00-0000-4000-8000-{self.mac.hex}"
-
-    @property
-    def serial_log(self) -> Path:
-        return self.serial_logs[-1] if self.serial_logs else self.lab.dir / f"{self.name}.serial"
-
-    def command(self, serial: Path) -> list[str]:
-        net = [
-            "-netdev", f"tap,id=net0,ifname={self.tap},script=no,downscript=no",
-        ]  # fmt: skip
-        if self.firmware == "bios":
-            machine = ["-machine", "pc"]
-            # QEMU's default ROM for virtio-net: Debian's ipxe-qemu build of iPXE.
-            nic = ["-device", f"virtio-net-pci,netdev=net0,mac={self.mac}"]
-        else:
-            vars_copy = self.lab.dir / f"{self.name}.OVMF_VARS.fd"
-            if not vars_copy.exists():
-                shutil.copyfile(OVMF_VARS, vars_copy)
-            machine = [
-                "-machine", "q35",
-                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-                "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
-            ]  # fmt: skip
-            # romfile= (empty): no option ROM, so the firmware's own PXE client boots.
-            nic = ["-device", f"virtio-net-pci,netdev=net0,mac={self.mac},romfile="]
-        return [
-            QEMU,
-            "-accel", "tcg",  # never KVM: /dev/kvm hangs on this kind of machine
-            "-nodefaults",  # no CD-ROM for the firmware to try first, no VGA to emulate
-            *machine,
-            "-m", str(self.memory_mb),
-            "-smp", "1",
-            "-display", "none",
-            "-monitor", "none",
-            "-no-reboot",
-            *net,
-            *nic,
-            "-boot", "n",
-            "-serial", f"file:{serial}",
-            "-name", self.name,
-            "-uuid", self.uuid,  # SMBIOS UUID: what firmware sends in option 97
-        ]  # fmt: skip
-
-    def power_on(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, f"{self.name} is running"
-        self.boots += 1
-        serial = self.lab.dir / f"{self.name}.boot{self.boots}.serial"
-        self.serial_logs.append(serial)
-        self.powered_on = time.time()
-        self.proc = self.lab.ns.popen(
-            self.command(serial), self.lab.dir / f"{self.name}.qemu.log", cwd=self.lab.dir
-        )
-
-    def kill(self) -> None:
-        """Pull the plug: SIGKILL, as a machine that loses power mid-boot."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def steps(self) -> list[console.Step]:
-        return console.read_steps(self.serial_log)
-
-    def step(self, name: str) -> console.Step | None:
-        found = [s for s in self.steps() if s.name == name]
-        return found[-1] if found else None
-
-    def wait_step(self, name: str, timeout: float = 30) -> console.Step | None:
-        """The step's line, waiting for it: the registry can see a POST before the
-        machine has printed that it sent it."""
-        deadline = time.monotonic() + timeout
-        while (found := self.step(name)) is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return found
 
 
 class Lab:
@@ -357,7 +254,12 @@ class Lab:
                 "tftp_root": str(tftp_root),
                 "templates_dir": str(REPO / "cloud-configs"),
             },
-            "store": {"backend": "etcd", "etcd_endpoints": ["http://127.0.0.1:2379"]},
+            # A long deadline: the lab shares two cores with everything else running.
+            "store": {
+                "backend": "etcd",
+                "etcd_endpoints": ["http://127.0.0.1:2379"],
+                "timeout": 10,
+            },
             "cluster": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
         }
         return _merge(base, self.extra_settings)
@@ -384,21 +286,30 @@ class Lab:
         self.ns.ip("tuntap", "add", "dev", tap, "mode", "tap")
         self.ns.ip("link", "set", tap, "master", self.bridge, "up")
         mac = mac or MAC.from_bytes(bytes([0x52, 0x54, 0x00, int(self.id[:2], 16), 0x10, n]))
-        vm = VM(self, f"vm{n}-{firmware}", mac, firmware, tap)
+        vm = VM(self.ns, self.dir, f"vm{n}-{firmware}", mac, firmware, tap)
         self.vms.append(vm)
         return vm
 
     # -- the API, from inside the namespace ---------------------------------------------------
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Call pxeserver's API from inside the namespace. A 503 (the store did not answer
+        in time, as on an overloaded machine) is asked again, as iPXE would, for up to a
+        minute; every call the lab makes is idempotent."""
         url = f"http://{SERVER_IP}{path}"
-        return self.ns.call(_http, method, url, body, self.api_token)
+        deadline = time.monotonic() + 60
+        while True:
+            status, answer = self.ns.call(_http, method, url, body, self.api_token)
+            if status != 503 or time.monotonic() > deadline:
+                return status, answer
+            time.sleep(1)
 
     def node(self, mac: MAC) -> dict[str, Any] | None:
+        """The node as the API shows it, or None if it is not in the registry."""
         status, body = self.api("GET", f"/api/v1/nodes/{mac}")
         if status == 404:
             return None
-        assert status == 200, (status, body)
+        assert status == 200, f"GET /api/v1/nodes/{mac}: {status} {body}\n{self.diagnose()}"
         return body
 
     def wait_for(

@@ -16,7 +16,8 @@ from typing import Any
 from pxeserver.model import MAC
 
 from .conftest import TFTP_MAC
-from .harness import VM, Lab, iso_time
+from .harness import Lab, iso_time
+from .vm import VM
 
 # Seconds one machine may take, under TCG on a shared 2-core box (typical: 10-60).
 BOOT_TIMEOUT = float(os.environ.get("PXELAB_BOOT_TIMEOUT", "300"))
