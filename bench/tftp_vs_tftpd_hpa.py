@@ -103,8 +103,12 @@ class Server:
 
     def start(self) -> None:
         log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        # A process group of its own (stopped as one by PID), but the benchmark's session:
+        # with the kernel's autogroup scheduling every session is one CPU-share group, so
+        # a server in a session of its own would get a share of a busy machine that has
+        # nothing to do with how fast it is. Both servers and the clients share one here.
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            self.command(), stdout=log, stderr=subprocess.STDOUT, process_group=0,
             cwd=self.workdir,
         )  # fmt: skip
         log.close()

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from . import metrics
 from .config import Settings, hostname_from_pattern, valid_hostname
 from .errors import InvalidInput, NotFound, RenderError, StoreUnavailable
 from .model import MAC, EventKind, Machine, Node, State
@@ -36,6 +37,7 @@ class Preview:
     decision: Decision
     ipxe: str
     cloud_config: str | None
+    ignition: str | None = None
 
 
 class BootService:
@@ -115,6 +117,8 @@ class BootService:
             machine.mac,
             Change(EventKind.IPXE, detail, machine, move=not local, count_boot=True),
         )
+        if not local:
+            metrics.boots_started.labels(profile=profile.name).inc()
         if existing is None:
             script = self.renderer.ipxe_script(node, profile, decision, base)
         return script
@@ -135,7 +139,24 @@ class BootService:
         return self.renderer.cloud_config(node, profile, decision.group, base)
 
     def phone_home(self, mac: MAC, token: str | None, kind: EventKind) -> Node:
-        return self.registry.phone_home(mac, token, kind)
+        node = self.registry.phone_home(mac, token, kind)
+        if kind is EventKind.READY:
+            profile = self.effective_profile(node)[0] or "none"
+            metrics.boots_completed.labels(profile=profile).inc()
+        return node
+
+    def ignition(self, mac: MAC, base: str) -> str:
+        """The node's Ignition config, validated. Serving it makes the node ``configured``."""
+        existing = self.registry.get(mac)
+        node = existing or self._provisional(Machine(mac))
+        decision = self.decide(node)
+        profile = self.profile(decision, node)
+        if not profile.ignition:
+            raise NotFound(f"{mac} boots profile {profile.name!r}, which has no Ignition config")
+        # As for the cloud-config: render first, so that a broken template records nothing.
+        self.renderer.ignition(node, profile, decision.group, base)
+        node = self.registry.apply(mac, Change(EventKind.IGNITION, f"profile {profile.name}"))
+        return self.renderer.ignition(node, profile, decision.group, base)
 
     # -- previews (render, check, explain) ---------------------------------------------------
 
@@ -153,7 +174,10 @@ class BootService:
         cloud = None
         if profile.cloud_config:
             cloud = self.renderer.cloud_config(node, profile, decision.group, base)
-        return Preview(node, existing is not None, decision, ipxe, cloud)
+        ignition = None
+        if profile.ignition:
+            ignition = self.renderer.ignition(node, profile, decision.group, base)
+        return Preview(node, existing is not None, decision, ipxe, cloud, ignition)
 
     # -- operators ---------------------------------------------------------------------------
 

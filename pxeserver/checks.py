@@ -99,7 +99,33 @@ def _render_problems(settings: Settings, renderer: Renderer, base: str) -> list[
                             f"fix {settings.paths.templates_dir / profile.cloud_config}",
                         )
                     )
+            problems += _ignition_problems(settings, renderer, base, profile, node, group, who)
     return problems
+
+
+def _ignition_problems(
+    settings: Settings,
+    renderer: Renderer,
+    base: str,
+    profile: Profile,
+    node: Node,
+    group: Group | None,
+    who: str,
+) -> list[Problem]:
+    if not profile.ignition:
+        return []
+    try:
+        renderer.ignition(node, profile, group, base)
+    except RenderError as exc:
+        return [
+            Problem(
+                settings.source,
+                f"profiles.{profile.name}.ignition",
+                f"{exc} (for {who})",
+                f"fix {settings.paths.templates_dir / profile.ignition}",
+            )
+        ]
+    return []
 
 
 def _asset_problems(settings: Settings) -> list[Problem]:

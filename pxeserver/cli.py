@@ -32,6 +32,13 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def config_failed(exc: ConfigError) -> NoReturn:
+    """Every problem of a settings file, one line each, then exit 1."""
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+    sys.exit(1)
+
+
 def config_option(f: F) -> F:
     return click.option(
         "--config",
@@ -100,9 +107,7 @@ def serve(config: Path | None, **flags: Any) -> None:
     try:
         code = daemon.serve(config, serve_overrides(**flags))
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+        config_failed(exc)
     except PxeError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -120,9 +125,7 @@ def check(config: Path | None) -> None:
     try:
         settings, warnings = load(config)
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+        config_failed(exc)
     problems = warnings + checks.check_settings(settings)
     for problem in problems:
         click.echo(str(problem), err=True)
@@ -163,9 +166,7 @@ def render(
         base = base_url or checks.default_base_url(settings)
         preview = service.preview(machine, base, use_registry=not no_registry)
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+        config_failed(exc)
     except PxeError as exc:
         fail(str(exc))
     note = "" if preview.known else " (not registered yet: hostname is a placeholder)"
@@ -354,12 +355,64 @@ def nodes_forget(api: Api, mac: str) -> None:
     click.echo(f"{address} forgotten")
 
 
-# -- assets ----------------------------------------------------------------------------------
+# -- assets ---------------------------------------------------------------------------------
 
 
 @main.group()
 def assets() -> None:
-    """Boot files: loaders for the TFTP root, kernels for the assets folder."""
+    """Boot assets: OS kernels and initrds, boot loaders."""
+
+
+@assets.group("fetch")
+def assets_fetch() -> None:
+    """Download an OS's PXE images into the assets folder and verify them."""
+
+
+@assets_fetch.command("flatcar")
+@config_option
+@click.option(
+    "--channel",
+    type=click.Choice(["stable", "beta", "alpha", "lts"]),
+    default="stable",
+    show_default=True,
+    help="Flatcar release channel.",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(["amd64", "arm64"]),
+    default="amd64",
+    show_default=True,
+    help="Machine architecture.",
+)
+@click.option(
+    "--version", "version", metavar="V", help="A release, e.g. 4081.2.0 (default: current)."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def fetch_flatcar(
+    config: Path | None, channel: str, arch: str, version: str | None, no_progress: bool
+) -> None:
+    """Flatcar's PXE kernel and initrd, checked against Flatcar's signing key with gpg.
+
+    Kept per version under ASSETS/flatcar/VERSION/ (flatcar-arm64/ for arm64), with
+    ASSETS/flatcar/current pointing at the last version that verified. A file that fails
+    verification is deleted and the command exits 1.
+    """
+    from . import flatcar
+
+    try:
+        settings, _ = load(config)
+        flatcar.fetch(
+            settings,
+            channel,
+            arch,
+            version,
+            progress=not no_progress,
+            say=click.echo,
+        )
+    except ConfigError as exc:
+        config_failed(exc)
+    except PxeError as exc:
+        fail(str(exc))
 
 
 @assets.command("ipxe")
@@ -377,9 +430,7 @@ def assets_ipxe(config: Path | None, target: Path | None) -> None:
         for line in copy_ipxe(target):
             click.echo(line)
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+        config_failed(exc)
     except PxeError as exc:
         fail(str(exc))
     except OSError as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import yaml
@@ -137,17 +137,22 @@ def _string_list(value: Any, where: str, errors: list[str]) -> None:
         errors.append(f"{where}: must be a list of non-empty strings")
 
 
-def _users(value: Any, errors: list[str]) -> None:
+def _mappings(value: Any, where: str, errors: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The mappings of an optional list, each with its ``where[i].`` prefix; errors for the rest."""
     if value is None:
         return
     if not isinstance(value, list):
-        errors.append("users: must be a list")
+        errors.append(f"{where}: must be a list")
         return
-    for i, user in enumerate(value):
-        w = f"users[{i}]."
-        if not isinstance(user, dict):
-            errors.append(f"users[{i}]: must be a mapping")
-            continue
+    for i, item in enumerate(value):
+        if isinstance(item, dict):
+            yield f"{where}[{i}].", item
+        else:
+            errors.append(f"{where}[{i}]: must be a mapping")
+
+
+def _users(value: Any, errors: list[str]) -> None:
+    for w, user in _mappings(value, "users", errors):
         _unknown(user, USER_KEYS, w, errors)
         if not isinstance(user.get("name"), str) or not user["name"]:
             errors.append(f"{w}name: is required")
@@ -158,16 +163,7 @@ def _users(value: Any, errors: list[str]) -> None:
 
 
 def _files(value: Any, errors: list[str]) -> None:
-    if value is None:
-        return
-    if not isinstance(value, list):
-        errors.append("write_files: must be a list")
-        return
-    for i, f in enumerate(value):
-        w = f"write_files[{i}]."
-        if not isinstance(f, dict):
-            errors.append(f"write_files[{i}]: must be a mapping")
-            continue
+    for w, f in _mappings(value, "write_files", errors):
         _unknown(f, FILE_KEYS, w, errors)
         path = f.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
@@ -235,17 +231,8 @@ def _coreos(value: Any, errors: list[str]) -> None:
 
 
 def _units(value: Any, errors: list[str]) -> None:
-    if value is None:
-        return
-    if not isinstance(value, list):
-        errors.append("coreos.units: must be a list")
-        return
     names: set[str] = set()
-    for i, unit in enumerate(value):
-        w = f"coreos.units[{i}]."
-        if not isinstance(unit, dict):
-            errors.append(f"coreos.units[{i}]: must be a mapping")
-            continue
+    for w, unit in _mappings(value, "coreos.units", errors):
         _unknown(unit, UNIT_KEYS, w, errors)
         name = unit.get("name")
         if not isinstance(name, str) or "." not in name:

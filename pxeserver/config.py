@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,21 @@ def peer_urls(cluster: ClusterSettings) -> tuple[str, ...]:
     return tuple(urls)
 
 
+FLATCAR_BASE_URL = "https://{channel}.release.flatcar-linux.net/{arch}-usr/"
+FLATCAR_KEY = Path(__file__).resolve().parent / "keys" / "flatcar-image-signing-key.asc"
+# The primary key of "Flatcar Buildbot (Official Builds) <buildbot@flatcar-linux.org>".
+FLATCAR_FINGERPRINT = "F88CFEDEFF29A5B4D9523864E25D9AED0593B34A"
+
+
+@dataclass(frozen=True)
+class FlatcarSettings:
+    """Where ``pxeserver assets fetch flatcar`` downloads from and whom it trusts."""
+
+    base_url: str = FLATCAR_BASE_URL  # {channel} and {arch} are filled in; then <version>/
+    signing_key: Path = FLATCAR_KEY  # OpenPGP public key(s), armored or binary
+    fingerprints: tuple[str, ...] = (FLATCAR_FINGERPRINT,)  # primary keys trusted to sign
+
+
 @dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -108,6 +124,7 @@ class Settings:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     groups: tuple[Group, ...] = ()
     source: str = DEFAULTS_SOURCE
+    flatcar: FlatcarSettings = field(default_factory=FlatcarSettings)
 
     @property
     def sqlite_path(self) -> Path:
@@ -500,10 +517,33 @@ def _groups(c: _Checker, raw: Any, profiles: Mapping[str, Profile]) -> tuple[Gro
     return tuple(groups)
 
 
+def _flatcar(c: _Checker, raw: Mapping[str, Any], base: Path | None) -> FlatcarSettings:
+    w = "flatcar"
+    c.unknown(raw, ("base_url", "signing_key", "fingerprints"), w)
+    d = FlatcarSettings()
+    url = c.str_(raw, "base_url", w, d.base_url)
+    if _url_problem(url.replace("{channel}", "stable").replace("{arch}", "amd64")):
+        c.problem(f"{w}.base_url", f"{url!r} is not an http(s) URL", f"write e.g. {d.base_url}")
+        url = d.base_url
+    fingerprints = []
+    for text in c.str_list(raw, "fingerprints", w) or d.fingerprints:
+        fpr = text.replace(" ", "").upper()
+        if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", fpr):
+            c.problem(
+                f"{w}.fingerprints", f"{text!r} is not a key fingerprint", "give 40 hex digits"
+            )
+        fingerprints.append(fpr)
+    return FlatcarSettings(
+        base_url=url if url.endswith("/") else url + "/",
+        signing_key=c.path(raw, "signing_key", w, base) or d.signing_key,
+        fingerprints=tuple(fingerprints),
+    )
+
+
 def parse(raw: Mapping[str, Any], source: str, base: Path | None) -> tuple[Settings, list[Problem]]:
     """Validate a raw settings mapping. Returns the settings and every problem found."""
     c = _Checker(source)
-    c.unknown(raw, ("server", "paths", "store", "cluster", "profiles", "groups"), "")
+    c.unknown(raw, ("server", "paths", "store", "cluster", "profiles", "groups", "flatcar"), "")
     raw_profiles = c.section(raw, "profiles")
     if not raw_profiles:
         raw_profiles = DEFAULT_RAW["profiles"]
@@ -525,6 +565,7 @@ def parse(raw: Mapping[str, Any], source: str, base: Path | None) -> tuple[Setti
         profiles=profiles,
         groups=groups,
         source=source,
+        flatcar=_flatcar(c, c.section(raw, "flatcar"), base),
     )
     return settings, c.problems
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import metrics
 from .boot import BootService
 from .config import ServerSettings, Settings, load
 from .errors import PxeError, StoreUnavailable
@@ -75,15 +76,23 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.server.log_level)
 
 
+# Fields a log call may carry with ``extra=`` (boot milestones carry the node's) that the
+# JSON format writes as fields of their own, so a log pipeline can filter by MAC.
+LOG_FIELDS = ("mac", "hostname", "event", "state", "took", "profile")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        d = {
+        d: dict[str, Any] = {
             "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
             "pid": record.process,
         }
+        for name in LOG_FIELDS:
+            if name in record.__dict__:
+                d[name] = record.__dict__[name]
         if record.exc_info:
             d["exception"] = self.formatException(record.exc_info)
         return json.dumps(d)
@@ -117,6 +126,7 @@ class Reaper(threading.Thread):
             try:
                 self.registry.expire()
             except StoreUnavailable as exc:
+                metrics.store_errors.labels(where="reaper").inc()
                 log.warning("reaper: store unavailable, will try again: %s", exc)
             except Exception:
                 log.exception("reaper: unexpected error; it keeps running")
@@ -248,6 +258,8 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     configure_logging(settings)
     for problem in warnings:
         log.warning("%s", problem)
+    # Before anything records and before the HTTP workers are spawned (they inherit it).
+    metrics.setup(settings.paths.data_dir / "metrics")
     try:
         store = make_store(settings)
     except PxeError as exc:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import dhcp_packets as dp
+from . import metrics
 from .model import MAC, Machine
 from .netif import address_of_index, interface_of, is_loopback
 
@@ -241,15 +242,18 @@ class ProxyDhcp:
             packet = dp.parse(data)
         except dp.PacketError as exc:
             self.counters["bad"] += 1
+            metrics.dhcp_ignored.labels(reason="malformed").inc()
             log.debug("ProxyDHCP: dropped a bad packet from %s: %s", source[0], exc)
             return
         mac = packet.mac
         kind = packet.message_type
         if packet.op != dp.BOOTREQUEST or mac is None or kind is None:
             self.counters["bad"] += 1
+            metrics.dhcp_ignored.labels(reason="malformed").inc()
             return
         if not is_pxe_client(packet):
             self.counters["ignored"] += 1
+            metrics.dhcp_ignored.labels(reason="not-pxe").inc()
             log.debug("ProxyDHCP %s: not a PXE client (option 60 %r); ignored", mac,
                       packet.vendor_class[:40])  # fmt: skip
             return
@@ -260,6 +264,8 @@ class ProxyDhcp:
         refusal = self.boot.boot_refusal(machine)
         if refusal is not None:
             self.counters["ignored"] += 1
+            excluded = refusal.startswith("excluded")
+            metrics.dhcp_ignored.labels(reason="excluded" if excluded else "no-group").inc()
             self._log_once(mac, refusal, f"ProxyDHCP {mac}: not answering: {refusal}")
             return
         what = dp.MESSAGE_NAMES.get(kind, str(kind))
@@ -273,6 +279,7 @@ class ProxyDhcp:
         offer = choose(packet, server_ip, self._loaders())
         if isinstance(offer, str):
             self.counters["ignored"] += 1
+            metrics.dhcp_ignored.labels(reason="unsupported-arch").inc()
             self._log_once(mac, offer, f"ProxyDHCP {mac}: ignored: {offer}")
             return
         reply = dp.build_reply(
@@ -286,6 +293,7 @@ class ProxyDhcp:
         self._send(sock, reply, packet, source, ifindex)
         self.counters["answered"] += 1
         port = "4011" if pxe_port else "67"
+        metrics.dhcp_offers.labels(port=port).inc()
         detail = f"ProxyDHCP {what} on port {port}: {offer.firmware} → {offer.boot_file}"
         log.info("%s %s", mac, detail)
         self.boot.note_dhcp(machine, detail)

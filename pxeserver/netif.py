@@ -93,12 +93,10 @@ def drop_privileges(user: str, writable: list[Path]) -> None:
         if os.getuid() == entry.pw_uid:
             return
         raise PxeError(f"--user {user}: only root can change user; start as root or drop --user")
-    for folder in writable:
-        if folder.is_dir():
-            for path in [folder, *folder.iterdir()]:
-                if path.is_dir() and path != folder:
-                    continue
-                os.chown(path, entry.pw_uid, entry.pw_gid)
+    for folder in writable:  # the embedded store and the metrics files under it
+        for top, dirs, files in os.walk(folder):
+            for name in [top, *(os.path.join(top, n) for n in dirs + files)]:
+                os.chown(name, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
     os.setgroups([])
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)

@@ -143,3 +143,8 @@ def decide(
     if tied:
         reason += f" (tied with {', '.join(tied)}; the first in the settings file wins)"
     return Decision(group.profile, group, reason, verdicts)
+
+
+def verdicts(groups: Sequence[Group], facts: Mapping[str, str]) -> tuple[Verdict, ...]:
+    """Every group's verdict on a machine: for explaining, also when no group matches."""
+    return tuple(_judge(g, facts) for g in groups)

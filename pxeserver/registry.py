@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from . import timeline
 from .config import hostname_from_pattern
 from .errors import AlreadyExists, Conflict, Forbidden, HostnameTaken, NotFound, StoreUnavailable
 from .model import MAC, Event, EventKind, Machine, Node, State
@@ -194,7 +195,7 @@ class Registry:
 
         node = self._mutate(mac, fn, create=create)
         if change.move:
-            log.info("%s %s: %s %s", mac, node.hostname, change.kind, change.detail or node.state)
+            timeline.milestone(log, node, change.kind, change.detail)
         return node
 
     # -- the node's own calls -------------------------------------------------------------
@@ -297,7 +298,11 @@ class Registry:
                 continue
             if updated.state is State.LOST:
                 log.warning(
-                    "%s %s: lost (%s)", updated.mac, updated.hostname, updated.events[-1].detail
+                    "%s %s: lost (%s)",
+                    updated.mac,
+                    updated.hostname,
+                    updated.events[-1].detail,
+                    extra={"mac": updated.mac.value, "hostname": updated.hostname, "event": "lost"},
                 )
                 lost.append(updated)
         return lost

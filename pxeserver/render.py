@@ -17,8 +17,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
+import yaml
 
-from . import cloudconfig
+from . import cloudconfig, ignition
 from .config import ClusterSettings, Settings, peer_urls
 from .errors import RenderError
 from .model import Node
@@ -151,6 +152,25 @@ def template_vars(
     }
 
 
+def yaml_scalar(value: object) -> str:
+    """``value`` as a YAML scalar that reads back as the same string.
+
+    Plain when that is safe (``node-001``), quoted when YAML would read something else:
+    a hostname ``0``, ``on`` or ``1e5`` is a number or a boolean to YAML.
+    """
+    text = str(value)
+    # Other YAML readers (coreos-cloudinit's, in Go) read more as numbers: quote anything
+    # that starts like one.
+    if text[:1].isdigit() or text[:1] in ("+", "-", "."):
+        return json.dumps(text)
+    try:
+        if text and yaml.safe_load(text) == text and "\n" not in text and text.strip() == text:
+            return text
+    except yaml.YAMLError:
+        pass
+    return json.dumps(text)
+
+
 class Renderer:
     """Renders what a machine receives. One per process; templates are cached by Jinja2."""
 
@@ -166,6 +186,7 @@ class Renderer:
             auto_reload=True,
         )
         self.env.filters["tojson"] = lambda v: json.dumps(v)
+        self.env.filters["yaml_scalar"] = yaml_scalar
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one renderer per process, bounded cache
     def _arg_template(self, text: str) -> jinja2.Template:
@@ -228,6 +249,20 @@ class Renderer:
         if errors:
             raise RenderError(
                 f"template {profile.cloud_config} rendered an invalid cloud-config for "
+                f"{node.mac}: " + "; ".join(errors)
+            )
+        return text
+
+    def ignition(self, node: Node, profile: Profile, group: Group | None, base: str) -> str:
+        """The node's Ignition (spec 3) config, validated. Raises :class:`RenderError`."""
+        if not profile.ignition:
+            raise RenderError(f"profile {profile.name!r} has no ignition template")
+        variables = template_vars(node, profile, group, self.settings.cluster, self.urls(base))
+        text = self.render_template(profile.ignition, variables)
+        _, errors = ignition.validate(text)
+        if errors:
+            raise RenderError(
+                f"template {profile.ignition} rendered an invalid Ignition config for "
                 f"{node.mac}: " + "; ".join(errors)
             )
         return text

@@ -4,10 +4,10 @@ Why an engine of our own and not tftpy (the design card's choice): tftpy 0.8.7 d
 request with ``blksize=abc``, accepts uploads, answers options nobody asked for, ignores
 upper-case option names, grants blksize 65535, has neither windowsize nor the ``timeout``
 option, and measured about 0.6× tftpd-hpa. Those sit in its state machine and packet
-classes, not at an extension point, and its per-packet object churn is the throughput
-problem; hardening it would have meant replacing most of it. Measured against tftpd-hpa,
-the remaining gap was the interpreter lock: one Python thread cannot use both cores the way
-tftpd-hpa's process per transfer does. So the work is split (docs/BENCHMARKS.md has figures):
+classes, not at an extension point: hardening it would have meant replacing most of it.
+Measured against tftpd-hpa, this engine's CPU per MB is at parity; what one Python thread
+could not match was 32 transfers at once (0.45×), because it can use one core where
+tftpd-hpa's process per transfer uses all. So the work is split (docs/BENCHMARKS.md):
 
 - :class:`TftpServer` (this module) owns the listening socket: it parses requests, refuses
   what must be refused (writes, names outside the root, malformed packets), renders the
@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import metrics
 from . import tftp_packets as tp
 from .errors import NotFound, PxeError, StoreUnavailable
 from .model import MAC, Machine
@@ -52,6 +53,9 @@ IP_PKTINFO = 8  # Linux <netinet/in.h>; Python 3.11's socket module does not exp
 _PKTINFO = struct.Struct("=I4s4s")
 _PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
 REFUSAL_LOG_WINDOW = 60.0
+# pxeserver_tftp_errors_total{reason} for the error packets sent
+_ERROR_REASONS = {tp.FILE_NOT_FOUND: "not-found", tp.ACCESS_VIOLATION: "access-violation",
+                  tp.ILLEGAL_OPERATION: "malformed", tp.NOT_DEFINED: "busy-or-store"}  # fmt: skip
 
 
 class TftpBoot(Protocol):
@@ -338,6 +342,7 @@ class TftpServer:
     def _refuse(self, peer: tuple[str, int], code: int, message: str, reason: str,
                 name: str) -> None:  # fmt: skip
         self.counters["refused"] += 1
+        metrics.tftp_errors.labels(reason=_ERROR_REASONS.get(code, "other")).inc()
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.sendto(tp.error(code, message), peer)
@@ -405,19 +410,27 @@ class TftpServer:
         ip = o.peer[0]
         if o.refused:
             self.counters["refused"] += 1
+            metrics.tftp_errors.labels(reason="refused").inc()
             self._log_refusal(ip, o.name, o.failure or "refused", "error packet")
             return
         if o.aborted:
+            metrics.tftp_transfers.labels(result="aborted").inc()
             # Firmware (EDK2) asks for tsize and then aborts on purpose: normal, not a failure.
             log.debug("TFTP %s from %s: %s: %s", self._mac_of(ip), ip, o.name, o.failure)
             return
         if o.failure is None:
             self.counters["completed"] += 1
+            metrics.tftp_transfers.labels(result="ok").inc()
+            metrics.tftp_bytes.inc(o.size)
             detail = (f"{o.name} {o.size} bytes in {o.seconds:.2f} s "
                       f"(blksize {o.blksize}, window {o.window})")  # fmt: skip
             log.info("TFTP %s from %s: %s", self._mac_of(ip), ip, detail)
         else:
             self.counters["failed"] += 1
+            metrics.tftp_transfers.labels(result="failed").inc()
+            metrics.tftp_errors.labels(
+                reason="timeout" if "retries" in o.failure else "other"
+            ).inc()
             detail = f"{o.name} failed: {o.failure}"
             log.warning("TFTP %s from %s: %s", self._mac_of(ip), ip, detail)
         if self.boot is not None:

@@ -85,6 +85,15 @@ def test_the_readme_promise_and_a_boot_recorded(served: Any) -> None:
     assert status == 200 and body == (root / "ipxe.efi").read_bytes()
     assert s.get("/boot/../pxeserver.yaml")[0] == 404
     assert "52:54:00:00:00:01 ProxyDHCP DISCOVER on port 67: BIOS (arch 0)" in s.log()
+    # and the metrics the operators scrape count them
+    status, _, body = s.get("/metrics")
+    text = body.decode()
+    assert status == 200
+    assert 'pxeserver_tftp_transfers_total{result="ok"} 2.0' in text, text
+    size = (root / "undionly.kpxe").stat().st_size
+    assert f"pxeserver_tftp_bytes_total {2 * size}.0" in text  # two undionly.kpxe
+    assert 'pxeserver_dhcp_offers_total{port="67"} 1.0' in text
+    assert 'pxeserver_dhcp_offers_total{port="4011"} 1.0' in text
 
 
 def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
@@ -131,12 +140,19 @@ def test_privileged_ports_then_dropping_root() -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
         data = tmp_path / "var"
-        data.mkdir()
+        (data / "metrics").mkdir(parents=True)
+        (data / "metrics" / "counter_1.db").write_bytes(b"")
         (data / "pxeserver.db").write_bytes(b"")
         drop_privileges("nobody", [data])
         nobody = pwd.getpwnam("nobody")
         assert (os.getuid(), os.getgid(), os.getgroups()) == (nobody.pw_uid, nobody.pw_gid, [])
-        assert (data / "pxeserver.db").stat().st_uid == nobody.pw_uid
+        for path in (
+            data,
+            data / "pxeserver.db",
+            data / "metrics",
+            data / "metrics" / "counter_1.db",
+        ):
+            assert path.stat().st_uid == nobody.pw_uid, path
         sock.sendto(b"still bound", sock.getsockname())  # sockets bound as root keep working
         assert sock.recv(100) == b"still bound"
         # a non-root user asking for port 69 gets the sentence that says what to do

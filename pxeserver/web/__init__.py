@@ -12,6 +12,7 @@ import logging
 
 from flask import Flask, Response, jsonify, request
 
+from .. import metrics
 from ..boot import BootService
 from ..config import Settings
 from ..errors import (
@@ -44,6 +45,7 @@ def create_app(settings: Settings, service: BootService) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(loaders.bp)
     app.add_url_rule("/healthz", view_func=api.healthz)
+    register_operator_views(app)
 
     @app.before_request
     def limit_query() -> Response | None:
@@ -54,6 +56,7 @@ def create_app(settings: Settings, service: BootService) -> Flask:
     @app.errorhandler(PxeError)
     def pxe_error(exc: PxeError) -> Response:
         if isinstance(exc, StoreUnavailable):
+            metrics.store_errors.labels(where="http").inc()
             log.error(
                 "store unavailable, answering 503 to %s %s: %s", request.method, request.path, exc
             )
@@ -86,10 +89,24 @@ def create_app(settings: Settings, service: BootService) -> Flask:
         return _error(404, f"no such page: {request.path}")
 
     @app.errorhandler(405)
-    def not_allowed(_exc: Exception) -> Response:
-        return _error(405, f"{request.method} is not allowed on {request.path}")
+    def not_allowed(exc: Exception) -> Response:
+        resp = _error(405, f"{request.method} is not allowed on {request.path}")
+        allowed = getattr(exc, "valid_methods", None)
+        if allowed:  # RFC 9110: a 405 lists the methods that are allowed
+            resp.headers["Allow"] = ", ".join(sorted(allowed))
+        return resp
 
     return app
+
+
+def register_operator_views(app: Flask) -> None:
+    """What operators look at: the node page, explain, metrics and the OpenAPI document."""
+    from . import explain, metrics_view, openapi, page
+
+    app.register_blueprint(explain.bp)
+    app.register_blueprint(metrics_view.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(page.bp)
 
 
 def _error(status: int, message: str) -> Response:

@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from .. import timeline
 from ..config import Settings
 from ..errors import Forbidden, InvalidInput, StoreUnavailable
 from ..model import MAC, EventKind, Node, State
@@ -25,6 +26,9 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}")
 LABEL_VALUE_MAX = 253
+# No control characters (they break the YAML of cloud-configs) and nothing that breaks
+# fleet's metadata="k=v,k=v" line.
+LABEL_VALUE = re.compile(r'[^\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff",=\\]*')
 
 
 def iso(ts: float | None) -> str | None:
@@ -58,6 +62,7 @@ def node_json(node: Node, *, events: bool) -> dict[str, Any]:
         "boot_count": node.boot_count,
     }
     if events:
+        took = timeline.durations(node.events)
         d["events"] = [
             {
                 "kind": e.kind.value,
@@ -65,8 +70,9 @@ def node_json(node: Node, *, events: bool) -> dict[str, Any]:
                 "state": e.state.value,
                 "detail": e.detail,
                 "count": e.count,
+                "took": None if t is None else round(t, 3),  # seconds since the previous step
             }
-            for e in node.events
+            for e, t in zip(node.events, took)
         ]
     return d
 
@@ -77,6 +83,15 @@ def _bearer() -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
+
+
+def operator_authorized() -> bool:
+    """True if the request carries the configured API token (False when none is set)."""
+    settings: Settings = current_app.extensions["pxeserver.settings"]
+    wanted, given = settings.server.api_token, _bearer()
+    if wanted is None or given is None:
+        return False
+    return hmac.compare_digest(given.encode(), wanted.encode())
 
 
 def require_operator() -> None:
@@ -105,8 +120,12 @@ def _labels(raw: Any, *, allow_none: bool) -> dict[str, str | None]:
             labels[key] = None
         elif isinstance(value, (str, int)) and not isinstance(value, bool):
             text = str(value)
-            if len(text) > LABEL_VALUE_MAX or any(c in text for c in "\n\r\0"):
-                raise InvalidInput(f"label {key}: the value is too long or has control characters")
+            if len(text) > LABEL_VALUE_MAX or not LABEL_VALUE.fullmatch(text):
+                raise InvalidInput(
+                    f"label {key}: the value must be at most {LABEL_VALUE_MAX} characters "
+                    "without control characters, quotes, commas, '=' or backslashes (labels "
+                    "become fleet metadata, written as key=value,key=value)"
+                )
             labels[key] = text
         else:
             raise InvalidInput(f"label {key}: the value must be a string (or null to remove it)")

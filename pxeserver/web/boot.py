@@ -83,3 +83,9 @@ def ipxe() -> Response:
 def cloud_config() -> Response:
     text = service().cloud_config(_mac(), base_url())
     return Response(text, mimetype="text/cloud-config; charset=utf-8")
+
+
+@bp.get("/ignition")
+def ignition() -> Response:
+    text = service().ignition(_mac(), base_url())
+    return Response(text, mimetype="application/vnd.coreos.ignition+json")

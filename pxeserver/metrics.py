@@ -1,0 +1,163 @@
+"""Prometheus metrics: the named series every part of pxeserver records into.
+
+Process layout matters here. The HTTP workers are separate (spawned) processes and TFTP and
+ProxyDHCP run in the main process, so a counter kept in one process's memory would show a
+different number depending on which worker answers ``/metrics``. pxeserver therefore uses
+prometheus_client's multiprocess mode: every process writes its samples to memory-mapped
+files in one folder (``<data_dir>/metrics``, emptied when ``serve`` starts) and ``/metrics``
+sums the files of all processes. Node counts by state are not kept here at all: they are
+read from the store at scrape time (see :mod:`pxeserver.web.metrics`), which every process
+shares anyway.
+
+prometheus_client picks its storage when a metric's first value is created, so the metrics
+below are declared now and built on first use: :func:`setup` must run (in the main process,
+before anything records) for the multiprocess mode, and the HTTP workers inherit the folder
+through ``PROMETHEUS_MULTIPROC_DIR``. Without :func:`setup` (tests, ``pxeserver render``)
+they count in the process's own memory.
+
+Use from any module: ``metrics.tftp_transfers.inc()``,
+``metrics.tftp_errors.labels(reason="timeout").inc()``, ``metrics.journal_depth.set(n)``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Boot steps take from well under a second (iPXE → cloud-config) to many minutes (a
+# node's first boot to fleet being up); the buckets cover both.
+STEP_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+
+_lock = threading.Lock()
+_registry: Any = None
+
+
+def local_registry() -> Any:
+    """The registry this process's metrics live in (used for scrapes without multiprocess)."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            from prometheus_client import CollectorRegistry
+
+            _registry = CollectorRegistry(auto_describe=True)
+        return _registry
+
+
+class _Lazy:
+    """A metric declared now and built on first use (see the module docstring)."""
+
+    def __init__(self, kind: str, name: str, doc: str, **kwargs: Any) -> None:
+        self.kind = kind
+        self.name = name
+        self.doc = doc
+        self.kwargs = kwargs
+        self._metric: Any = None
+        self._build_lock = threading.Lock()
+
+    def _get(self) -> Any:
+        if self._metric is None:
+            with self._build_lock:
+                if self._metric is None:
+                    import prometheus_client
+
+                    cls: Callable[..., Any] = getattr(prometheus_client, self.kind)
+                    self._metric = cls(
+                        self.name, self.doc, registry=local_registry(), **self.kwargs
+                    )
+        return self._metric
+
+    def __getattr__(self, attr: str) -> Any:
+        # labels(), inc(), observe(), set() … of the real metric.
+        return getattr(self._get(), attr)
+
+
+def _counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
+    return _Lazy("Counter", name, doc, labelnames=labels)
+
+
+# -- boots (HTTP side, recorded by the boot service) -----------------------------------------
+boots_started = _counter(
+    "pxeserver_boots_started", "Boots started: iPXE scripts served for a profile", ("profile",)
+)
+boots_completed = _counter(
+    "pxeserver_boots_completed", "Boots completed: nodes that phoned home ready", ("profile",)
+)
+boot_step_seconds: Any = _Lazy(
+    "Histogram",
+    "pxeserver_boot_step_seconds",
+    "Time a boot step took: from the node's previous step of the same boot to this one",
+    labelnames=("step",),
+    buckets=STEP_BUCKETS,
+)
+
+# -- TFTP (main process; recorded by pxeserver.tftp) ----------------------------------------
+tftp_transfers = _counter("pxeserver_tftp_transfers", "TFTP read transfers completed", ("result",))
+tftp_bytes = _counter("pxeserver_tftp_bytes", "Bytes sent in TFTP DATA packets")
+tftp_errors = _counter("pxeserver_tftp_errors", "TFTP errors sent or seen, by reason", ("reason",))
+
+# -- ProxyDHCP (main process; recorded by pxeserver.dhcp) ------------------------------------
+dhcp_offers = _counter(
+    "pxeserver_dhcp_offers", "ProxyDHCP offers and PXE boot-server ACKs sent", ("port",)
+)
+dhcp_ignored = _counter(
+    "pxeserver_dhcp_ignored", "DHCP packets ignored (not PXE, malformed, excluded …)", ("reason",)
+)
+
+# -- store and journal ------------------------------------------------------------------------
+store_errors = _counter(
+    "pxeserver_store_errors", "Store calls that failed (store unavailable), by where", ("where",)
+)
+journal_depth: Any = _Lazy(
+    "Gauge",
+    "pxeserver_journal_depth",
+    "Writes waiting in the local journal for the store to come back",
+    multiprocess_mode="mostrecent",
+)
+
+
+def multiprocess_dir() -> Path | None:
+    value = os.environ.get(MULTIPROC_ENV)
+    return Path(value) if value else None
+
+
+def setup(folder: Path) -> Path:
+    """Switch this process (and the processes it spawns) to multiprocess metrics in ``folder``.
+
+    The folder is emptied: counters start at zero with each ``serve``, and files of dead
+    processes from an earlier run must not be summed in. Call before anything records.
+    """
+    folder = Path(folder).resolve()
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(folder)
+    import prometheus_client.values as values
+
+    # In case prometheus_client was imported before the variable was set.
+    values.ValueClass = values.get_value_class()
+    return folder
+
+
+def exposition(extra: list[Any] | None = None) -> tuple[bytes, str]:
+    """The text a scrape returns: this server's metrics, summed over its processes."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    if multiprocess_dir() is not None:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(local_registry())
+    for collector in extra or ():
+        one = CollectorRegistry()
+        one.register(collector)
+        body += generate_latest(one)
+    return body, CONTENT_TYPE_LATEST
