@@ -53,6 +53,8 @@ IP_PKTINFO = 8  # Linux <netinet/in.h>; Python 3.11's socket module does not exp
 _PKTINFO = struct.Struct("=I4s4s")
 _PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
 REFUSAL_LOG_WINDOW = 60.0
+QUICK_DEATH = 10.0  # a transfer process that dies this soon after starting died "at start"
+MAX_QUICK_DEATHS = 3
 # pxeserver_tftp_errors_total{reason} for the error packets sent
 _ERROR_REASONS = {tp.FILE_NOT_FOUND: "not-found", tp.ACCESS_VIOLATION: "access-violation",
                   tp.ILLEGAL_OPERATION: "malformed", tp.NOT_DEFINED: "busy-or-store"}  # fmt: skip
@@ -87,6 +89,7 @@ class _Worker:
         self.jobs_r.close()
         self.done_w.close()
         self.index = index
+        self.started = time.monotonic()
         self.active = 0
         self.stopping = False
         self.lock = threading.Lock()
@@ -165,6 +168,7 @@ class TftpServer:
         self._thread: threading.Thread | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._worker_params: dict[str, Any] = {}
+        self._quick_deaths = 0
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -215,10 +219,26 @@ class TftpServer:
             old = self._loops[index]
             assert isinstance(old, _Worker)
             old.stopping = True
-            self._loops[index] = self._spawn(index)
-        log.error("TFTP: transfer process %d (pid %s) exited with %s; %d transfers lost "
-                  "(their clients will retry); started a new one", index, old.process.pid,
-                  old.process.exitcode, len(lost))  # fmt: skip
+            old.process.join(timeout=5)
+            quick = time.monotonic() - old.started < QUICK_DEATH
+            self._quick_deaths = self._quick_deaths + 1 if quick else 0
+            # A process that cannot even start (an interpreter the dropped user may not
+            # read, say) would be respawned forever: serve from a thread instead.
+            fallback = self._quick_deaths >= MAX_QUICK_DEATHS
+            if fallback:
+                self._loops[index] = TransferLoop(self._on_done, **self.params).start()
+            else:
+                self._loops[index] = self._spawn(index)
+        if fallback:
+            log.error(
+                "TFTP: transfer processes keep exiting at start (exit code %s); serving "
+                "transfers in a thread of the main process instead",
+                old.process.exitcode,
+            )
+        else:
+            log.error("TFTP: transfer process %d (pid %s) exited with %s; %d transfers lost "
+                      "(their clients will retry); started a new one", index, old.process.pid,
+                      old.process.exitcode, len(lost))  # fmt: skip
         old.stop()
 
     def stop(self) -> None:
@@ -346,9 +366,14 @@ class TftpServer:
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.sendto(tp.error(code, message), peer)
-        self._log_refusal(peer[0], name, reason, message)
+        # A missing file is routine (PXELINUX probes several config names before its own);
+        # a name outside the root or a write is not.
+        level = logging.INFO if code == tp.FILE_NOT_FOUND else logging.WARNING
+        self._log_refusal(peer[0], name, reason, message, level)
 
-    def _log_refusal(self, ip: str, name: str, reason: str, told: str) -> None:
+    def _log_refusal(
+        self, ip: str, name: str, reason: str, told: str, level: int = logging.WARNING
+    ) -> None:
         key = (ip, name, reason)
         now = time.monotonic()
         with self._lock:
@@ -358,8 +383,8 @@ class TftpServer:
             while len(self._refusals) > 1024:
                 self._refusals.popitem(last=False)
         if last is None or now - last >= REFUSAL_LOG_WINDOW:
-            log.warning("TFTP %s from %s: refused %r: %s (told: %s)", self._mac_of(ip), ip,
-                        name[:80], reason, told)  # fmt: skip
+            log.log(level, "TFTP %s from %s: refused %r: %s (told: %s)", self._mac_of(ip), ip,
+                    name[:80], reason, told)  # fmt: skip
 
     # -- per-machine files -----------------------------------------------------------------
 

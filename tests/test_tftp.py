@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import logging
 import os
 import shutil
 import signal
@@ -193,6 +195,7 @@ def raw(server: TftpServer) -> Iterator[RawClient]:
 def test_refusals_are_error_packets_logged_once(
     raw: RawClient, server: TftpServer, name: str, code: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="pxeserver.tftp")
     packet = b"\x00\x01" + name.encode() + b"\x00octet\x00"
     for _ in range(3):  # a client that retries gets the same answer, the log one line
         raw.send(packet)
@@ -200,6 +203,8 @@ def test_refusals_are_error_packets_logged_once(
         assert isinstance(answer, tp.Error) and answer.code == code
     lines = [r for r in caplog.records if r.name == "pxeserver.tftp" and "refused" in r.message]
     assert len(lines) == 1, [r.message for r in lines]
+    # a missing file is routine (PXELINUX probes names); anything else is a warning
+    assert lines[0].levelno == (logging.INFO if code == tp.FILE_NOT_FOUND else logging.WARNING)
     assert b"not for clients" not in repr(answer).encode()
 
 
@@ -350,3 +355,18 @@ def test_windowsize_sends_a_window_and_restarts_after_a_gap(raw: RawClient) -> N
     raw.send(tp.ack(6))
     nxt = raw.recv()
     assert isinstance(nxt, tp.Data) and nxt.block == 7
+
+
+def test_transfer_processes_that_cannot_start_fall_back_to_a_thread(
+    root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a worker that dies at once, as one would whose interpreter the dropped user cannot read
+    s = TftpServer(root, address="127.0.0.1", port=0, workers=1,
+                   worker_init=functools.partial(os._exit, 3)).start()  # fmt: skip
+    try:
+        wait_for(lambda: isinstance(s._loops[0], TransferLoop), 30, "the fallback to a thread")
+        out = curl(s.port, "small.bin")
+        assert out.returncode == 0 and out.stdout == (root / "small.bin").read_bytes()
+        assert "serving transfers in a thread of the main process instead" in caplog.text
+    finally:
+        s.stop()

@@ -344,6 +344,25 @@ def _boot_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/boot/{path}": {
+            "get": {
+                "tags": ["boot"],
+                "summary": "Boot loaders from the TFTP root over HTTP (UEFI HTTP boot: ipxe.efi)",
+                "description": "The file ProxyDHCP names for UEFI HTTP boot (arch 16). "
+                "Range requests, ETag and Last-Modified are supported.",
+                "parameters": [
+                    {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": "the file", "content": {"*/*": {}}},
+                    "206": {"description": "part of the file", "content": {"*/*": {}}},
+                    "304": {"description": "not modified"},
+                    "404": _text("no such file"),
+                    "414": _text("the query string is too long"),
+                    "416": {"description": "range not satisfiable", "content": {"*/*": {}}},
+                },
+            }
+        },
     }
 
 
