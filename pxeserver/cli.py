@@ -437,5 +437,32 @@ def assets_ipxe(config: Path | None, target: Path | None) -> None:
         fail(f"cannot copy into {target}: {exc}")
 
 
+# -- demo ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--server", default=DEFAULT_SERVER, show_default=True, help="The running server.")
+@click.option("--mac", help="The VM's MAC address (default: a random 52:54:00:… one).")
+@click.option("--timeout", type=click.FloatRange(10, 3600), default=180.0, show_default=True)
+@click.option("--keep", is_flag=True, help="Leave the VM running after it is ready.")
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the VM's serial console log goes (default: a new temporary folder).",
+)
+def demo(server: str, mac: str | None, timeout: float, keep: bool, log_dir: Path | None) -> None:
+    """Boot one QEMU VM against a running server and follow it to ready (no root needed)."""
+    from . import demo as demo_
+
+    try:
+        address = MAC.parse(mac) if mac else None
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        code = demo_.run(server, mac=address, timeout=timeout, keep=keep, log_dir=log_dir)
+    except PxeError as exc:
+        fail(str(exc))
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -34,6 +34,7 @@ from .render import Renderer
 from .store import NodeStore
 
 log = logging.getLogger(__name__)
+WORKERS_KILL_TIMEOUT_S = 5
 
 
 def make_store(settings: Settings) -> NodeStore:
@@ -302,6 +303,9 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
         interface=Interfaces.WSGI,
         workers=settings.server.http_workers,
         blocking_threads=8,
+        # A machine that lost power mid-download leaves its HTTP connection open for
+        # good; without a limit granian waits on it forever and SIGTERM never ends us.
+        workers_kill_timeout=WORKERS_KILL_TIMEOUT_S,
         log_enabled=True,
         log_access=False,
     )
