@@ -51,7 +51,9 @@ MAC_BASE = 0x525400000000
 ALL_STACKS = ("sqlite", "etcd", "static")
 
 
-def storm_once(veth: Veth, stack: Stack, files: dict[str, Any], n: int, mode: str) -> dict[str, Any]:
+def storm_once(
+    veth: Veth, stack: Stack, files: dict[str, Any], n: int, mode: str
+) -> dict[str, Any]:
     """Start ``stack``, run one storm of ``n`` machines against it, stop it; the figures."""
     stack.start()
     try:
@@ -90,9 +92,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     for step in STEPS:
         values = [m["steps"][step] for m in machines if step in m["steps"]]
         steps[step] = (percentile(values, 50), percentile(values, 99))
-    all_ready = max(m["end"] for m in ok) - min(m["start"] for m in machines) if ok else float("nan")
     return {
-        "all_ready_s": all_ready if not errors else float("nan"),
         "last_ready_s": max((m["end"] for m in ok), default=float("nan")),
         "steps": steps,
         "errors": sum(errors.values()),
@@ -170,11 +170,15 @@ def run(runs: int, quick: bool, *, sizes: tuple[int, ...] | None = None,
 
 def report(case: str, name: str, i: int, runs: int, s: dict[str, Any]) -> None:
     steps = " ".join(f"{k} {v[0] * 1000:.0f}/{v[1] * 1000:.0f}" for k, v in s["steps"].items())
-    print(f"storm {case} run {i + 1}/{runs} {name}: all ready {s['last_ready_s']:.1f} s, "
-          f"errors {s['errors']} {s['errors_by_step'] or ''}, server CPU "
-          f"{s['server_cpu_s']:.1f} s, peak RSS {s['server_peak_rss_mb']:.0f} MB, client CPU "
-          f"{s['client_cpu_s']:.1f} s, retries {s['dhcp_retries']}+{s['tftp_retries']}, "
-          f"load {os.getloadavg()[0]:.1f}\n  p50/p99 ms: {steps}", file=sys.stderr, flush=True)
+    print(
+        f"storm {case} run {i + 1}/{runs} {name}: all ready {s['last_ready_s']:.1f} s, "
+        f"errors {s['errors']} {s['errors_by_step'] or ''}, server CPU "
+        f"{s['server_cpu_s']:.1f} s, peak RSS {s['server_peak_rss_mb']:.0f} MB, client CPU "
+        f"{s['client_cpu_s']:.1f} s, retries {s['dhcp_retries']}+{s['tftp_retries']}, "
+        f"load {os.getloadavg()[0]:.1f}\n  p50/p99 ms: {steps}",
+        file=sys.stderr,
+        flush=True,
+    )
     for message, count in s["error_messages"]:
         print(f"  {count} × {message}", file=sys.stderr, flush=True)
 

@@ -478,7 +478,7 @@ async def machine(spec: Spec, port: DhcpPort, index: int, r: Result, t0: float) 
         r.end = time.monotonic() - t0
     except StepError as exc:
         r.error, r.error_step = str(exc), exc.step
-    except Exception as exc:  # a bug or a surprise: counted against the step, never lost
+    except Exception as exc:  # noqa: BLE001 - a surprise counts against its step, never lost
         r.error, r.error_step = f"{step}: {type(exc).__name__}: {exc}", step
 
 

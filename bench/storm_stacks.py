@@ -69,9 +69,12 @@ def pxeserver_settings(work: Path, files: dict[str, Any], veth: Veth,
                        etcd: str | None, static_assets: bool) -> dict[str, Any]:  # fmt: skip
     settings: dict[str, Any] = {
         "server": {"interface": veth.server_dev, "http_port": HTTP_PORT},
-        "paths": {"data_dir": str(work / "data"), "assets_dir": str(files["assets"]),
-                  "tftp_root": str(files["tftp_root"]),
-                  "templates_dir": str(REPO / "cloud-configs")},  # fmt: skip
+        "paths": {
+            "data_dir": str(work / "data"),
+            "assets_dir": str(files["assets"]),
+            "tftp_root": str(files["tftp_root"]),
+            "templates_dir": str(REPO / "cloud-configs"),
+        },
         "cluster": {"etcd_endpoints": [f"http://{veth.SERVER_IP}:2379"]},
         "profiles": {
             "storm": {
@@ -174,7 +177,10 @@ class PxeserverStack(Stack):
         self.check_alive()
         out = subprocess.run(
             self.veth.exec_server(["curl", "-s", "http://127.0.0.1:2379/health"]),
-            capture_output=True, text=True, check=False, timeout=30,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
         )
         return '"health":"true"' in out.stdout.replace(" ", "")
 
@@ -264,8 +270,9 @@ class StaticStack(Stack):
         conf.write_text(NGINX_CONF.format(work=self.work, root=self.root, address=ip,
                                           port=HTTP_PORT, workers=self.http_workers))  # fmt: skip
         self.spawn("nginx", [NGINX, "-c", str(conf), "-e", str(self.work / "nginx-error.log")])
+        root = str(self.files["tftp_root"])
         self.spawn("tftpd-hpa", [TFTPD, "--listen", "--foreground", "--secure",
-                                 "--address", f"{ip}:69", str(self.files["tftp_root"])])  # fmt: skip
+                                 "--address", f"{ip}:69", root])  # fmt: skip
         self.spawn("dnsmasq", [
             DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
             f"--interface={self.veth.server_dev}", "--bind-interfaces",
