@@ -6,7 +6,8 @@
 Each simulated machine does what PXE firmware and iPXE do (see :mod:`bench.storm_client`):
 ProxyDHCP DISCOVER, TFTP of ``undionly.kpxe``, ``/boot.ipxe``, its ``/ipxe`` script, an
 8 MiB kernel and a 24 MiB initrd over HTTP, its ``/cloud-config``, then POST ``ready``.
-Machines start all at once (``burst``) or in waves of 100 a second (``waves``).
+Machines start all at once (``burst``) or in ten waves a second apart (``waves``: N/10
+machines a second, 100 a second for N = 1000).
 
 The stacks (see :mod:`bench.storm_stacks`), each started fresh for every storm so every
 machine is new to it: pxeserver with its embedded SQLite store, pxeserver with etcd, and
@@ -46,7 +47,7 @@ from bench.storm_stacks import (
 
 PEER = "static stack"
 KERNEL_MB, INITRD_MB = 8, 24
-WAVE, INTERVAL = 100, 1.0
+WAVES, INTERVAL = 10, 1.0  # N machines in 10 waves a second apart: 100/s for N = 1000
 MAC_BASE = 0x525400000000
 ALL_STACKS = ("sqlite", "etcd", "static")
 
@@ -59,7 +60,7 @@ def storm_once(
     try:
         spec = Spec(
             server=veth.SERVER_IP, client_ip=veth.CLIENT_IP, http_port=HTTP_PORT, tftp_port=69,
-            dhcp_port=67, pxe_port=4011, n=n, mode=mode, wave=WAVE, interval=INTERVAL,
+            dhcp_port=67, pxe_port=4011, n=n, mode=mode, wave=max(1, n // WAVES), interval=INTERVAL,
             device=veth.client_dev, boot_sha256=files["boot_sha256"],
             kernel_size=files["kernel_size"], initrd_size=files["initrd_size"],
             mac_base=MAC_BASE,
