@@ -60,7 +60,8 @@ def storm_once(
     try:
         spec = Spec(
             server=veth.SERVER_IP, client_ip=veth.CLIENT_IP, http_port=HTTP_PORT, tftp_port=69,
-            dhcp_port=67, pxe_port=4011, n=n, mode=mode, wave=max(1, n // WAVES), interval=INTERVAL,
+            dhcp_port=67, pxe_port=4011, n=n, mode=mode, wave=max(1, n // WAVES),
+            interval=INTERVAL,
             device=veth.client_dev, boot_sha256=files["boot_sha256"],
             kernel_size=files["kernel_size"], initrd_size=files["initrd_size"],
             mac_base=MAC_BASE,
