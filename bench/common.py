@@ -194,14 +194,18 @@ class TreeMeter:
 
     Every ``interval`` seconds it walks each root's tree: the last CPU reading of every
     PID seen is kept (so processes that exit still count with what they had used at the
-    last sample), and the tree's summed RSS is compared with the peak so far.
+    last sample), and the tree's summed RSS and PSS are compared with the peaks so far.
+    RSS counts a page shared by N processes N times (forked children such as tftpd-hpa's
+    share nearly everything); PSS counts 1/N of it in each, so its sum is the tree's
+    real footprint.
     """
 
     roots: Sequence[int]
-    interval: float = 0.02
+    interval: float = 0.05
     base: dict[int, float] = field(default_factory=dict)
     last: dict[int, float] = field(default_factory=dict)
     peak_rss: int = 0
+    peak_pss: int = 0
     samples: int = 0
 
     def __post_init__(self) -> None:
@@ -211,7 +215,7 @@ class TreeMeter:
         self._thread.start()
 
     def _sample(self, first: bool = False) -> None:
-        rss = 0
+        rss = pss = 0
         for root in self.roots:
             for pid in tree(root):
                 cpu = cpu_seconds(pid)
@@ -221,7 +225,9 @@ class TreeMeter:
                     self.base[pid] = cpu
                 self.last[pid] = cpu
                 rss += rss_bytes(pid)
+                pss += smaps_rollup(pid).get("Pss", 0)
         self.peak_rss = max(self.peak_rss, rss)
+        self.peak_pss = max(self.peak_pss, pss)
         self.samples += 1
 
     def _loop(self) -> None:

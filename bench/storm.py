@@ -66,6 +66,7 @@ def storm_once(
             kernel_size=files["kernel_size"], initrd_size=files["initrd_size"],
             mac_base=MAC_BASE,
         )  # fmt: skip
+        before = udp_counters(veth)
         meter = TreeMeter(list(stack.pids().values()))
         out = subprocess.run(
             veth.exec_client([sys.executable, "-m", "bench.storm_client", "--spec",
@@ -73,6 +74,8 @@ def storm_once(
             capture_output=True, text=True, cwd=REPO, timeout=3600, check=False,
         )  # fmt: skip
         cpu, peak = meter.stop()
+        peak_pss = meter.peak_pss
+        after = udp_counters(veth)
         if out.returncode != 0:
             raise RuntimeError(f"the storm client failed ({out.returncode}):\n{out.stderr[-3000:]}")
         stack.check_alive()
@@ -81,7 +84,26 @@ def storm_once(
     result = json.loads(out.stdout)
     result["server_cpu_s"] = cpu
     result["server_peak_rss"] = peak
+    result["server_peak_pss"] = peak_pss
+    result["udp_drops"] = {k: after[k] - before[k] for k in after}
     return result
+
+
+def udp_counters(veth: Veth) -> dict[str, int]:
+    """UDP datagrams dropped for a full receive buffer in each namespace (/proc/net/snmp),
+    and packets the kernel's per-CPU backlog dropped (/proc/net/softnet_stat, whole host)."""
+    out = {}
+    for side, ns in (("server", veth.server_ns), ("machines", veth.client_ns)):
+        text = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        udp = [line.split() for line in text.splitlines() if line.startswith("Udp:")]
+        fields = dict(zip(udp[0][1:], (int(x) for x in udp[1][1:])))
+        out[f"{side} rcvbuf"] = fields.get("RcvbufErrors", 0)
+    backlog = 0
+    for line in Path("/proc/net/softnet_stat").read_text().splitlines():
+        backlog += int(line.split()[1], 16)
+    out["backlog (host)"] = backlog
+    return out
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
@@ -104,8 +126,10 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "tftp_retries": sum(m["tftp_retries"] for m in machines),
         "server_cpu_s": result["server_cpu_s"],
         "server_peak_rss_mb": result["server_peak_rss"] / 1e6,
+        "server_peak_pss_mb": result["server_peak_pss"] / 1e6,
         "client_cpu_s": result["client_cpu_s"],
         "wall_s": result["wall_s"],
+        "udp_drops": result["udp_drops"],
     }
 
 
@@ -122,6 +146,8 @@ def rows_for(case: str, server: str, runs: list[dict[str, Any]]) -> list[dict[st
     out.append(row("storm", case, server, "server CPU", "s", [r["server_cpu_s"] for r in runs]))
     out.append(row("storm", case, server, "server peak RSS", "MB",
                    [r["server_peak_rss_mb"] for r in runs]))  # fmt: skip
+    out.append(row("storm", case, server, "server peak PSS", "MB",
+                   [r["server_peak_pss_mb"] for r in runs]))  # fmt: skip
     out.append(row("storm", case, server, "client CPU", "s", [r["client_cpu_s"] for r in runs]))
     out.append(row("storm", case, server, "DHCP+TFTP retries", "count",
                    [r["dhcp_retries"] + r["tftp_retries"] for r in runs]))  # fmt: skip
@@ -175,9 +201,10 @@ def report(case: str, name: str, i: int, runs: int, s: dict[str, Any]) -> None:
     print(
         f"storm {case} run {i + 1}/{runs} {name}: all ready {s['last_ready_s']:.1f} s, "
         f"errors {s['errors']} {s['errors_by_step'] or ''}, server CPU "
-        f"{s['server_cpu_s']:.1f} s, peak RSS {s['server_peak_rss_mb']:.0f} MB, client CPU "
+        f"{s['server_cpu_s']:.1f} s, peak RSS {s['server_peak_rss_mb']:.0f} MB, PSS "
+        f"{s['server_peak_pss_mb']:.0f} MB, client CPU "
         f"{s['client_cpu_s']:.1f} s, retries {s['dhcp_retries']}+{s['tftp_retries']}, "
-        f"load {os.getloadavg()[0]:.1f}\n  p50/p99 ms: {steps}",
+        f"UDP drops {s['udp_drops']}, load {os.getloadavg()[0]:.1f}\n  p50/p99 ms: {steps}",
         file=sys.stderr,
         flush=True,
     )

@@ -296,6 +296,14 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     # reaper), and forking a threaded process can copy held locks into the child.
     multiprocessing.set_start_method("spawn", force=True)
     spec = json.dumps({"config": str(config) if config else None, "overrides": dict(overrides)})
+    static: dict[str, Any] = {}
+    if settings.server.static_assets:
+        # granian answers /assets/... itself, from Rust, before a worker's Python sees it.
+        static = {
+            "static_path_route": ["/assets"],
+            "static_path_mount": [settings.paths.assets_dir.resolve()],
+            "static_path_expires": 300,
+        }
     server = Server(
         "pxeserver",
         address=settings.server.listen,
@@ -308,6 +316,7 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
         workers_kill_timeout=WORKERS_KILL_TIMEOUT_S,
         log_enabled=True,
         log_access=False,
+        **static,
     )
 
     def started() -> None:
