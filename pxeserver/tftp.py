@@ -44,6 +44,7 @@ from . import metrics
 from . import tftp_packets as tp
 from .errors import NotFound, PxeError, StoreUnavailable
 from .model import MAC, Machine
+from .netif import enlarge_receive_buffer
 from .tftp_files import CACHE_TOTAL_MAX, Refused, locate
 from .tftp_transfers import Job, Outcome, TransferLoop, worker_main
 
@@ -177,6 +178,7 @@ class TftpServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        enlarge_receive_buffer(sock)  # a rack's read requests arrive together
         try:
             sock.bind((self.address, self.port))
         except OSError:
