@@ -52,7 +52,7 @@ TFTP_TIMEOUT = 1.0
 TFTP_TRIES = 5
 HTTP_TIMEOUT = 600.0
 BLKSIZE = 1432
-SMALL = 1 << 20  # responses up to this size are kept; larger ones only counted
+KEEP = 1 << 16  # this much of a response is kept (scripts, cloud-configs); the rest counted
 
 
 class StepError(Exception):
@@ -306,6 +306,9 @@ class HttpExchange(asyncio.BufferedProtocol):
         self.body = bytearray()
         self.got = 0
         self.in_body = False
+        self.chunked = False
+        self.line = bytearray()  # chunked: the size line (or the CRLF after a chunk) so far
+        self.chunk_left = -1  # chunked: data left in this chunk; 0: its CRLF; -1: a size line
         self.view = memoryview(SHARED)
         self.transport: asyncio.Transport | None = None
 
@@ -317,20 +320,19 @@ class HttpExchange(asyncio.BufferedProtocol):
         return self.view
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = self.view[:nbytes]
-        if not self.in_body:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self.head) > 65536:
-                    self._fail("response header longer than 64 KiB")
-                return
-            rest = bytes(self.head[end + 4 :])
-            self._parse_head(bytes(self.head[:end]))
-            self.in_body = True
-            self._body(rest)
-        else:
-            self._body(data)
+        if self.in_body:
+            self._body(SHARED, 0, nbytes)
+            return
+        self.head += self.view[:nbytes]
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.head) > 65536:
+                self._fail("response header longer than 64 KiB")
+            return
+        rest = bytes(self.head[end + 4 :])
+        self._parse_head(bytes(self.head[:end]))
+        self.in_body = True
+        self._body(rest, 0, len(rest))
 
     def _parse_head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
@@ -338,14 +340,50 @@ class HttpExchange(asyncio.BufferedProtocol):
         self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
         for line in lines[1:]:
             k, _, v = line.partition(b":")
-            if k.strip().lower() == b"content-length":
+            name = k.strip().lower()
+            if name == b"content-length":
                 self.length = int(v.strip())
+            elif name == b"transfer-encoding" and b"chunked" in v.lower():
+                self.chunked = True
 
-    def _body(self, data: bytes | memoryview) -> None:
-        self.got += len(data)
-        if self.length is None or self.length <= SMALL:
-            self.body += data
-        if self.length is not None and self.got >= self.length:
+    def _body(self, buf: bytes | bytearray, i: int, n: int) -> None:
+        if not self.chunked:
+            self._data(buf, i, n)
+            return
+        # Chunked transfer coding (RFC 9112 7.1), no trailers expected: size line, data,
+        # CRLF, ... and a last chunk of size 0.
+        while i < n and not self.done.done():
+            if self.chunk_left > 0:
+                take = min(self.chunk_left, n - i)
+                self._data(buf, i, i + take)
+                self.chunk_left -= take
+                i += take
+                continue
+            nl = buf.find(b"\n", i, n)
+            if nl < 0:
+                self.line += buf[i:n]
+                return
+            self.line += buf[i:nl]
+            i = nl + 1
+            text = bytes(self.line).split(b";")[0].strip()
+            self.line.clear()
+            if self.chunk_left == 0:  # that was the CRLF after a chunk's data
+                self.chunk_left = -1
+                continue
+            if not text:
+                continue
+            size = int(text, 16)
+            if size == 0:
+                self.length = self.got
+                self._done()
+                return
+            self.chunk_left = size
+
+    def _data(self, buf: bytes | bytearray, i: int, n: int) -> None:
+        self.got += n - i
+        if len(self.body) + n - i <= KEEP:
+            self.body += buf[i:n]
+        if not self.chunked and self.length is not None and self.got >= self.length:
             self._done()
 
     def _done(self) -> None:
@@ -361,12 +399,12 @@ class HttpExchange(asyncio.BufferedProtocol):
             self.transport.close()
 
     def eof_received(self) -> bool | None:
-        if self.in_body and self.length is None:
-            self._done()
+        if self.in_body and self.length is None and not self.chunked:
+            self._done()  # no length, no chunks: the body ends with the connection
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.in_body and self.length is None:
+        if self.in_body and self.length is None and not self.chunked:
             self._done()
         self._fail(f"connection closed after {self.got} body bytes ({exc or 'EOF'})")
 
