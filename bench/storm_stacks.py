@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,9 @@ class PxeserverStack(Stack):
         self.name = "pxeserver (etcd)" if etcd else "pxeserver (sqlite)"
         if static_assets:
             self.name += " static assets"
+        # bench.resources: fill the registry before the server starts; a longer TTL.
+        self.prefill: Callable[[Path], None] | None = None
+        self.heartbeat_ttl: int | None = None
 
     def start(self) -> None:
         etcd_url = None
@@ -166,9 +170,13 @@ class PxeserverStack(Stack):
         config = self.work / "pxeserver.yaml"
         settings = pxeserver_settings(self.work, self.files, self.veth, etcd_url,
                                       self.static_assets)  # fmt: skip
+        if self.heartbeat_ttl:
+            settings["cluster"]["heartbeat_ttl"] = self.heartbeat_ttl
         config.write_text(json.dumps(settings, indent=1))
         if self.etcd:
             wait_until(self._etcd_up, 60, "etcd", 0.3)
+        if self.prefill:
+            self.prefill(config)
         self.spawn("pxeserver", [sys.executable, "-m", "pxeserver", "serve", "--config",
                                  str(config)])  # fmt: skip
         self.wait_http("/boot.ipxe")
