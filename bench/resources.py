@@ -142,7 +142,8 @@ def idle_once(veth: Veth, base: Path, files: dict[str, Any], etcd: bool, nodes: 
     }
 
 
-def run(runs: int, quick: bool, *, nodes: int | None = None) -> list[dict[str, Any]]:
+def run(runs: int, quick: bool, *, nodes: int | None = None,
+        backends: tuple[str, ...] = ("sqlite", "etcd")) -> list[dict[str, Any]]:  # fmt: skip
     nodes = nodes or (1000 if quick else 10_000)
     settle, window = (3.0, 10.0) if quick else (5.0, 30.0)
     rows: list[dict[str, Any]] = []
@@ -152,7 +153,7 @@ def run(runs: int, quick: bool, *, nodes: int | None = None) -> list[dict[str, A
             base = Path(tmp)
             os.chmod(base, 0o755)
             files = make_assets(base / "files", 1, 1)
-            for etcd in (False, True):
+            for etcd in [b == "etcd" for b in backends]:
                 name = "pxeserver (etcd)" if etcd else "pxeserver (sqlite)"
                 results = []
                 for i in range(runs):
@@ -201,11 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--nodes", type=int, default=0)
+    ap.add_argument("--backends", default="sqlite,etcd")
     args = ap.parse_args(argv)
     if args.command == "fill":
         fill(args.config, args.nodes)
         return 0
-    rows = run(args.runs, args.quick, nodes=args.nodes or None)
+    rows = run(args.runs, args.quick, nodes=args.nodes or None,
+               backends=tuple(args.backends.split(",")))  # fmt: skip
     print(json.dumps(rows, indent=1))
     return 0
 
