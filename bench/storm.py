@@ -49,7 +49,7 @@ PEER = "static stack"
 KERNEL_MB, INITRD_MB = 8, 24
 WAVES, INTERVAL = 10, 1.0  # N machines in 10 waves a second apart: 100/s for N = 1000
 MAC_BASE = 0x525400000000
-ALL_STACKS = ("sqlite", "etcd", "static")
+ALL_STACKS = ("sqlite", "etcd", "static-assets", "static")
 
 
 def storm_once(
