@@ -69,6 +69,9 @@ class Change:
     event_id: str | None = None
     move: bool = True  # False: record the event but keep the state (e.g. "no profile matched")
     count_boot: bool = False
+    # READY under a profile with ``install: disk``: the node's disk now holds this profile
+    # (Node.installed); later boots of it are told to boot from disk.
+    installs: str | None = None
 
 
 class Registry:
@@ -188,6 +191,8 @@ class Registry:
             )
             if change.kind in (EventKind.READY, EventKind.HEARTBEAT):
                 updated = updated.replace(last_heartbeat=max(node.last_heartbeat or 0.0, at))
+            if change.installs and change.installs != node.installed:
+                updated = updated.replace(installed=change.installs, installed_at=at)
             event = Event(change.kind, at, state, change.detail)
             if event_id is not None:
                 event = Event(change.kind, at, state, change.detail, event_id)
@@ -208,10 +213,19 @@ class Registry:
             raise Forbidden(f"{mac}: the node token is wrong")
         return node
 
-    def phone_home(self, mac: MAC, token: str | None, kind: EventKind, detail: str = "") -> Node:
-        """``ready`` or ``heartbeat`` from the node itself, which must present its token."""
+    def phone_home(
+        self,
+        mac: MAC,
+        token: str | None,
+        kind: EventKind,
+        detail: str = "",
+        *,
+        installs: str | None = None,
+    ) -> Node:
+        """``ready`` or ``heartbeat`` from the node itself, which must present its token.
+        ``installs``: the disk-installing profile a ``ready`` node now has on its disk."""
         self.check_token(mac, token)
-        return self.apply(mac, Change(kind, detail), create=False)
+        return self.apply(mac, Change(kind, detail, installs=installs), create=False)
 
     # -- operators -------------------------------------------------------------------------
 
@@ -222,8 +236,11 @@ class Registry:
         profile: object = UNSET,
         labels: Mapping[str, str | None] | None = None,
         hostname: str | None = None,
+        reinstall: bool = False,
     ) -> Node:
-        """Assign a profile (None clears it), merge labels (None removes one), rename."""
+        """Assign a profile (None clears it), merge labels (None removes one), rename;
+        ``reinstall`` forgets what the node installed on its disk, so that its next boot
+        network-boots (and installs) its profile again."""
 
         def fn(node: Node) -> Node:
             parts = []
@@ -246,6 +263,10 @@ class Registry:
             if hostname and hostname != node.hostname:
                 changed = changed.replace(hostname=hostname)
                 parts.append(f"hostname {hostname}")
+            if reinstall:
+                was = f" (the disk holds {node.installed!r})" if node.installed else ""
+                changed = changed.replace(installed=None, installed_at=None)
+                parts.append(f"reinstall: the next boot installs from the network{was}")
             if not parts:
                 return node
             event = Event(EventKind.OPERATOR, self.clock(), node.state, "set " + "; ".join(parts))

@@ -145,7 +145,8 @@ function renderDetail() {
   facts.replaceChildren();
   const rows = [["state", badge(n.state)], ["profile", `${n.profile || "–"} (${n.profile_source})`],
     ["IP", n.ip || "–"], ["arch / platform", `${n.arch || "?"} / ${n.platform || "?"}`], ["UUID", n.uuid || "–"],
-    ["labels", labelsOf(n.labels)], ["first seen", ago(n.first_seen)], ["last seen", ago(n.last_seen)], ["boots", String(n.boot_count)]];
+    ["labels", labelsOf(n.labels)], ["first seen", ago(n.first_seen)], ["last seen", ago(n.last_seen)], ["boots", String(n.boot_count)],
+    ["on its disk", n.installed ? `${n.installed} since ${ago(n.installed_at)} (boots of it start from disk)` : "– (network boot)"]];
   for (const [k, v] of rows) facts.append(el("dt", { text: k }), el("dd", {}, v));
   const longest = Math.max(1, ...n.events.map((e) => e.took || 0));
   const items = n.events.map((e) => {
