@@ -22,6 +22,7 @@ from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
 from .conftest import LAB_PROFILES, make_service, make_settings
+from .support.server import ServerProcess
 from .test_cli import run, write
 
 NODE = "52:54:00:0d:15:c0"
@@ -292,3 +293,39 @@ def test_check_and_render_say_it(tmp_path: Path) -> None:
     ipxe = r.stdout.split("# --- iPXE script ---\n")[1].split("\n# --- cloud-config")[0]
     assert ipxe.startswith("#!ipxe\n# pxeserver: 52:54:00:0d:15:c0 (node-001) boots from its")
     assert ipxe.rstrip().endswith("\nexit"), ipxe
+
+
+def test_the_cli_shows_the_install_and_asks_for_a_reinstall(tmp_path: Path) -> None:
+    settings = {
+        "server": {"listen": "127.0.0.1", "dhcp": False, "tftp": False, "api_token": TOKEN},
+        "paths": {
+            "data_dir": str(tmp_path / "var"),
+            "templates_dir": str(Path(__file__).parent.parent / "cloud-configs"),
+        },
+        "profiles": DISK_PROFILES,
+        "groups": [{"name": "d", "profile": "install"}],
+    }
+    server = ServerProcess(tmp_path, settings=settings).start()
+    try:
+        status, _, body = server.get(f"/ipxe?mac={NODE}")
+        assert status == 200 and b"\nkernel " in body
+        _, _, text = server.get(f"/cloud-config?mac={NODE}")
+        token = text.decode().split("Authorization: Bearer ")[1].split('"')[0]
+        status, _, _ = server.request(
+            "POST", f"/api/v1/nodes/{NODE}/ready", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert status == 200
+        cli = ("nodes", "--server", server.url)
+        shown = run(*cli, "show", NODE, cwd=tmp_path)
+        assert "installed:   install on its disk since " in shown.stdout, shown.stdout
+        assert "(boots of it start from disk)" in shown.stdout
+        assert server.get(f"/ipxe?mac={NODE}")[2].rstrip().endswith(b"\nexit")
+        refused = run(*cli, "set", NODE, "--reinstall", cwd=tmp_path)
+        assert refused.returncode == 1 and "401" in refused.stderr
+        done = run(*cli, "--token", TOKEN, "set", NODE, "--reinstall", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert f"{NODE} node-001: its next boot installs install again" in done.stdout
+        assert "installed:   - (network boot)" in run(*cli, "show", NODE, cwd=tmp_path).stdout
+        assert b"\nkernel " in server.get(f"/ipxe?mac={NODE}")[2]
+    finally:
+        server.stop()
