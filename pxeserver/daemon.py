@@ -106,6 +106,9 @@ def _worker_app(spec: str) -> Any:
     from .web import create_app
 
     args = json.loads(spec)
+    from .children import die_with_parent
+
+    die_with_parent(args["parent"])  # no orphan holding the HTTP port if we are SIGKILLed
     path = Path(args["config"]) if args["config"] else None
     settings, _ = load(path, args["overrides"])
     configure_logging(settings)
@@ -295,7 +298,13 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     # Workers are spawned, not forked: the main process runs threads (UDP services,
     # reaper), and forking a threaded process can copy held locks into the child.
     multiprocessing.set_start_method("spawn", force=True)
-    spec = json.dumps({"config": str(config) if config else None, "overrides": dict(overrides)})
+    spec = json.dumps(
+        {
+            "config": str(config) if config else None,
+            "overrides": dict(overrides),
+            "parent": os.getpid(),
+        }
+    )
     server = Server(
         "pxeserver",
         address=settings.server.listen,
