@@ -283,8 +283,14 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     try:
         if settings.server.user:
             from .netif import check_user
+            from .privileges import check_user_can_serve
 
             check_user(settings.server.user)
+            paths = settings.paths
+            readable = [paths.tftp_root, paths.assets_dir, paths.templates_dir]
+            check_user_can_serve(
+                settings.server.user, [*readable, *([config] if config else [])], paths.data_dir
+            )
         udp.bind()
     except PxeError as exc:
         udp.close()
@@ -325,7 +331,13 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
         if settings.server.user:
             from .netif import drop_privileges
 
-            drop_privileges(settings.server.user, [settings.paths.data_dir])
+            # granian's workers bind the HTTP port themselves, after this: below 1024
+            # they need CAP_NET_BIND_SERVICE (pxeserver.privileges says why).
+            drop_privileges(
+                settings.server.user,
+                [settings.paths.data_dir],
+                keep_bind=0 < settings.server.http_port < 1024,
+            )
         udp.start()
         reaper.start()
         log.info(
