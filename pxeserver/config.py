@@ -311,7 +311,7 @@ def _server(c: _Checker, raw: Mapping[str, Any]) -> ServerSettings:
         dhcp=c.bool_(raw, "dhcp", w, d.dhcp),
         tftp=c.bool_(raw, "tftp", w, d.tftp),
         base_url=base_url,
-        api_token=c.str_(raw, "api_token", w, None) or None,
+        api_token=_secret(c, raw, "api_token", w),
         http_workers=c.int_(raw, "http_workers", w, d.http_workers, 1, 64),
         user=c.str_(raw, "user", w, None),
         uefi_loader=c.choice(raw, "uefi_loader", w, d.uefi_loader, UEFI_LOADERS),
@@ -319,6 +319,20 @@ def _server(c: _Checker, raw: Mapping[str, Any]) -> ServerSettings:
         log_format=c.choice(raw, "log_format", w, d.log_format, LOG_FORMATS),
         log_level=c.choice(raw, "log_level", w, d.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
     )
+
+
+def _secret(c: _Checker, raw: Mapping[str, Any], key: str, where: str) -> str | None:
+    """A secret setting: like a string, but an error never shows its value (errors are
+    printed and logged)."""
+    value = raw.get(key)
+    if value is None or isinstance(value, str):
+        return value or None
+    c.problem(
+        f"{where}.{key}",
+        f"is a {type(value).__name__}, not a string (the value is not shown: it is a secret)",
+        'quote it: api_token: "…"',
+    )
+    return None
 
 
 def _shipped(name: str) -> Path:
