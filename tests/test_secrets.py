@@ -113,6 +113,10 @@ def test_tokens_are_never_logged_and_served_only_where_they_belong(
         server.stop()
     log = server.log()
     lines = log.splitlines()
+    refused = sum(1 for what, status, _ in responses if "headers" not in what and status >= 400)
+    print(
+        f"{len(responses) // 2} HTTP calls, {refused} refused or not found, {len(lines)} log lines"
+    )
     if log_format == "text":
         assert any(" DEBUG " in x for x in lines), log  # the most talkative level
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,7 @@ def test_sigkill_of_the_main_process_leaves_no_child_behind(tmp_path: Path) -> N
         # 2 HTTP workers + TFTP transfer processes + multiprocessing's resource tracker
         assert len(kids) >= 4, kinds
         assert any("resource_tracker" in c for c in kinds.values()), kinds
+        killed = time.monotonic()
         os.kill(main, signal.SIGKILL)  # the main process only, not its process group
         server.proc.wait(timeout=10)
 
@@ -82,6 +84,7 @@ def test_sigkill_of_the_main_process_leaves_no_child_behind(tmp_path: Path) -> N
         except TimeoutError:
             left = {p: command(p) for p, s in kids.items() if started(p) == s}
             raise AssertionError(f"children of the killed server still running: {left}") from None
+        print(f"{len(kids)} children, all gone {time.monotonic() - killed:.2f} s after kill -9")
         assert not port_open(server.http_port), "something still holds the HTTP port"
         # the same ports serve again at once
         again = ServerProcess(tmp_path, settings=settings, args=["--tftp-port", str(tftp_port)])
