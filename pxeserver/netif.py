@@ -102,6 +102,7 @@ def drop_privileges(user: str, writable: list[Path], *, keep_bind: bool = False)
         for top, dirs, files in os.walk(folder):
             for name in [top, *(os.path.join(top, n) for n in dirs + files)]:
                 os.chown(name, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    keep_bind = keep_bind and entry.pw_uid != 0  # "--user root" stays root: nothing to keep
     if keep_bind:
         privileges.keep_caps(True)
     os.setgroups([])
