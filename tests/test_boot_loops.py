@@ -8,6 +8,7 @@ asked for: the reason the node's state alone cannot decide).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -329,3 +330,28 @@ def test_the_cli_shows_the_install_and_asks_for_a_reinstall(tmp_path: Path) -> N
         assert b"\nkernel " in server.get(f"/ipxe?mac={NODE}")[2]
     finally:
         server.stop()
+
+
+def test_check_warns_of_a_disk_profile_that_never_phones_home(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(Path(__file__).parent.parent / "cloud-configs", templates)
+    (templates / "quiet.yaml.j2").write_text("#cloud-config\nhostname: {{ node.hostname }}\n")
+    disk = {"kernel": "k", "install": "disk"}
+    raw = {
+        "profiles": {
+            "quiet": {**disk, "cloud_config": "quiet.yaml.j2"},
+            "nothing": disk,
+            "coreos": {**disk, "cloud_config": "coreos.yaml.j2"},
+            "flatcar": {**disk, "cloud_config": "flatcar.yaml.j2"},
+            "ignition": {**disk, "ignition": "flatcar.ign.j2"},
+            "ram": {"kernel": "k", "cloud_config": "quiet.yaml.j2"},
+        },
+        "groups": [{"name": "d", "profile": "coreos"}],
+        "paths": {"templates_dir": str(templates), "data_dir": str(tmp_path / "var")},
+    }
+    r = run("check", "--config", str(write(tmp_path, raw)), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if ".install:" in line]
+    keys = [line.split(": ")[1] for line in warned]
+    assert sorted(keys) == ["profiles.nothing.install", "profiles.quiet.install"], warned
+    assert all("the install is never recorded and the node reinstalls" in w for w in warned)
