@@ -170,6 +170,7 @@ function renderEdit() {
   mode.textContent = open ? "changes open: the server has no API token" : writable ? "changes allowed" : "read-only";
   mode.classList.toggle("write", Boolean(writable));
   if (!writable || !state.detail) return;
+  $("#e-reinstall").hidden = !state.detail.installed;
   const sel = $("#e-profile");
   const current = state.detail.assigned_profile || "";
   if (sel.dataset.mac !== state.detail.mac) {
@@ -186,7 +187,8 @@ async function loadExplain() {
   const q = platform ? "?platform=" + platform : "";
   try {
     const x = await api("GET", `/api/v1/nodes/${state.selected}/explain${q}`);
-    $("#x-reason").textContent = x.profile ? `Boots profile ${x.profile}: ${x.reason}` : x.reason;
+    $("#x-reason").textContent = (x.profile ? `Boots profile ${x.profile}: ${x.reason}` : x.reason) +
+      (x.boot_why ? `. Then: ${x.boot_why}` : "");
     const rows = x.verdicts.map((v) => el("tr", { class: v.chosen ? "chosen" : "" },
       el("td", { text: v.group }), el("td", { text: v.profile || "" }),
       el("td", { text: Object.entries(v.selectors).map(([k, vs]) => `${k}=${vs.join("|")}`).join(", ") || "(default)" }),
@@ -260,6 +262,7 @@ async function start() {
   for (const r of document.querySelectorAll("input[name=platform]")) r.addEventListener("change", loadExplain);
   $("#edit-form").addEventListener("submit", save);
   $("#e-forget").addEventListener("click", forget);
+  $("#e-reinstall").addEventListener("click", reinstall);
   renderDetail();
   poll();
 }
@@ -284,6 +287,22 @@ async function save(ev) {
     out.textContent = "saved";
     $("#e-label").value = "";
     $("#e-profile").dataset.mac = "";
+    await refreshDetail();
+    await loadExplain();
+  } catch (err) {
+    out.className = "error";
+    out.textContent = err.message;
+  }
+}
+
+async function reinstall() {
+  const n = state.detail;
+  if (!confirm(`Reinstall ${n.hostname} (${n.mac})? Its next boot installs ${n.profile} again instead of booting from its disk.`)) return;
+  const out = $("#e-result");
+  try {
+    await api("PATCH", "/api/v1/nodes/" + n.mac, { reinstall: true });
+    out.className = "";
+    out.textContent = "the next boot reinstalls";
     await refreshDetail();
     await loadExplain();
   } catch (err) {
