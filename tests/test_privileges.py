@@ -1,12 +1,13 @@
 """``pxeserver serve --user nobody`` as root: the privileged ports (67, 69, 4011, 80) are
 bound as root, then every process of the server runs without root.
 
-The server runs inside a network namespace the test creates (192.0.2.1 on a dummy
-interface), so its ports are its own. The test reads ``/proc/<pid>/status`` of the main
-process, each HTTP worker, each TFTP transfer process and multiprocessing's resource
-tracker: uid, gid, supplementary groups, capabilities and no_new_privs. With HTTP on port
-80 the one capability kept is CAP_NET_BIND_SERVICE (granian's workers bind the HTTP port
-themselves, after the drop: see pxeserver/privileges.py); with HTTP on 8080, none.
+The server runs inside a network namespace the test creates (192.0.2.1 on a veth
+interface), so its ports are its own. The test reads ``/proc/<pid>/task/<tid>/status`` of
+every thread of the main process, each HTTP worker, each TFTP transfer process and
+multiprocessing's resource tracker: uid, gid, supplementary groups, capabilities and
+no_new_privs. With HTTP on port 80 the one capability kept is CAP_NET_BIND_SERVICE
+(granian's workers bind the HTTP port themselves, after the drop: see
+pxeserver/privileges.py); with HTTP on 8080, none.
 
 The dropped user must be able to run the interpreter. Where this one lives under a
 folder closed to that user (pyenv under /root), the test runs the server with Debian's
@@ -118,8 +119,8 @@ def world_readable_dir() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(path)], check=False, timeout=60)
 
 
-def status(pid: int) -> dict[str, str]:
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+def status_of_thread(pid: int, tid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines()
     return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
 
 
@@ -230,8 +231,11 @@ def test_serve_on_privileged_ports_drops_root_in_every_process(
             pids[pid] = "resource tracker"
         nobody = pwd.getpwnam(USER)
         kept = 1 << 10 if http_port < 1024 else 0  # CAP_NET_BIND_SERVICE, for port 80 only
-        for pid, role in pids.items():
-            s = status(pid)
+        threads = [(pid, int(t.name), role) for pid, role in pids.items()
+                   for t in Path(f"/proc/{pid}/task").iterdir()]  # fmt: skip
+        assert len(threads) > len(pids)  # the services' threads are checked too
+        for pid, tid, role in threads:
+            s = status_of_thread(pid, tid)
             assert s["Uid"].split() == [str(nobody.pw_uid)] * 4, (role, s["Uid"])
             assert s["Gid"].split() == [str(nobody.pw_gid)] * 4, (role, s["Gid"])
             assert s["Groups"] == "", (role, s["Groups"])
