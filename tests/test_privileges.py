@@ -234,6 +234,7 @@ def test_serve_on_privileged_ports_drops_root_in_every_process(
         threads = [(pid, int(t.name), role) for pid, role in pids.items()
                    for t in Path(f"/proc/{pid}/task").iterdir()]  # fmt: skip
         assert len(threads) > len(pids)  # the services' threads are checked too
+        print(f"HTTP on {http_port}: {len(pids)} processes, {len(threads)} threads checked")
         for pid, tid, role in threads:
             s = status_of_thread(pid, tid)
             assert s["Uid"].split() == [str(nobody.pw_uid)] * 4, (role, s["Uid"])
