@@ -128,6 +128,9 @@ function whereItIs(n) {
   }
   const step = n.events.slice().reverse().find((e) => STEP_NEXT[e.kind]);
   if (!step) return ["", "Seen, nothing served yet."];
+  if (step.kind === "ipxe" && step.detail.endsWith("told to boot from disk")) {
+    return ["stuck", `Told to boot from its disk ${ago(step.at)}: waiting for the installed OS to phone home.`];
+  }
   return ["stuck", `Stopped after ${step.kind} ${ago(step.at)}: waiting for ${STEP_NEXT[step.kind]}.`];
 }
 
