@@ -123,7 +123,9 @@ def check_user_can_serve(user: str, readable: Sequence[Path], data_dir: Path) ->
     if os.getuid() != 0:
         return
     entry = pwd.getpwnam(user)
-    cmd = [sys.executable, "-c", _USER_PROBE, *map(str, readable), str(data_dir)]
+    # Absolute: the probe runs in /, the server in the current folder.
+    paths = [os.path.abspath(p) for p in (*readable, data_dir)]
+    cmd = [sys.executable, "-c", _USER_PROBE, *paths]
     try:
         out = subprocess.run(
             cmd,
