@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -96,3 +98,20 @@ def test_sigkill_of_the_main_process_leaves_no_child_behind(tmp_path: Path) -> N
         for pid, start in kids.items():  # only if the test failed: ours, by pid
             if started(pid) == start:
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_whose_parent_is_already_gone_exits() -> None:
+    # The race prctl cannot cover: the parent died before the worker asked. The worker
+    # checks its parent right after asking and goes.
+    code = "from pxeserver.children import die_with_parent; die_with_parent(1); print('lived')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)  # fmt: skip
+    assert out.returncode == 1 and "lived" not in out.stdout
+    assert "the main process 1 is gone; exiting" in out.stderr
+    code = (
+        "import os; from pxeserver.children import die_with_parent; "
+        "print(die_with_parent(os.getppid()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
