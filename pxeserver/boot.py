@@ -119,7 +119,9 @@ class BootService:
         node = self.registry.apply(
             machine.mac, Change(EventKind.IPXE, detail, machine, count_boot=True)
         )
-        if not local:
+        if local:
+            metrics.boots_from_disk.labels(profile=profile.name).inc()
+        else:
             metrics.boots_started.labels(profile=profile.name).inc()
         if existing is None:
             script = self.renderer.ipxe_script(node, profile, decision, base)

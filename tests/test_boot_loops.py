@@ -92,6 +92,13 @@ def show(client: Any, mac: str = NODE) -> Any:
     return client.get(f"/api/v1/nodes/{mac}").json
 
 
+def metric(client: Any, series: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def assign_disk_profile(client: Any, mac: str = NODE) -> None:
     r = client.patch(f"/api/v1/nodes/{mac}", json={"labels": {"role": "disk"}}, headers=AUTH)
     assert r.status_code == 200, r.text
@@ -114,6 +121,7 @@ def test_an_installed_node_boots_from_disk_until_an_operator_asks_for_a_reinstal
         "profile install installed on disk: later boots start from it"
     )
     # Every later boot: the same DHCP sighting, then `exit` with the reason as a comment.
+    from_disk = metric(client, 'pxeserver_boots_from_disk_total{profile="install"}')
     for boot in (2, 3):
         script = power_on(client, service)
         assert script.startswith("#!ipxe\n") and script.rstrip().endswith("\nexit"), script
@@ -128,6 +136,7 @@ def test_an_installed_node_boots_from_disk_until_an_operator_asks_for_a_reinstal
         ready(client, token)  # the installed OS's units phone home at each boot
         assert show(client)["state"] == "ready"
         assert show(client)["events"][-1]["detail"] == "profile install, from its disk"
+    assert metric(client, 'pxeserver_boots_from_disk_total{profile="install"}') == from_disk + 2
     # explain says which choice and why
     e = client.get(f"/api/v1/nodes/{NODE}/explain").json
     assert e["boot_from_disk"] is True and "phoned home ready" in e["boot_why"]
