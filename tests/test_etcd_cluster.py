@@ -268,20 +268,35 @@ def test_leader_then_follower_killed_mid_stream_loses_nothing(cluster: EtcdClust
     problems = verify(nodes, history)
     assert not problems, "\n".join(problems[:20])
 
-    after_kill = [s for s, d in history.latencies if s >= faults.leader_kill_at - 5]
-    slowest = max(d for _, d in history.latencies)
     stats = [dict(s.stats) for s in stores]
-    print(
-        f"\n{history.acked} acknowledged writes in {elapsed:.1f} s over {MACHINES} machines; "
-        f"lost 0; duplicated 0; leader {faults.killed_leader} killed at "
-        f"{faults.acked_at_leader_kill}, new leader {faults.new_leader} after "
-        f"{faults.election_seconds:.2f} s; follower {faults.killed_follower} killed at "
-        f"{faults.acked_at_follower_kill}; slowest acknowledged write {slowest:.2f} s "
-        f"({len(after_kill)} writes from the leader kill on); "
-        f"StoreUnavailable seen by clients {history.unavailable}; store failures {stats}"
-    )
     for s in stores:
         s.close()
+    print(
+        f"\n{history.acked} acknowledged writes ({MACHINES} machines) in {elapsed:.1f} s: "
+        f"lost 0, applied twice 0. Leader {faults.killed_leader} killed after "
+        f"{faults.acked_at_leader_kill} writes; {faults.new_leader} led "
+        f"{faults.election_seconds:.2f} s later; last write in flight at the kill answered "
+        f"{in_flight_wait(history, faults.leader_kill_at):.2f} s after it; longest pause in "
+        f"acknowledgements {ack_pause(history, faults.leader_kill_at):.2f} s. Follower "
+        f"{faults.killed_follower} killed after {faults.acked_at_follower_kill} writes; "
+        f"in-flight wait {in_flight_wait(history, faults.follower_kill_at):.2f} s, pause "
+        f"{ack_pause(history, faults.follower_kill_at):.2f} s. Slowest acknowledged write "
+        f"{max(d for _, d in history.latencies):.2f} s; StoreUnavailable seen by writers "
+        f"{history.unavailable}; failed attempts per store {stats}"
+    )
+
+
+def in_flight_wait(history: History, at: float) -> float:
+    """How long after ``at`` the last write that was in flight at ``at`` was answered."""
+    waits = [s + d - at for s, d in history.latencies if s <= at <= s + d]
+    return max(waits, default=0.0)
+
+
+def ack_pause(history: History, at: float, window: float = 10.0) -> float:
+    """The longest time without any acknowledged write in ``window`` seconds from ``at``."""
+    acks = sorted(s + d for s, d in history.latencies if at <= s + d <= at + window)
+    points = [at, *acks]
+    return max((b - a for a, b in itertools.pairwise(points)), default=window)
 
 
 def verify(nodes: dict[MAC, Node], history: History) -> list[str]:

@@ -48,11 +48,13 @@ T = TypeVar("T")
 PAGE = 500
 # A page of 500 full node records can exceed gRPC's default 4 MiB message limit.
 # Reconnect quickly after an outage: gRPC's default backoff grows to two minutes, which
-# would keep the store "down" long after etcd is back.
+# would keep the store "down" long after etcd is back. Not "grpc.min_reconnect_backoff_ms":
+# gRPC takes it as the time a connection attempt may take, and at 200 ms a loaded
+# machine's handshake with a healthy etcd failed ("timed out before receiving SETTINGS
+# frame"); every call has the store deadline anyway.
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 _FAILURES = (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError)
