@@ -144,7 +144,8 @@ def test_two_servers_race_on_500_machines(etcd: Any, tmp_path: Path) -> None:
     assert not problems, problems[:10]
     print(
         f"\n{2 * MACHINES} first sightings and {2 * MACHINES} state changes for {MACHINES} "
-        f"machines over two servers in {elapsed:.1f} s (sightings {sighted:.1f} s): {len(nodes)} records, "
+        f"machines over two servers in {elapsed:.1f} s (sightings {sighted:.1f} s): "
+        f"{len(nodes)} records, "
         f"{len({n.hostname for n in nodes.values()})} hostnames, events once each; "
         f"requests answered 503 and retried: {sum(retried.values())}"
     )
