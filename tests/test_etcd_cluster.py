@@ -150,7 +150,7 @@ def inject(
 
     try:
         wait_acked(0.25)
-        leader = cluster.leader()
+        leader = cluster.wait_leader(timeout=30)
         faults.acked_at_leader_kill = history.acked
         faults.leader_kill_at = time.monotonic()
         leader.kill()
@@ -161,7 +161,7 @@ def inject(
         time.sleep(0.5)
         leader.start()  # back, with its data: the cluster has 3 members again
         wait_acked(0.6)
-        follower = pick_follower(cluster, stores, cluster.leader())
+        follower = pick_follower(cluster, stores, cluster.wait_leader(timeout=30))
         faults.acked_at_follower_kill = history.acked
         faults.follower_kill_at = time.monotonic()
         follower.kill()
