@@ -215,3 +215,22 @@ def test_a_write_whose_answer_was_lost_is_applied_once(store: Any) -> None:
     assert node.boot_count == 0
     stored = store.get(MAC1).node
     assert [e.detail for e in stored.events] == ["dhcp once", "ipxe once", "cloud-config once"]
+
+
+@pytest.mark.etcd
+def test_a_request_etcd_refuses_is_not_tried_on_every_member(etcd: Any) -> None:
+    """etcd refusing the request itself (here a transaction writing one key twice; in
+    life a record past etcd's size limit, a full database) is said at once, by name."""
+    store = EtcdStore((etcd.client_url, etcd.client_url), etcd_prefix(), timeout=2)
+
+    def bad_txn(c: Any) -> Any:
+        t = c.transactions
+        key = store.prefix + "dup"
+        return c.transaction(compare=[], success=[t.put(key, "a"), t.put(key, "b")], failure=[])
+
+    try:
+        with pytest.raises(StoreUnavailable, match="refused it: etcdserver: duplicate key"):
+            store._call("bad transaction", bad_txn)
+        assert store.stats == {"refused": 1}
+    finally:
+        store.close()

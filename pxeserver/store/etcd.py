@@ -70,12 +70,25 @@ _ELECTING = (
 )
 
 
+# Answers about the request itself, which every member would give alike (a record too
+# large, a full database, a malformed transaction): asking the next member is no use.
+_REFUSED = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+)
+
+
 def _classify(exc: Exception) -> tuple[str, str]:
     """What kind of failure ``exc`` is, and its message.
 
     Kinds: ``electing`` (the member answered that the cluster is between leaders),
     ``deadline`` (no answer within the deadline: the request may or may not have been
-    applied), ``unreachable`` (no connection), ``error`` (anything else).
+    applied), ``unreachable`` (no connection), ``refused`` (etcd refused the request
+    itself; see ``_REFUSED``), ``error`` (anything else).
     python-etcd3 replaces gRPC errors by its own exceptions without their message; the
     gRPC error is the exception's context.
     """
@@ -89,6 +102,8 @@ def _classify(exc: Exception) -> tuple[str, str]:
         return "deadline", detail
     if code is grpc.StatusCode.UNAVAILABLE:
         return "unreachable", detail
+    if code in _REFUSED:
+        return "refused", detail
     return "error", f"{code.name}: {detail}"
 
 
@@ -148,11 +163,12 @@ class EtcdStore:
         """Run ``fn(client)`` against the current endpoint, failing over to the others.
 
         Every attempt has the store deadline. A failed attempt moves on to the next
-        endpoint at once. When every endpoint has failed the store is unavailable, except
-        that answers meaning "the cluster is electing a leader" are retried, round after
-        round with a short backoff, until the store deadline has passed since the call
-        began (an election takes about two election timeouts). Worst case, every
-        endpoint hangs: one deadline per endpoint.
+        endpoint at once, unless etcd refused the request itself (every member would).
+        When every endpoint has failed the store is unavailable, except that answers
+        meaning "the cluster is electing a leader" are retried, round after round with a
+        short backoff, until the store deadline has passed since the call began (an
+        election takes about two election timeouts). Worst case, every endpoint hangs:
+        one deadline per endpoint.
 
         Retrying is safe: every write compares revisions, so a write that did land before
         its answer was lost shows up as a conflict, and the registry's event ids make the
@@ -180,6 +196,8 @@ class EtcdStore:
             except _FAILURES as exc:
                 kind, detail = _classify(exc)
                 self.stats[kind] += 1
+                if kind == "refused":
+                    raise StoreUnavailable(f"etcd {what}: {url} refused it: {detail}") from exc
                 electing = electing or kind == "electing"
                 tried.add(i)
                 errors.append(f"{url}: {detail}")
