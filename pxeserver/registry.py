@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from . import timeline
+from . import model, timeline
 from .config import hostname_from_pattern
 from .errors import AlreadyExists, Conflict, Forbidden, HostnameTaken, NotFound, StoreUnavailable
-from .model import MAC, Event, EventKind, Machine, Node, State, new_event_id
+from .model import MAC, Event, EventKind, Machine, Node, State
 from .store import NodeStore
 
 log = logging.getLogger(__name__)
@@ -172,10 +172,10 @@ class Registry:
         # One id for every attempt of this call: if a write landed but its answer was lost
         # (a deadline, a leader change), the retry after the conflict finds the id and
         # stops, instead of recording the event a second time.
-        event_id = change.event_id or new_event_id()
+        event_id = change.event_id or model.new_event_id()
 
         def fn(node: Node) -> Node | None:
-            if event_id in node.recent_ids:
+            if event_id is not None and event_id in node.recent_ids:
                 return None
             facts = change.facts
             state = advance(node.state, change.kind) if change.move else node.state
@@ -191,7 +191,9 @@ class Registry:
             )
             if change.kind in (EventKind.READY, EventKind.HEARTBEAT):
                 updated = updated.replace(last_heartbeat=max(node.last_heartbeat or 0.0, at))
-            event = Event(change.kind, at, state, change.detail, event_id)
+            event = Event(change.kind, at, state, change.detail)
+            if event_id is not None:
+                event = Event(change.kind, at, state, change.detail, event_id)
             return self._with_event(updated, event, node.recent_ids)
 
         node = self._mutate(mac, fn, create=create)

@@ -120,13 +120,11 @@ def page(tmp_path: Path) -> Iterator[Any]:
 
 
 def wait(driver: Any, what: str, check: Any, timeout: float = 15) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # The page redraws its table while we read it: a row found a moment ago may be gone.
-    return WebDriverWait(
-        driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(lambda d: check(d), message=f"the page never showed {what}")
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(
+        lambda d: check(d), message=f"the page never showed {what}"
+    )
 
 
 def row(driver: Any, mac: str) -> Any:
