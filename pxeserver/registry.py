@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from . import timeline
+from . import model, timeline
 from .config import hostname_from_pattern
 from .errors import AlreadyExists, Conflict, Forbidden, HostnameTaken, NotFound, StoreUnavailable
 from .model import MAC, Event, EventKind, Machine, Node, State
@@ -172,7 +172,10 @@ class Registry:
     def apply(self, mac: MAC, change: Change, *, create: bool = True) -> Node:
         """Record that ``change`` happened to the machine ``mac``. Idempotent on event id."""
         at = change.at if change.at is not None else self.clock()
-        event_id = change.event_id
+        # One id for every attempt of this call: if a write landed but its answer was lost
+        # (a deadline, a leader change), the retry after the conflict finds the id and
+        # stops, instead of recording the event a second time.
+        event_id = change.event_id or model.new_event_id()
 
         def fn(node: Node) -> Node | None:
             if event_id is not None and event_id in node.recent_ids:
