@@ -102,18 +102,19 @@ class GuardedStore:
             result = fn()
         except StoreUnavailable as exc:
             with self._lock:
-                if self._down_until == 0.0:
+                if self._down_until == 0.0:  # the first failure of a streak
                     log.warning("the store does not answer: %s; known nodes boot from the "
                                 "local cache and their writes are journalled", exc)  # fmt: skip
+                    self._delay = self.break_min
+                else:
+                    self._delay = min(self._delay * 2, self.break_max)
                 self._down_until = self.clock() + self._delay
-                self._delay = min(self._delay * 2, self.break_max)
                 self._last_error = str(exc)
             raise
         with self._lock:
             if self._down_until:
                 log.warning("the store answers again")
             self._down_until = 0.0
-            self._delay = self.break_min
         return result
 
     def _remember(self, found: Versioned, pending: set[MAC] | None = None) -> None:
