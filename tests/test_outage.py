@@ -39,6 +39,7 @@ from .test_dhcp_packets import golden
 pytestmark = pytest.mark.slow
 
 KNOWN, NEW = 50, 50
+OUTAGE_S = 5.0  # at least: long enough for the breaker and the replayer to back off
 # What each profile's iPXE script has that no other profile's has.
 MARKERS = {
     "coreos": "coreos.autologin",
@@ -117,10 +118,12 @@ def timed_exchange(port: int, packet: bytes, wait: float) -> tuple[dp.DhcpPacket
         return dp.parse(data), time.monotonic() - start
 
 
-def check_dhcp_during_outage(proxy: ProxyDhcp, service: BootService) -> list[MAC]:
+def check_dhcp_during_outage(
+    proxy: ProxyDhcp, service: BootService, took_ms: list[float]
+) -> list[MAC]:
     """ProxyDHCP answers known and new machines at once, and never asks the store.
 
-    Returns the MACs it saw (their sightings are journalled)."""
+    Returns the MACs it saw (their sightings are journalled); ``took_ms`` gets the times."""
     bios = dp.parse(golden("bios-pxe-discover")).options
     uefi = dp.parse(golden("uefi-pxe-discover")).options
     port = proxy.ports["dhcp"]
@@ -128,16 +131,19 @@ def check_dhcp_during_outage(proxy: ProxyDhcp, service: BootService) -> list[MAC
     reply, took = timed_exchange(port, dp.request_packet(flatcar, bios), 1.0)
     assert reply is not None and reply.file == b"undionly.kpxe", "known node not offered"
     assert took < 0.1, f"ProxyDHCP took {took * 1000:.0f} ms for a known machine"
+    took_ms.append(took * 1000)
     reply, took = timed_exchange(port, dp.request_packet(new_mac(0), uefi), 1.0)
     assert reply is not None and reply.file == b"snponly.efi", "new UEFI machine not offered"
     assert took < 0.1, f"ProxyDHCP took {took * 1000:.0f} ms for a new machine"
+    took_ms.append(took * 1000)
     # A new BIOS machine no group selects: no answer, decided as fast.
     ignored = proxy.counters["ignored"]
     start = time.monotonic()
     proxy_sock_send(port, dp.request_packet(new_mac(1), bios))
-    wait_for(lambda: proxy.counters["ignored"] > ignored, 1.0, "the refusal")
+    wait_for(lambda: proxy.counters["ignored"] > ignored, 1.0, "the refusal", interval=0.001)
     took = time.monotonic() - start
     assert took < 0.1, f"ProxyDHCP took {took * 1000:.0f} ms to refuse a new machine"
+    took_ms.append(took * 1000)
     assert service.boot_refusal(Machine(new_mac(1), platform="pcbios")) is not None
     return [flatcar, new_mac(0)]
 
@@ -194,7 +200,8 @@ def test_known_machines_boot_through_an_etcd_outage_and_nothing_is_lost(
         with pytest.raises(StoreUnavailable):
             main.registry.store.ping()
 
-        dhcp_seen = check_dhcp_during_outage(proxy, main)
+        dhcp_ms: list[float] = []
+        dhcp_seen = check_dhcp_during_outage(proxy, main, dhcp_ms)
         assert main.flush_background(5), "sightings stuck behind the store"
         history[dhcp_seen[0]].append("dhcp")
         history[dhcp_seen[1]] = ["dhcp"]
@@ -227,7 +234,8 @@ def test_known_machines_boot_through_an_etcd_outage_and_nothing_is_lost(
         writes = sum(len(h) for h in history.values()) - before
         assert journalled == writes, "every write made during the outage is journalled"
 
-        # -- etcd back: the journal is replayed -----------------------------------------
+        # -- etcd back after OUTAGE_S: the journal is replayed ---------------------------
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         member.start()
         assert member.proc is not None and member.proc.pid != etcd_pid
         outage = time.monotonic() - down_at
@@ -256,7 +264,8 @@ def test_known_machines_boot_through_an_etcd_outage_and_nothing_is_lost(
         f"\noutage figures: outage {outage:.1f} s; boots served {served} of {KNOWN} known, "
         f"{refused} new machines refused with 503; writes journalled {stats['journalled']}, "
         f"replayed {stats['replayed']} in {replay_took:.1f} s after etcd was back, "
-        f"dropped {stats['dropped']}"
+        f"dropped {stats['dropped']}; ProxyDHCP decided in "
+        f"{', '.join(f'{ms:.1f}' for ms in dhcp_ms)} ms (known, new UEFI, new BIOS refused)"
     )
 
 
@@ -287,7 +296,7 @@ def test_a_hung_etcd_fails_calls_within_the_deadline(tmp_path: Path, member: Etc
     assert web.get(f"/ipxe?mac={mac}&platform=efi").status_code == 200
     store = registry.guarded.store
     assert member.proc is not None
-    os.kill(member.proc.pid, signal.SIGSTOP)  # etcd hangs: connections open, no answers
+    freeze(member.proc.pid)  # etcd hangs: connections open, no answers
     try:
         for what, call in (
             ("get", lambda: store.get(mac)),
@@ -299,6 +308,7 @@ def test_a_hung_etcd_fails_calls_within_the_deadline(tmp_path: Path, member: Etc
                 call()
             took = time.monotonic() - start
             assert took < deadline + 1.5, f"etcd {what} took {took:.1f} s, deadline {deadline} s"
+            print(f"\nhung etcd: {what} failed after {took:.2f} s (deadline {deadline} s)")
         # Through the boot service: one deadline at most, then the breaker answers at once.
         start = time.monotonic()
         assert web.get(f"/ipxe?mac={mac}&platform=efi").status_code == 200
@@ -307,6 +317,7 @@ def test_a_hung_etcd_fails_calls_within_the_deadline(tmp_path: Path, member: Etc
         assert r.status_code == 503 and "Retry-After" in r.headers
         took = time.monotonic() - start
         assert took < 2 * deadline + 1.5, f"three requests took {took:.1f} s on a hung etcd"
+        print(f"hung etcd: known /ipxe + /cloud-config and a new /ipxe (503) in {took:.2f} s")
         assert registry.journal.depth() == 2
     finally:
         os.kill(member.proc.pid, signal.SIGCONT)
@@ -316,6 +327,24 @@ def test_a_hung_etcd_fails_calls_within_the_deadline(tmp_path: Path, member: Etc
     Replayer(registry).replay()
     node = registry.get(mac)
     assert node is not None and node.state is State.CONFIGURED and node.boot_count == 2
+
+
+def freeze(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it has stopped (delivery is
+    asynchronous: a thread on another core may still answer one call)."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state not in ("T", "t"):
+                return False
+        return True
+
+    wait_for(stopped, 10, f"etcd (pid {pid}) to stop", interval=0.01)
 
 
 def _answers(store: NodeStore) -> bool:
