@@ -110,6 +110,21 @@ class NodeCache:
         except sqlite3.Error as exc:
             log.warning("node cache %s: cannot delete %s: %s", self.path, mac, exc)
 
+    def retain(self, macs: set[MAC]) -> int:
+        """Forget every node not in ``macs`` (a full scan of the store: nodes that another
+        pxeserver forgot must not boot from here during an outage). How many went."""
+        try:
+            db = self._db()
+            rows = db.execute("SELECT mac FROM nodes").fetchall()
+            gone = [mac for (mac,) in rows if MAC.parse(mac) not in macs]
+            for mac in gone:
+                db.execute("DELETE FROM nodes WHERE mac = ?", (mac,))
+                self._revisions.pop(MAC.parse(mac), None)
+        except sqlite3.Error as exc:
+            log.warning("node cache %s: cannot prune: %s", self.path, exc)
+            return 0
+        return len(gone)
+
     def nodes(self) -> list[Node]:
         """Every cached node, in MAC order."""
         try:

@@ -73,9 +73,13 @@ def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = 
                              **kwargs)  # fmt: skip
 
 
-def make_service(settings: Settings, store: NodeStore | None = None) -> BootService:
+def make_service(
+    settings: Settings, store: NodeStore | None = None, *, local: bool | None = None
+) -> BootService:
+    """The boot service (``local``: see :func:`make_registry`; False for one-off commands
+    that only read, which must not need a writable data dir)."""
     store = store if store is not None else make_store(settings)
-    return BootService(settings, make_registry(settings, store), Renderer(settings))
+    return BootService(settings, make_registry(settings, store, local=local), Renderer(settings))
 
 
 def configure_logging(settings: Settings) -> None:

@@ -134,6 +134,7 @@ class GuardedStore:
         pending = self.journal.macs()
         for versioned in found:
             self._remember(versioned, pending)
+        self.cache.retain({v.node.mac for v in found} | pending)
         return found
 
     def create(self, node: Node, hostname_for: HostnameFor) -> Versioned:

@@ -135,6 +135,9 @@ def test_cache_is_shared_through_its_file(tmp_path: Path) -> None:
     assert got is not None and got.state is State.LOST
     b.delete(MAC1)
     assert a.get(MAC1) is None and a.nodes() == []
+    a.put(node, 4)
+    a.put(Node(mac=MAC2, hostname="node-002"), 5)
+    assert a.retain({MAC2}) == 1 and [n.mac for n in b.nodes()] == [MAC2]
 
 
 # -- the registry through an outage -------------------------------------------------------
@@ -212,6 +215,9 @@ def test_replay_is_idempotent_and_drops_writes_for_forgotten_nodes(
     assert registry.journal.stats() == {"journalled": 2, "replayed": 1, "dropped": 1}
     with pytest.raises(NotFound):
         registry.require(MAC2)
+    registry.cache.put(Node(mac=MAC2, hostname="gone"))  # forgotten by another pxeserver
+    registry.all()  # a full scan prunes it
+    assert registry.cache.get(MAC2) is None and registry.cache.get(MAC1) is not None
 
 
 def test_the_breaker_spares_the_store_and_the_reaper_waits_for_the_journal(
