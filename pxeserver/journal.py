@@ -187,13 +187,21 @@ class Journal:
 
     def done(self, seq: int, outcome: str = "replayed") -> None:
         """Remove entry ``seq``: the store took it (``replayed``) or never will (``dropped``)."""
-        if outcome not in OUTCOMES[1:]:
-            raise ValueError(f"outcome must be replayed or dropped, not {outcome!r}")
+        self.done_many([(seq, outcome)])
+
+    def done_many(self, outcomes: list[tuple[int, str]]) -> None:
+        """Remove several entries in one transaction (one fsync), each with its outcome."""
+        for _, outcome in outcomes:
+            if outcome not in OUTCOMES[1:]:
+                raise ValueError(f"outcome must be replayed or dropped, not {outcome!r}")
+        if not outcomes:
+            return
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
-            if db.execute("DELETE FROM entries WHERE seq = ?", (seq,)).rowcount == 1:
-                self._bump(db, outcome)
+            for seq, outcome in outcomes:
+                if db.execute("DELETE FROM entries WHERE seq = ?", (seq,)).rowcount == 1:
+                    self._bump(db, outcome)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -42,14 +42,18 @@ from .cache import NodeCache
 from .errors import NotFound, PxeError, StoreUnavailable
 from .journal import Entry, Journal
 from .model import MAC, EventKind, Node, Versioned, new_event_id
-from .registry import Change, Registry
+from .registry import RECENT_IDS, Change, Registry
 from .store import HostnameFor, NodeStore
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BREAK_MIN, BREAK_MAX = 0.5, 5.0
-REPLAY_BATCH = 100
+# Entries replayed are removed from the journal a batch at a time (one fsync per batch).
+# pxeserver killed mid-batch replays the batch again, which the event ids make harmless as
+# long as a node remembers them: a batch must be shorter than the ids a node keeps.
+REPLAY_BATCH = 32
+assert REPLAY_BATCH < RECENT_IDS
 # Sightings (ProxyDHCP, TFTP) of machines not in the registry are journalled too, so that
 # the sightings writer is never stuck behind one and every MAC's changes stay in order;
 # at most this many such machines at a time, so that a flood of made-up MACs during an
@@ -296,32 +300,42 @@ class Replayer:
             if not batch:
                 break
             if done == 0:
-                log.info("replaying %d+ journalled writes", len(batch))
-            for entry in batch:
-                self._one(entry)
-                done += 1
+                log.info("replaying %d journalled writes", self.journal.depth())
+            done += self._batch(batch)
         if done:
             log.info("replayed %d journalled writes in %.1f s", done,
                      time.monotonic() - started)  # fmt: skip
         return done
 
-    def _one(self, entry: Entry) -> None:
+    def _batch(self, batch: list[Entry]) -> int:
+        """Apply ``batch`` in order, then remove what was applied (also when the store
+        stopped answering part way: the rest stays for the next attempt)."""
+        outcomes: list[tuple[int, str]] = []
+        last: dict[MAC, Node] = {}
         try:
-            node = self.registry.replay(entry)
+            for entry in batch:
+                outcome, node = self._one(entry)
+                outcomes.append((entry.seq, outcome))
+                if node is not None:
+                    last[entry.mac] = node
+        finally:
+            self.journal.done_many(outcomes)
+            for _, outcome in outcomes:
+                metrics.journal_entries.labels(outcome=outcome).inc()
+        waiting = self.journal.macs()
+        for mac, node in last.items():
+            if mac not in waiting:
+                self.registry.cache.put(node)
+        return len(outcomes)
+
+    def _one(self, entry: Entry) -> tuple[str, Node | None]:
+        try:
+            return "replayed", self.registry.replay(entry)
         except StoreUnavailable:
             raise
         except NotFound:
             log.warning("%s: dropping a journalled %s: the node is no longer in the registry",
                         entry.mac, entry.change.kind)  # fmt: skip
-            self.journal.done(entry.seq, "dropped")
-            metrics.journal_entries.labels(outcome="dropped").inc()
-            return
         except PxeError as exc:
             log.error("%s: dropping a journalled %s: %s", entry.mac, entry.change.kind, exc)
-            self.journal.done(entry.seq, "dropped")
-            metrics.journal_entries.labels(outcome="dropped").inc()
-            return
-        self.journal.done(entry.seq, "replayed")
-        metrics.journal_entries.labels(outcome="replayed").inc()
-        if not self.journal.pending(entry.mac):
-            self.registry.cache.put(node)
+        return "dropped", None
