@@ -98,8 +98,13 @@ class GuardedStore:
 
     def _guard(self, fn: Callable[[], T]) -> T:
         with self._lock:
-            left = self._down_until - self.clock()
+            now = self.clock()
+            left = self._down_until - now
             last = self._last_error
+            if left <= 0 and self._down_until:
+                # The while is over: this call probes the store, the others keep failing
+                # at once until it is back (or the next while is over).
+                self._down_until = now + self._delay
         if left > 0:
             raise StoreUnavailable(f"{last} (not asked again for {left:.1f} s)")
         try:

@@ -263,3 +263,32 @@ def test_the_daemon_wires_the_cache_and_journal_for_etcd_only(tmp_path: Path) ->
     local = daemon.make_registry(settings, SQLiteStore(tmp_path / "s.db"), local=True)
     assert isinstance(local, ResilientRegistry)
     assert (tmp_path / "var" / "journal.db").exists() and (tmp_path / "var" / "cache.db").exists()
+
+
+def test_the_breaker_probes_with_one_call_and_backs_off(
+    registry: ResilientRegistry, store: SwitchedStore
+) -> None:
+    now = [100.0]
+    guarded = registry.guarded
+    guarded.clock = lambda: now[0]
+    guarded.break_min, guarded.break_max = 0.5, 2.0
+    store.up = False
+    calls = store.calls
+    waits = []
+    for _ in range(4):
+        with pytest.raises(StoreUnavailable):
+            guarded.get(MAC1)  # the probe: asks the store
+        assert store.calls == calls + 1
+        calls = store.calls
+        with pytest.raises(StoreUnavailable, match="not asked again"):
+            guarded.get(MAC1)  # meanwhile: at once
+        assert store.calls == calls
+        waits.append(guarded._down_until - now[0])
+        now[0] += waits[-1]
+    assert waits == [0.5, 1.0, 2.0, 2.0]
+    store.up = True
+    assert guarded.get(MAC1) is None and not guarded.down
+    store.up = False
+    with pytest.raises(StoreUnavailable):
+        guarded.get(MAC1)
+    assert guarded._down_until - now[0] == 0.5, "a new streak starts short again"
