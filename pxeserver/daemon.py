@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics
 from .boot import BootService
@@ -32,6 +32,9 @@ from .errors import PxeError, StoreUnavailable
 from .registry import Registry
 from .render import Renderer
 from .store import NodeStore
+
+if TYPE_CHECKING:
+    from .resilient import Replayer
 
 log = logging.getLogger(__name__)
 WORKERS_KILL_TIMEOUT_S = 5
@@ -269,7 +272,7 @@ class UdpServices:
         self.service.stop_background()
 
 
-def local_state(registry: Registry, service: BootService) -> Any:
+def local_state(registry: Registry, service: BootService) -> Replayer | None:
     """For a registry with a local cache and journal (main process): teach ProxyDHCP the
     cached nodes, so that it decides about them as before a restart even while the store
     is down, and return the journal's replayer (None for a plain registry)."""
