@@ -6,8 +6,9 @@ as the journal would be, so it has nothing to fall back to). Three pieces:
 - :class:`GuardedStore` wraps the real store. Every node read from or written to it is put
   in the local :class:`~pxeserver.cache.NodeCache`. After a call failed with
   ``StoreUnavailable`` it fails the next calls at once for a short, growing while (0.5 s
-  up to 5 s) instead of letting each one wait out the store deadline: a hung etcd costs
-  one deadline per while, not one per request.
+  up to 5 s) instead of letting each one wait out the store deadline; when the while is
+  over, one call probes the store. A hung etcd costs one deadline per while, not one per
+  request.
 - :class:`ResilientRegistry` is the registry the boot service talks to. When the store
   does not answer, ``get`` returns the cached node, and ``apply`` (sightings, iPXE script
   and cloud-config served, ``ready``, heartbeats) appends the change to the durable
@@ -17,11 +18,12 @@ as the journal would be, so it has nothing to fall back to). Three pieces:
   ``Retry-After``; iPXE retries): without its record pxeserver cannot know whether an
   operator assigned it a profile, and a guess could boot the wrong one. While a node has
   journal entries waiting, its later changes queue behind them, so the store sees them in
-  the order they happened. Operator writes (``set``, ``forget``) are not journalled: an
-  operator sees the 503 and decides.
+  the order they happened. Sightings of machines not in the cache are journalled too (up
+  to :data:`MAX_UNKNOWN` machines) and create them on replay. Operator writes (``set``,
+  ``forget``) are not journalled: an operator sees the 503 and decides.
 - :class:`Replayer`, a thread of the main process only, applies the journal to the store
-  in order once it answers again and removes each entry after the store took it. Entries
-  carry their event ids, so replaying one twice changes nothing (see
+  in order once it answers again and removes the entries the store took, a batch at a
+  time. Entries carry their event ids, so replaying one twice changes nothing (see
   :mod:`pxeserver.journal`).
 
 The reaper skips its rounds while the journal is not empty: the stored ``last_seen`` and
