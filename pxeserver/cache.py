@@ -53,6 +53,9 @@ class NodeCache:
         self._revisions: dict[MAC, int] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Node records carry the nodes' tokens: readable by pxeserver's user only
+            # (SQLite gives its -wal and -shm files the database file's mode).
+            self.path.touch(mode=0o600, exist_ok=True)
             db = self._db()
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)

@@ -125,6 +125,7 @@ def test_journal_keeps_order_and_survives_a_reopen(tmp_path: Path) -> None:
 
 def test_cache_is_shared_through_its_file(tmp_path: Path) -> None:
     a, b = NodeCache(tmp_path / "c.db"), NodeCache(tmp_path / "c.db")
+    assert (tmp_path / "c.db").stat().st_mode & 0o777 == 0o600, "it holds node tokens"
     node = Node(mac=MAC1, hostname="node-001", state=State.READY)
     a.put(node, 3)
     assert b.get(MAC1) == node and len(b) == 1
