@@ -162,7 +162,7 @@ def render(
     try:
         settings, _ = load(config)
         machine = Machine(MAC.parse(mac), parse_uuid(uuid), arch, platform)
-        service = daemon.make_service(settings)
+        service = daemon.make_service(settings, local=False)
         base = base_url or checks.default_base_url(settings)
         preview = service.preview(machine, base, use_registry=not no_registry)
     except ConfigError as exc:

@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics
 from .boot import BootService
@@ -32,6 +32,9 @@ from .errors import PxeError, StoreUnavailable
 from .registry import Registry
 from .render import Renderer
 from .store import NodeStore
+
+if TYPE_CHECKING:
+    from .resilient import Replayer
 
 log = logging.getLogger(__name__)
 WORKERS_KILL_TIMEOUT_S = 5
@@ -49,20 +52,37 @@ def make_store(settings: Settings) -> NodeStore:
     return SQLiteStore(settings.sqlite_path, settings.store.timeout)
 
 
-def make_registry(settings: Settings, store: NodeStore) -> Registry:
+def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = None) -> Registry:
+    """The registry over ``store``. With ``local`` (default: for the etcd backend), a
+    :class:`~pxeserver.resilient.ResilientRegistry` whose node cache and journal live in
+    the data dir, so that known machines boot through a store outage."""
     c = settings.cluster
-    return Registry(
-        store,
-        hostname_pattern=c.hostname_pattern,
-        events_kept=c.events_kept,
-        heartbeat_ttl=c.heartbeat_ttl,
-        boot_timeout=c.boot_timeout,
-    )
+    kwargs: dict[str, Any] = {
+        "hostname_pattern": c.hostname_pattern,
+        "events_kept": c.events_kept,
+        "heartbeat_ttl": c.heartbeat_ttl,
+        "boot_timeout": c.boot_timeout,
+    }
+    if local is None:
+        local = settings.store.backend == "etcd"
+    if not local:
+        return Registry(store, **kwargs)
+    from .cache import NodeCache
+    from .journal import Journal
+    from .resilient import ResilientRegistry
+
+    data = settings.paths.data_dir
+    return ResilientRegistry(store, NodeCache(data / "cache.db"), Journal(data / "journal.db"),
+                             **kwargs)  # fmt: skip
 
 
-def make_service(settings: Settings, store: NodeStore | None = None) -> BootService:
+def make_service(
+    settings: Settings, store: NodeStore | None = None, *, local: bool | None = None
+) -> BootService:
+    """The boot service (``local``: see :func:`make_registry`; False for one-off commands
+    that only read, which must not need a writable data dir)."""
     store = store if store is not None else make_store(settings)
-    return BootService(settings, make_registry(settings, store), Renderer(settings))
+    return BootService(settings, make_registry(settings, store, local=local), Renderer(settings))
 
 
 def configure_logging(settings: Settings) -> None:
@@ -255,6 +275,22 @@ class UdpServices:
         self.service.stop_background()
 
 
+def local_state(registry: Registry, service: BootService) -> Replayer | None:
+    """For a registry with a local cache and journal (main process): teach ProxyDHCP the
+    cached nodes, so that it decides about them as before a restart even while the store
+    is down, and return the journal's replayer (None for a plain registry)."""
+    from .resilient import Replayer, ResilientRegistry
+
+    if not isinstance(registry, ResilientRegistry):
+        return None
+    for node in registry.cache.nodes():
+        service.sightings.remember(node)
+    depth = registry.journal.depth()
+    if depth:
+        log.warning("%d journalled writes from an earlier run wait for the store", depth)
+    return Replayer(registry)
+
+
 def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     """Run the server in the foreground until SIGINT or SIGTERM."""
     settings, warnings = load(config, overrides)
@@ -276,9 +312,15 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
             "until it does",
             exc,
         )
-    registry = make_registry(settings, store)
+    try:
+        registry = make_registry(settings, store)
+    except PxeError as exc:
+        log.error("%s", exc)
+        store.close()
+        return 1
     reaper = Reaper(registry, reaper_interval(settings))
     service = BootService(settings, registry, Renderer(settings))
+    replayer = local_state(registry, service)
     udp = UdpServices(settings, service)
     try:
         if settings.server.user:
@@ -340,6 +382,8 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
             )
         udp.start()
         reaper.start()
+        if replayer is not None:
+            replayer.start()
         log.info(
             "pxeserver %s: HTTP on %s:%d (%d workers), store %r, %d profiles, %d groups",
             "serving",
@@ -360,7 +404,9 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     def stopped() -> None:
         udp.stop()
         reaper.stop()
-        store.close()
+        if replayer is not None:
+            replayer.stop()
+        registry.store.close()
         log.info("pxeserver stopped")
 
     server.on_startup(started)

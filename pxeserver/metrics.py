@@ -124,6 +124,11 @@ journal_depth: Any = _Lazy(
     "Writes waiting in the local journal for the store to come back",
     multiprocess_mode="mostrecent",
 )
+journal_entries = _counter(
+    "pxeserver_journal_entries",
+    "Writes the local journal took while the store was down, and what became of them",
+    ("outcome",),  # journalled, replayed, dropped
+)
 
 
 def multiprocess_dir() -> Path | None:

@@ -171,6 +171,14 @@ class Registry:
 
     def apply(self, mac: MAC, change: Change, *, create: bool = True) -> Node:
         """Record that ``change`` happened to the machine ``mac``. Idempotent on event id."""
+        node = self._mutate(mac, self.change_fn(change), create=create)
+        if change.move:
+            timeline.milestone(log, node, change.kind, change.detail)
+        return node
+
+    def change_fn(self, change: Change) -> Callable[[Node], Node | None]:
+        """The pure function ``apply`` runs on the stored node: the node after ``change``,
+        or None if its event id was applied already. The journal uses it on cached nodes."""
         at = change.at if change.at is not None else self.clock()
         # One id for every attempt of this call: if a write landed but its answer was lost
         # (a deadline, a leader change), the retry after the conflict finds the id and
@@ -201,10 +209,7 @@ class Registry:
                 event = Event(change.kind, at, state, change.detail, event_id)
             return self._with_event(updated, event, node.recent_ids)
 
-        node = self._mutate(mac, fn, create=create)
-        if change.move:
-            timeline.milestone(log, node, change.kind, change.detail)
-        return node
+        return fn
 
     # -- the node's own calls -------------------------------------------------------------
 
