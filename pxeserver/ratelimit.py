@@ -75,3 +75,29 @@ class KeyedBuckets:
     def __len__(self) -> int:
         with self._lock:
             return len(self._buckets)
+
+
+class LogBudget:
+    """At most ``rate`` log lines a second (``burst`` at once) for one kind of line, so that a
+    flood of hostile packets cannot fill the disk; the lines left out are counted and the
+    next line written says how many."""
+
+    def __init__(self, rate: float = 20.0, burst: float = 100.0, *,
+                 clock: Clock = time.monotonic) -> None:  # fmt: skip
+        self.bucket = TokenBucket(rate, burst, clock=clock)
+        self.suppressed = 0
+        self._lock = threading.Lock()
+
+    def allow(self) -> tuple[bool, int]:
+        """Whether to write this line, and how many were left out since the last one."""
+        with self._lock:
+            if self.bucket.take():
+                left_out, self.suppressed = self.suppressed, 0
+                return True, left_out
+            self.suppressed += 1
+            return False, 0
+
+
+def left_out(count: int) -> str:
+    """The suffix of a log line written after ``count`` similar lines were left out."""
+    return f" ({count} similar lines left out: too many a second)" if count else ""

@@ -52,7 +52,7 @@ from . import metrics
 from . import tftp_packets as tp
 from .errors import NotFound, PxeError, StoreUnavailable
 from .model import MAC, Machine
-from .ratelimit import KeyedBuckets
+from .ratelimit import KeyedBuckets, LogBudget, left_out
 from .tftp_files import CACHE_TOTAL_MAX, Refused, locate
 from .tftp_transfers import (
     UNANSWERED_RETRIES,
@@ -209,6 +209,7 @@ class TftpServer:
         self._lock = threading.Lock()
         self._loops: list[TransferLoop | _Worker] = []
         self._refusals: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._log_budget = LogBudget()  # refusal lines a second, whatever their kind
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -492,8 +493,10 @@ class TftpServer:
             while len(self._refusals) > 1024:
                 self._refusals.popitem(last=False)
         if last is None or now - last >= REFUSAL_LOG_WINDOW:
-            log.log(level, "TFTP %s from %s: refused %r: %s (told: %s)", self._mac_of(ip), ip,
-                    name[:80], reason, told)  # fmt: skip
+            allowed, skipped = self._log_budget.allow()
+            if allowed:
+                log.log(level, "TFTP %s from %s: refused %r: %s (told: %s)%s", self._mac_of(ip),
+                        ip, name[:80], reason, told, left_out(skipped))  # fmt: skip
 
     # -- per-machine files -----------------------------------------------------------------
 
