@@ -484,17 +484,27 @@ class Fuzzer:
         self.sel.close()
 
 
+def _number(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def _value_ok(name: str, granted: str, asked: str) -> bool:
-    if not granted.isdigit():
+    """Whether an OACK value fits what was asked (RFC 2347-2349, 7440)."""
+    value, wanted = _number(granted), _number(asked)
+    if value is None:
         return False
-    value = int(granted)
+    if name == "tsize":
+        return True
+    if wanted is None:
+        return False  # a value that is not a number must not be granted
     if name == "blksize":
-        return 8 <= value <= min(65464, int(asked)) if asked.strip().isdigit() else False
+        return 8 <= value <= min(65464, wanted)
     if name == "windowsize":
-        return 1 <= value <= int(asked) if asked.strip().isdigit() else False
+        return 1 <= value <= wanted
     if name == "timeout":
-        return asked.strip().isdigit() and value == int(asked) and 1 <= value <= 255
-    return name == "tsize"
+        return value == wanted and 1 <= value <= 255
+    return False
 
 
 def _is_bios_discover(packet: bytes) -> bool:
