@@ -600,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-every", type=int, default=50_000)
     ap.add_argument("--out", type=Path, default=None, help="folder for the JSON and Markdown")
     args = ap.parse_args(argv)
+    # a SIGTERM (or ^C) still stops the server it started, by its PID
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run(args.packets, seed=args.seed, probe_every=args.probe_every)
     data: dict[str, Any] = asdict(report)
     print(json.dumps(data, indent=2))
