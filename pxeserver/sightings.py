@@ -71,7 +71,8 @@ class Sightings:
         self.new_macs = TokenBucket(new_macs_per_second, max(1.0, 2 * new_macs_per_second))
         self.counters = {"queued": 0, "merged": 0, "dropped": 0, "limited": 0, "written": 0,
                          "failed": 0}  # fmt: skip
-        self._known: set[MAC] = set()  # MACs the registry has (as far as we learnt)
+        # MACs the registry has, as far as we learnt (the most recent MAX_REMEMBERED)
+        self._known: OrderedDict[MAC, None] = OrderedDict()
         self._limited_logged = float("-inf")  # when the last "limited" line was logged
         self._machines: OrderedDict[MAC, Machine] = OrderedDict()
         self._by_ip: dict[str, MAC] = {}
@@ -122,7 +123,7 @@ class Sightings:
 
     def remember(self, node: Node) -> None:
         with self._lock:
-            self._known.add(node.mac)
+            self._know(node.mac)
             self._nodes.pop(node.mac, None)
             self._nodes[node.mac] = node
             while len(self._nodes) > MAX_REMEMBERED:
@@ -217,6 +218,13 @@ class Sightings:
                 self._changed.wait(min(left, 0.05))
         return True
 
+    def _know(self, mac: MAC) -> None:
+        """Remember that the registry has ``mac`` (the lock is held)."""
+        self._known[mac] = None
+        self._known.move_to_end(mac)
+        while len(self._known) > MAX_REMEMBERED:
+            self._known.popitem(last=False)
+
     def _learn_known(self) -> None:
         """Read which MACs the registry has, so that known machines are never limited."""
         try:
@@ -226,7 +234,8 @@ class Sightings:
                      "as they are recorded", exc)  # fmt: skip
             return
         with self._lock:
-            self._known.update(macs)
+            for mac in macs:
+                self._know(mac)
 
     def _run(self) -> None:
         self._learn_known()
