@@ -34,6 +34,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+from . import metrics
 from .errors import PxeError, StoreUnavailable
 from .model import MAC, Machine, Node, new_event_id
 from .ratelimit import TokenBucket
@@ -172,6 +173,7 @@ class Sightings:
             if refused is not None:
                 self.counters[refused] += 1
                 if refused == "limited":
+                    metrics.limited.labels(what="new-mac").inc()
                     self._note_limited()
                 return False
             item = _Pending(mac, change, key)

@@ -338,6 +338,7 @@ class TftpServer:
         if not self._rate.take(peer[0]):
             # Dropped without an answer: a flood (or forged requests) gets nothing back.
             self.counters["limited"] += 1
+            metrics.limited.labels(what="tftp-request").inc()
             self._log_refusal(peer[0], "-", "more new requests a second than "
                               "limits.tftp_requests_per_client", "nothing: dropped")  # fmt: skip
             return
@@ -366,6 +367,7 @@ class TftpServer:
         if victim is not None:
             self._cancel(*victim)
         if busy is not None:
+            metrics.limited.labels(what="tftp-session").inc()
             self._refuse(peer, tp.NOT_DEFINED, busy, busy, req.filename)
             return
         job = Job(peer, local, req.filename, req.mode, dict(req.options))
