@@ -48,7 +48,9 @@ class BootService:
         self.renderer = renderer
         # What ProxyDHCP and TFTP saw; written to the registry by a background thread
         # that only the daemon's main process starts (start_background).
-        self.sightings = Sightings(registry)
+        self.sightings = Sightings(
+            registry, new_macs_per_second=settings.limits.new_macs_per_second
+        )
 
     # -- deciding ----------------------------------------------------------------------------
 

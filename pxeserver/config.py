@@ -58,6 +58,16 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """What one client, or a flood, can make the UDP services do (docs/RELIABILITY.md)."""
+
+    tftp_sessions: int = 1024  # TFTP transfers at once, all clients together
+    tftp_sessions_per_client: int = 4  # TFTP transfers at once from one address
+    tftp_requests_per_client: int = 10  # new TFTP requests a second from one address (×2 burst)
+    new_macs_per_second: int = 20  # sightings of MACs not in the registry written a second
+
+
+@dataclass(frozen=True)
 class PathSettings:
     data_dir: Path = Path("var")
     assets_dir: Path = Path("assets")
@@ -125,6 +135,7 @@ class Settings:
     groups: tuple[Group, ...] = ()
     source: str = DEFAULTS_SOURCE
     flatcar: FlatcarSettings = field(default_factory=FlatcarSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @property
     def sqlite_path(self) -> Path:
@@ -341,6 +352,24 @@ def _shipped(name: str) -> Path:
     if here.is_dir() or not (PROJECT_ROOT / name).is_dir():
         return here
     return PROJECT_ROOT / name
+
+
+def _limits(c: _Checker, raw: Mapping[str, Any]) -> LimitSettings:
+    w = "limits"
+    c.unknown(raw, tuple(LimitSettings.__dataclass_fields__), w)
+    d = LimitSettings()
+    return LimitSettings(
+        tftp_sessions=c.int_(raw, "tftp_sessions", w, d.tftp_sessions, 1, 65536),
+        tftp_sessions_per_client=c.int_(
+            raw, "tftp_sessions_per_client", w, d.tftp_sessions_per_client, 1, 65536
+        ),
+        tftp_requests_per_client=c.int_(
+            raw, "tftp_requests_per_client", w, d.tftp_requests_per_client, 1, 1_000_000
+        ),
+        new_macs_per_second=c.int_(
+            raw, "new_macs_per_second", w, d.new_macs_per_second, 1, 1_000_000
+        ),
+    )
 
 
 def _paths(c: _Checker, raw: Mapping[str, Any], base: Path | None) -> PathSettings:
@@ -575,7 +604,11 @@ def _flatcar(c: _Checker, raw: Mapping[str, Any], base: Path | None) -> FlatcarS
 def parse(raw: Mapping[str, Any], source: str, base: Path | None) -> tuple[Settings, list[Problem]]:
     """Validate a raw settings mapping. Returns the settings and every problem found."""
     c = _Checker(source)
-    c.unknown(raw, ("server", "paths", "store", "cluster", "profiles", "groups", "flatcar"), "")
+    c.unknown(
+        raw,
+        ("server", "paths", "store", "cluster", "profiles", "groups", "flatcar", "limits"),
+        "",
+    )
     raw_profiles = c.section(raw, "profiles")
     if not raw_profiles:
         raw_profiles = DEFAULT_RAW["profiles"]
@@ -598,6 +631,7 @@ def parse(raw: Mapping[str, Any], source: str, base: Path | None) -> tuple[Setti
         groups=groups,
         source=source,
         flatcar=_flatcar(c, c.section(raw, "flatcar"), base),
+        limits=_limits(c, c.section(raw, "limits")),
     )
     return settings, c.problems
 

@@ -230,6 +230,9 @@ class UdpServices:
                 assets_dir=self.settings.paths.assets_dir,
                 boot=self.service,
                 base_url=http_base(self.settings),
+                max_transfers=self.settings.limits.tftp_sessions,
+                max_per_client=self.settings.limits.tftp_sessions_per_client,
+                client_rate=float(self.settings.limits.tftp_requests_per_client),
                 workers=tftp_workers(),
                 worker_init=functools.partial(_udp_worker_init, s.log_format, s.log_level),
             )

@@ -114,6 +114,14 @@ dhcp_ignored = _counter(
     "pxeserver_dhcp_ignored", "DHCP packets ignored (not PXE, malformed, excluded …)", ("reason",)
 )
 
+# -- limits (pxeserver.tftp, pxeserver.sightings; docs/RELIABILITY.md "Limits") ------------
+limited = _counter(
+    "pxeserver_limited",
+    "Requests and sightings a limit dropped or turned away: tftp-request (rate per address), "
+    "tftp-session (per address or in all), new-mac (sightings of unknown MACs)",
+    ("what",),
+)
+
 # -- store and journal ------------------------------------------------------------------------
 store_errors = _counter(
     "pxeserver_store_errors", "Store calls that failed (store unavailable), by where", ("where",)
