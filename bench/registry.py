@@ -220,16 +220,18 @@ def one(kind: str, where: str, case: Case, duration: float, macs_per_proc: int,
     }
 
 
-def run(runs: int = 3, quick: bool = False) -> list[benchlib.Row]:
+def run(runs: int = 3, quick: bool = False, stores: tuple[str, ...] = ("etcd", "sqlite")
+        ) -> list[benchlib.Row]:  # fmt: skip
     duration = 1.0 if quick else 3.0
     macs_per_proc = 200 if quick else 1000
     rows: list[benchlib.Row] = []
     with tempfile.TemporaryDirectory(prefix="pxeserver-bench-registry-") as tmp:
         base = Path(tmp)
-        etcd, url = benchlib.start_etcd(base)
+        etcd, url = benchlib.start_etcd(base) if "etcd" in stores else (None, "")
         try:
-            stores = {"etcd": url, "sqlite": str(base / "registry.sqlite3")}
-            for kind, where in stores.items():
+            places = {"etcd": url, "sqlite": str(base / "registry.sqlite3")}
+            for kind in stores:
+                where = places[kind]
                 benchlib.log(f"registry: {kind}: registering {2 * macs_per_proc} nodes")
                 populate(kind, where, 2 * macs_per_proc)
                 for case in CASES:
@@ -259,7 +261,8 @@ def run(runs: int = 3, quick: bool = False) -> list[benchlib.Row]:
                                              [float(s["conflicts"]) for s in samples],
                                              higher_is_better=False))  # fmt: skip
         finally:
-            etcd.stop()
+            if etcd is not None:
+                etcd.stop()
     return rows
 
 
@@ -274,13 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1 s per case, 400 nodes")
+    ap.add_argument("--stores", default="etcd,sqlite", help="comma-separated: etcd, sqlite")
     ap.add_argument("--out", type=Path, default=benchlib.RESULTS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
-    rows = run(args.runs, args.quick)
+    rows = run(args.runs, args.quick, tuple(args.stores.split(",")))
     benchlib.write(NAME, rows, NOTES, args.out)
     return 1 if any(r["errors"] for r in rows) else 0
 
