@@ -45,7 +45,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[k]
 
 
@@ -173,9 +173,13 @@ class Process:
     def start(self, ready: Callable[[], bool], timeout: float = 60) -> None:
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
-            self.command, stdout=log_file, stderr=subprocess.STDOUT, process_group=0,
-            cwd=self.workdir, **self.popen,
-        )  # fmt: skip
+            self.command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            cwd=self.workdir,
+            **self.popen,
+        )
         log_file.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -217,14 +221,28 @@ def start_etcd(workdir: Path) -> tuple[Process, str]:
     data = workdir / "etcd-data"
     proc = Process(
         "etcd",
-        [ETCD, "--name", "bench", "--data-dir", str(data),
-         "--listen-client-urls", url, "--advertise-client-urls", url,
-         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-cluster", f"bench=http://127.0.0.1:{peer}",
-         "--initial-cluster-state", "new", "--enable-v2"],
+        [
+            ETCD,
+            "--name",
+            "bench",
+            "--data-dir",
+            str(data),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{peer}",
+            "--initial-cluster",
+            f"bench=http://127.0.0.1:{peer}",
+            "--initial-cluster-state",
+            "new",
+            "--enable-v2",
+        ],
         workdir,
-    )  # fmt: skip
+    )
     proc.start(lambda: _etcd_healthy(url))
     return proc, url
 

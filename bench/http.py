@@ -141,8 +141,20 @@ def register(config: Path, etcd: str | None, count: int) -> None:
 
 class Pxeserver(benchlib.Process):
     def __init__(self, base: Path, config: Path, port: int, etcd: str | None) -> None:
-        cmd = [sys.executable, "-m", "pxeserver", "serve", "--config", str(config),
-               "--listen", "127.0.0.1", "--no-dhcp", "--no-tftp", "--http-port", str(port)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pxeserver",
+            "serve",
+            "--config",
+            str(config),
+            "--listen",
+            "127.0.0.1",
+            "--no-dhcp",
+            "--no-tftp",
+            "--http-port",
+            str(port),
+        ]
         if etcd:
             cmd += ["--etcd", etcd]
         super().__init__("pxeserver", cmd, base)
@@ -186,10 +198,21 @@ def mirror(pxe_port: int, www: Path, macs: list[str]) -> None:
 
 def wrk(port: int, endpoint: str, lua: Path, seconds: int) -> dict[str, float]:
     out = subprocess.run(
-        [WRK, "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(lua),
-         f"http://127.0.0.1:{port}{endpoint}"],
-        capture_output=True, text=True, timeout=seconds + 60, check=True,
-    ).stdout  # fmt: skip
+        [
+            WRK,
+            "-t2",
+            "-c32",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(lua),
+            f"http://127.0.0.1:{port}{endpoint}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -203,8 +226,9 @@ def wrk(port: int, endpoint: str, lua: Path, seconds: int) -> dict[str, float]:
     return {"rps": rps, "errors": errors, "p99_ms": p99_ms}
 
 
-def run(runs: int = 3, quick: bool = False, stores: tuple[str, ...] = ("sqlite", "etcd")
-        ) -> list[benchlib.Row]:  # fmt: skip
+def run(
+    runs: int = 3, quick: bool = False, stores: tuple[str, ...] = ("sqlite", "etcd")
+) -> list[benchlib.Row]:
     nodes = 1000 if quick else 10_000
     rotation = 200 if quick else 1000
     seconds = 2 if quick else 10
@@ -232,8 +256,9 @@ def run(runs: int = 3, quick: bool = False, stores: tuple[str, ...] = ("sqlite",
                 server.up()
                 try:
                     mirror(port, base / "www", macs)  # also the warm-up
-                    rows += measure(kind, server.port, nginx.port, base, macs, runs, seconds,
-                                    rate_seconds)  # fmt: skip
+                    rows += measure(
+                        kind, server.port, nginx.port, base, macs, runs, seconds, rate_seconds
+                    )
                 finally:
                     server.stop()
                     if etcd_proc is not None:
@@ -246,8 +271,16 @@ def run(runs: int = 3, quick: bool = False, stores: tuple[str, ...] = ("sqlite",
     return rows
 
 
-def measure(kind: str, pxe_port: int, nginx_port: int, base: Path, macs: list[str], runs: int,
-            seconds: int, rate_seconds: float) -> list[benchlib.Row]:  # fmt: skip
+def measure(
+    kind: str,
+    pxe_port: int,
+    nginx_port: int,
+    base: Path,
+    macs: list[str],
+    runs: int,
+    seconds: int,
+    rate_seconds: float,
+) -> list[benchlib.Row]:
     rows: list[benchlib.Row] = []
     name = f"pxeserver ({kind})"
     quoted = ", ".join(f'"{m}"' for m in macs)
@@ -260,15 +293,23 @@ def measure(kind: str, pxe_port: int, nginx_port: int, base: Path, macs: list[st
             for server, port in order if i % 2 == 0 else order[::-1]:
                 r = wrk(port, endpoint, lua, seconds)
                 samples[server].append(r)
-                benchlib.log(f"http {kind:6} {endpoint:14} {server:18} {r['rps']:9.0f} req/s "
-                             f"p99 {r['p99_ms']:6.1f} ms errors {r['errors']:.0f}")  # fmt: skip
+                benchlib.log(
+                    f"http {kind:6} {endpoint:14} {server:18} {r['rps']:9.0f} req/s "
+                    f"p99 {r['p99_ms']:6.1f} ms errors {r['errors']:.0f}"
+                )
         bench = f"HTTP {endpoint} (wrk -t2 -c32)"
         case = f"{kind} store, {len(macs)} MACs rotating"
         made = {}
         for server, ss in samples.items():
-            made[server] = benchlib.row(bench, case, server, "requests/s", "1/s",
-                                        [s["rps"] for s in ss],
-                                        errors=int(sum(s["errors"] for s in ss)))  # fmt: skip
+            made[server] = benchlib.row(
+                bench,
+                case,
+                server,
+                "requests/s",
+                "1/s",
+                [s["rps"] for s in ss],
+                errors=int(sum(s["errors"] for s in ss)),
+            )
             rows.append(made[server])
         benchlib.set_ratio(made[name], made["nginx"], "nginx")
         # Latency at a fixed rate, pxeserver only (nginx's is far below a millisecond).
@@ -280,18 +321,25 @@ def measure(kind: str, pxe_port: int, nginx_port: int, base: Path, macs: list[st
             p50s.append(benchlib.percentile(res.latencies_s, 50) * 1000)
             errors += res.errors
             achieved.append(res.achieved_rate)
-            benchlib.log(f"http {kind:6} {endpoint:14} at {RATE:.0f}/s: {res.achieved_rate:.0f}/s "
-                         f"p50 {p50s[-1]:.1f} ms p99 {p99s[-1]:.1f} ms errors {res.errors} "
-                         f"generator lag {res.lag_ms:.1f} ms")  # fmt: skip
+            benchlib.log(
+                f"http {kind:6} {endpoint:14} at {RATE:.0f}/s: {res.achieved_rate:.0f}/s "
+                f"p50 {p50s[-1]:.1f} ms p99 {p99s[-1]:.1f} ms errors {res.errors} "
+                f"generator lag {res.lag_ms:.1f} ms"
+            )
         lbench = f"HTTP {endpoint} at {RATE:,.0f} req/s (rate_load.py)"
-        p99 = benchlib.row(lbench, case, name, "p99 latency", "ms", p99s, errors=errors,
-                           higher_is_better=False)  # fmt: skip
+        p99 = benchlib.row(
+            lbench, case, name, "p99 latency", "ms", p99s, errors=errors, higher_is_better=False
+        )
         benchlib.set_ratio(p99, P99_GOAL_MS, f"goal {P99_GOAL_MS:.0f} ms")
         rows.append(p99)
-        rows.append(benchlib.row(lbench, case, name, "p50 latency", "ms", p50s, errors=errors,
-                                 higher_is_better=False))  # fmt: skip
-        rows.append(benchlib.row(lbench, case, name, "achieved rate", "1/s", achieved,
-                                 errors=errors))  # fmt: skip
+        rows.append(
+            benchlib.row(
+                lbench, case, name, "p50 latency", "ms", p50s, errors=errors, higher_is_better=False
+            )
+        )
+        rows.append(
+            benchlib.row(lbench, case, name, "achieved rate", "1/s", achieved, errors=errors)
+        )
     return rows
 
 

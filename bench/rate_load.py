@@ -59,8 +59,9 @@ async def _request(
         return False
 
 
-async def _run(port: int, paths: list[str], rate: float, duration: float, conns: int,
-               timeout: float) -> RateResult:  # fmt: skip
+async def _run(
+    port: int, paths: list[str], rate: float, duration: float, conns: int, timeout: float
+) -> RateResult:
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None]
     pool = asyncio.Queue()
     for _ in range(conns):
@@ -107,7 +108,13 @@ async def _run(port: int, paths: list[str], rate: float, duration: float, conns:
     return RateResult(total, ok, total - ok, latencies, ok / wall, lag * 1000)
 
 
-def run_at_rate(port: int, paths: list[str], rate: float, duration: float, conns: int = 32,
-                timeout: float = 10.0) -> RateResult:  # fmt: skip
+def run_at_rate(
+    port: int,
+    paths: list[str],
+    rate: float,
+    duration: float,
+    conns: int = 32,
+    timeout: float = 10.0,
+) -> RateResult:
     """GET ``paths`` in turn at ``rate`` per second for ``duration`` seconds."""
     return asyncio.run(_run(port, paths, rate, duration, conns, timeout))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -134,7 +133,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             t0 = time.perf_counter()
             try:
                 registry.apply(rng.choice(macs), change, create=False)
-            except Exception as exc:  # counted and reported, never silent
+            except Exception as exc:  # noqa: BLE001 - counted and reported, never silent
                 errors[t] += 1
                 if errors[t] <= 3:
                     print(f"apply failed: {exc!r}", file=sys.stderr)
@@ -182,8 +181,9 @@ def boot_counts(kind: str, where: str) -> int:
         store.close()
 
 
-def one(kind: str, where: str, case: Case, duration: float, macs_per_proc: int,
-        seed: int) -> dict[str, Any]:  # fmt: skip
+def one(
+    kind: str, where: str, case: Case, duration: float, macs_per_proc: int, seed: int
+) -> dict[str, Any]:
     """One measurement of ``case``: all workers at once; totals over the workers."""
     before = boot_counts(kind, where)
     start_at = time.time() + 3.0  # the workers import and connect meanwhile
@@ -194,13 +194,22 @@ def one(kind: str, where: str, case: Case, duration: float, macs_per_proc: int,
             if case.shared
             else list(range(p * macs_per_proc, (p + 1) * macs_per_proc))
         )
-        spec = {"store": kind, "where": where, "macs": macs, "threads": case.threads,
-                "start_at": start_at, "duration": duration, "seed": seed * 10 + p}  # fmt: skip
+        spec = {
+            "store": kind,
+            "where": where,
+            "macs": macs,
+            "threads": case.threads,
+            "start_at": start_at,
+            "duration": duration,
+            "seed": seed * 10 + p,
+        }
         procs.append(
             subprocess.Popen(
                 [sys.executable, __file__, "--worker", json.dumps(spec)],
-                stdout=subprocess.PIPE, text=True, process_group=0,
-            )  # fmt: skip
+                stdout=subprocess.PIPE,
+                text=True,
+                process_group=0,
+            )
         )
     outs = []
     for proc in procs:
@@ -220,8 +229,9 @@ def one(kind: str, where: str, case: Case, duration: float, macs_per_proc: int,
     }
 
 
-def run(runs: int = 3, quick: bool = False, stores: tuple[str, ...] = ("etcd", "sqlite")
-        ) -> list[benchlib.Row]:  # fmt: skip
+def run(
+    runs: int = 3, quick: bool = False, stores: tuple[str, ...] = ("etcd", "sqlite")
+) -> list[benchlib.Row]:
     duration = 1.0 if quick else 3.0
     macs_per_proc = 200 if quick else 1000
     rows: list[benchlib.Row] = []
@@ -235,8 +245,9 @@ def run(runs: int = 3, quick: bool = False, stores: tuple[str, ...] = ("etcd", "
                 benchlib.log(f"registry: {kind}: registering {2 * macs_per_proc} nodes")
                 populate(kind, where, 2 * macs_per_proc)
                 for case in CASES:
-                    samples = [one(kind, where, case, duration, macs_per_proc, i)
-                               for i in range(runs)]  # fmt: skip
+                    samples = [
+                        one(kind, where, case, duration, macs_per_proc, i) for i in range(runs)
+                    ]
                     for s in samples:
                         benchlib.log(
                             f"registry {kind:6} {case.name:40} {s['rate']:8.0f}/s "
@@ -245,21 +256,54 @@ def run(runs: int = 3, quick: bool = False, stores: tuple[str, ...] = ("etcd", "
                         )
                     errors = sum(s["errors"] for s in samples)
                     bench = f"registry CAS writes ({kind})"
-                    rate = benchlib.row(bench, case.name, kind, "updates/s", "1/s",
-                                        [s["rate"] for s in samples], errors=errors)  # fmt: skip
+                    rate = benchlib.row(
+                        bench,
+                        case.name,
+                        kind,
+                        "updates/s",
+                        "1/s",
+                        [s["rate"] for s in samples],
+                        errors=errors,
+                    )
                     if case.procs == 1 and case.threads > 1:
-                        benchlib.set_ratio(rate, UPDATE_GOALS[kind],
-                                           f"goal {UPDATE_GOALS[kind]:,.0f}/s")  # fmt: skip
+                        benchlib.set_ratio(
+                            rate, UPDATE_GOALS[kind], f"goal {UPDATE_GOALS[kind]:,.0f}/s"
+                        )
                     rows.append(rate)
-                    rows.append(benchlib.row(bench, case.name, kind, "p99 latency", "ms",
-                                             [s["p99_ms"] for s in samples], errors=errors,
-                                             higher_is_better=False))  # fmt: skip
-                    rows.append(benchlib.row(bench, case.name, kind, "store calls per apply",
-                                             "calls", [s["calls_per_apply"] for s in samples],
-                                             higher_is_better=False))  # fmt: skip
-                    rows.append(benchlib.row(bench, case.name, kind, "CAS conflicts", "count",
-                                             [float(s["conflicts"]) for s in samples],
-                                             higher_is_better=False))  # fmt: skip
+                    rows.append(
+                        benchlib.row(
+                            bench,
+                            case.name,
+                            kind,
+                            "p99 latency",
+                            "ms",
+                            [s["p99_ms"] for s in samples],
+                            errors=errors,
+                            higher_is_better=False,
+                        )
+                    )
+                    rows.append(
+                        benchlib.row(
+                            bench,
+                            case.name,
+                            kind,
+                            "store calls per apply",
+                            "calls",
+                            [s["calls_per_apply"] for s in samples],
+                            higher_is_better=False,
+                        )
+                    )
+                    rows.append(
+                        benchlib.row(
+                            bench,
+                            case.name,
+                            kind,
+                            "CAS conflicts",
+                            "count",
+                            [float(s["conflicts"]) for s in samples],
+                            higher_is_better=False,
+                        )
+                    )
         finally:
             if etcd is not None:
                 etcd.stop()
