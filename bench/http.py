@@ -54,6 +54,7 @@ WRK = shutil.which("wrk") or "/usr/bin/wrk"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ENDPOINTS = ("/ipxe", "/cloud-config")
 RATE = 2000.0
+RATES = (RATE / 4, RATE)
 P99_GOAL_MS = 20.0
 NGINX_RATIO_GOAL = 0.25
 
@@ -176,6 +177,19 @@ class Nginx(benchlib.Process):
         self.start(lambda: benchlib.port_open(self.port))
 
 
+def report_server_errors(server: benchlib.Process) -> None:
+    """The server's own account of failed requests (its log goes with the temporary folder)."""
+    try:
+        lines = server.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    bad = [line for line in lines if " ERROR " in line or "Traceback" in line]
+    if bad:
+        benchlib.log(f"pxeserver logged {len(bad)} errors; the last ones:")
+        for line in bad[-5:]:
+            benchlib.log("  " + line[:300])
+
+
 def _get(port: int, path: str) -> bytes | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
@@ -261,6 +275,7 @@ def run(
                     )
                 finally:
                     server.stop()
+                    report_server_errors(server)
                     if etcd_proc is not None:
                         etcd_proc.stop()
                         etcd_proc = None
@@ -312,42 +327,45 @@ def measure(
             )
             rows.append(made[server])
         benchlib.set_ratio(made[name], made["nginx"], "nginx")
-        # Latency at a fixed rate, pxeserver only (nginx's is far below a millisecond).
-        paths = [f"{endpoint}?mac={m}" for m in macs]
-        p99s, p50s, errors, achieved = [], [], 0, []
-        for _ in range(runs):
-            res = rate_load.run_at_rate(pxe_port, paths, RATE, rate_seconds)
-            p99s.append(benchlib.percentile(res.latencies_s, 99) * 1000)
-            p50s.append(benchlib.percentile(res.latencies_s, 50) * 1000)
-            errors += res.errors
-            achieved.append(res.achieved_rate)
-            benchlib.log(
-                f"http {kind:6} {endpoint:14} at {RATE:.0f}/s: {res.achieved_rate:.0f}/s "
-                f"p50 {p50s[-1]:.1f} ms p99 {p99s[-1]:.1f} ms errors {res.errors} "
-                f"generator lag {res.lag_ms:.1f} ms"
-            )
-        lbench = f"HTTP {endpoint} at {RATE:,.0f} req/s (rate_load.py)"
-        p99 = benchlib.row(
-            lbench, case, name, "p99 latency", "ms", p99s, errors=errors, higher_is_better=False
-        )
-        benchlib.set_ratio(p99, P99_GOAL_MS, f"goal {P99_GOAL_MS:.0f} ms")
-        rows.append(p99)
-        rows.append(
-            benchlib.row(
-                lbench, case, name, "p50 latency", "ms", p50s, errors=errors, higher_is_better=False
-            )
-        )
-        rows.append(
-            benchlib.row(lbench, case, name, "achieved rate", "1/s", achieved, errors=errors)
-        )
+        # Latency at fixed rates, pxeserver only (nginx's is far below a millisecond): the
+        # goal's 2,000/s, and a quarter of it to show the latency of a server not overloaded.
+        for rate in RATES:
+            rows += fixed_rate(kind, endpoint, case, name, pxe_port, macs, rate, runs, rate_seconds)
     return rows
+
+
+def fixed_rate(kind: str, endpoint: str, case: str, name: str, port: int, macs: list[str],
+               rate: float, runs: int, seconds: float) -> list[benchlib.Row]:  # fmt: skip
+    paths = [f"{endpoint}?mac={m}" for m in macs]
+    p99s, p50s, errors, achieved = [], [], 0, []
+    for _ in range(runs):
+        res = rate_load.run_at_rate(port, paths, rate, seconds)
+        p99s.append(benchlib.percentile(res.latencies_s, 99) * 1000)
+        p50s.append(benchlib.percentile(res.latencies_s, 50) * 1000)
+        errors += res.errors
+        achieved.append(res.achieved_rate)
+        benchlib.log(
+            f"http {kind:6} {endpoint:14} at {rate:.0f}/s: {res.achieved_rate:.0f}/s "
+            f"p50 {p50s[-1]:.1f} ms p99 {p99s[-1]:.1f} ms unanswered {res.errors} "
+            f"generator lag {res.lag_ms:.1f} ms"
+        )
+    bench = f"HTTP {endpoint} at {rate:,.0f} req/s (rate_load.py)"
+    p99 = benchlib.row(bench, case, name, "p99 latency", "ms", p99s, errors=errors,
+                       higher_is_better=False)  # fmt: skip
+    if rate == RATE:
+        benchlib.set_ratio(p99, P99_GOAL_MS, f"goal {P99_GOAL_MS:.0f} ms")
+    p50 = benchlib.row(bench, case, name, "p50 latency", "ms", p50s, errors=errors,
+                       higher_is_better=False)  # fmt: skip
+    got = benchlib.row(bench, case, name, "achieved rate", "1/s", achieved, errors=errors)
+    return [p99, p50, got]
 
 
 NOTES = (
     "nginx serves the bytes pxeserver answered for the same URLs, as static files. Every "
     "pxeserver answer for a known node is also a registry write (booting / configured). "
     "Fixed-rate figures come from bench/rate_load.py (open loop, latency from the time a "
-    "request was due), not wrk2."
+    "request was due), not wrk2; their errors are requests not answered by the end of the "
+    "run plus 10 s, or not 2xx: a server that cannot keep up with the rate shows them."
 )
 
 
