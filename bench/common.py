@@ -250,16 +250,28 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
 
+def machine_ip(index: int) -> str:
+    """Simulated machine ``index``'s address: 198.18.0.1, …, 198.18.0.250, 198.18.1.1, …"""
+    return f"198.18.{index // 250}.{index % 250 + 1}"
+
+
 class Veth:
     """Two network namespaces joined by a veth pair: the server's and the machines'.
 
     The server side is 192.0.2.1/24, the machines' side 192.0.2.2/24 (RFC 5737 test
     addresses, reachable only inside these namespaces). Names carry a random suffix;
     :meth:`delete` removes both namespaces (and with them the veth pair).
+
+    :meth:`add_machines` gives the machines' side one address per simulated machine, from
+    198.18.0.0/15 (RFC 2544: set aside for benchmarks), routed from the server through
+    192.0.2.2 as if behind a router: real machines have addresses of their own (pxeserver
+    limits TFTP per address), and a routed range needs one neighbour entry on the server
+    side instead of a thousand (the host's table holds 1,024).
     """
 
     SERVER_IP = "192.0.2.1"
     CLIENT_IP = "192.0.2.2"
+    MACHINES_GW = "198.19.255.254"
 
     def __init__(self) -> None:
         if os.geteuid() != 0:
@@ -283,6 +295,19 @@ class Veth:
         except BaseException:
             self.delete()
             raise
+
+    def add_machines(self, n: int) -> list[str]:
+        """``n`` addresses on the machines' side (see the class), in machine order."""
+        ips = [machine_ip(i) for i in range(n)]
+        batch = "".join(f"addr add {a}/32 dev {self.client_dev}\n" for a in ips)
+        subprocess.run(["ip", "-n", self.client_ns, "-batch", "-"], input=batch, text=True,
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
+        ip("-n", self.server_ns, "route", "replace", "198.18.0.0/15", "via", self.CLIENT_IP)
+        # An address in the machines' range without its route, so that a ProxyDHCP that
+        # picks its answers by subnet (dnsmasq) knows the range; the route stays the above.
+        ip("-n", self.server_ns, "addr", "replace", f"{self.MACHINES_GW}/15", "dev",
+           self.server_dev, "noprefixroute")  # fmt: skip
+        return ips
 
     def exec_server(self, cmd: Iterable[str]) -> list[str]:
         return ["ip", "netns", "exec", self.server_ns, *cmd]

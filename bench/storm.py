@@ -175,8 +175,9 @@ def run(runs: int, quick: bool, *, sizes: tuple[int, ...] | None = None,
             os.chmod(base, 0o755)
             files = make_assets(base / "files", KERNEL_MB, INITRD_MB)
             ids = [identity(MAC_BASE, i) for i in range(max(sizes))]
+            ips = veth.add_machines(max(sizes))
             root = prerender(base / "render", files, veth, [i[0] for i in ids],
-                             [i[3] for i in ids])  # fmt: skip
+                             [i[3] for i in ids], ips)  # fmt: skip
             for n in sizes:
                 for mode in modes:
                     case = f"N={n} {mode}"

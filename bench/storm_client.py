@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.common import machine_ip
 from pxeserver import dhcp_packets as dp
 
 STEPS = ("dhcp", "tftp", "boot.ipxe", "ipxe", "kernel", "initrd", "cloud-config", "ready")
@@ -65,7 +66,7 @@ class StepError(Exception):
 @dataclass
 class Spec:
     server: str
-    client_ip: str
+    client_ip: str  # the machines' side of the link; each machine has machine_ip(index)
     http_port: int
     tftp_port: int
     dhcp_port: int
@@ -189,7 +190,7 @@ def first_menu_item(packet: dp.DhcpPacket) -> int | None:
 
 
 async def dhcp_step(port: DhcpPort, spec: Spec, mac: bytes, uuid: bytes, xid: int,
-                    r: Result) -> str:  # fmt: skip
+                    r: Result, ip: str) -> str:  # fmt: skip
     offer = await port.ask(
         discover(mac, xid, uuid, dp.DISCOVER), xid, ("255.255.255.255", spec.dhcp_port), r
     )
@@ -199,7 +200,7 @@ async def dhcp_step(port: DhcpPort, spec: Spec, mac: bytes, uuid: bytes, xid: in
     # A PXE menu without a file: the boot-server step on port 4011 for the first menu
     # item, as firmware does when there is one item and no prompt.
     ack = await port.ask(
-        discover(mac, xid + 1, uuid, dp.REQUEST, spec.client_ip, first_menu_item(offer)), xid + 1,
+        discover(mac, xid + 1, uuid, dp.REQUEST, ip, first_menu_item(offer)), xid + 1,
         (spec.server, spec.pxe_port), r,
     )  # fmt: skip
     boot_file = ack.file.rstrip(b"\0").decode(errors="replace")
@@ -292,12 +293,12 @@ class TftpRead(asyncio.DatagramProtocol):
                 self._send(self.last, addr)  # our ACK was lost: say it again
 
 
-async def tftp_step(spec: Spec, name: str, r: Result) -> None:
+async def tftp_step(spec: Spec, name: str, r: Result, ip: str) -> None:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[bytes] = loop.create_future()
     server = (spec.server, spec.tftp_port)
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: TftpRead(done, server, name, r), local_addr=(spec.client_ip, 0)
+        lambda: TftpRead(done, server, name, r), local_addr=(ip, 0)
     )
     try:
         data = await done
@@ -428,7 +429,7 @@ class HttpExchange(asyncio.BufferedProtocol):
 
 
 async def http(step: str, method: str, url: str, headers: dict[str, str] | None = None,
-               expect_size: int | None = None) -> bytes:  # fmt: skip
+               expect_size: int | None = None, source: str | None = None) -> bytes:  # fmt: skip
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}", "User-Agent: storm/1",
@@ -442,7 +443,9 @@ async def http(step: str, method: str, url: str, headers: dict[str, str] | None 
     try:
         transport, _ = await asyncio.wait_for(
             loop.create_connection(lambda: HttpExchange(request, done), parts.hostname,
-                                   parts.port or 80), HTTP_TIMEOUT)  # fmt: skip
+                                   parts.port or 80,
+                                   local_addr=(source, 0) if source else None),
+            HTTP_TIMEOUT)  # fmt: skip
         try:
             status, body, got = await asyncio.wait_for(done, HTTP_TIMEOUT)
         finally:
@@ -498,38 +501,39 @@ async def machine(spec: Spec, port: DhcpPort, index: int, r: Result, t0: float) 
     r.start = time.monotonic() - t0
     last = time.monotonic()
     try:
-        boot_file = await dhcp_step(port, spec, mac, uuid, (index << 8) | 0x1000_0000, r)
+        ip = machine_ip(index)
+        boot_file = await dhcp_step(port, spec, mac, uuid, (index << 8) | 0x1000_0000, r, ip)
         mark("dhcp")
         step = "tftp"
-        await tftp_step(spec, boot_file, r)
+        await tftp_step(spec, boot_file, r, ip)
         mark("tftp")
         step = "boot.ipxe"
-        chain = (await http(step, "GET", f"{base}/boot.ipxe")).decode()
+        chain = (await http(step, "GET", f"{base}/boot.ipxe", source=ip)).decode()
         found = CHAIN.search(chain)
         if not found:
             raise StepError(step, "no chain line in /boot.ipxe")
         url = (found.group(1).replace("${netX/mac}", r.mac).replace("${uuid}", uuid_text)
                .replace("${buildarch}", "i386").replace("${platform}", "pcbios")
-               .replace("${netX/ip}", spec.client_ip))  # fmt: skip
+               .replace("${netX/ip}", ip))  # fmt: skip
         mark("boot.ipxe")
         step = "ipxe"
-        script = (await http(step, "GET", url)).decode()
+        script = (await http(step, "GET", url, source=ip)).decode()
         kernel, initrd = KERNEL.search(script), INITRD.search(script)
         cc = re.search(r"cloud-config-url=(\S+)", kernel.group(2)) if kernel else None
         if not (kernel and initrd and cc):
             raise StepError(step, f"no kernel, initrd or cloud-config-url in {script[:300]!r}")
         mark("ipxe")
         step = "kernel"
-        await http(step, "GET", kernel.group(1), expect_size=spec.kernel_size)
+        await http(step, "GET", kernel.group(1), expect_size=spec.kernel_size, source=ip)
         mark("kernel")
         step = "initrd"
-        await http(step, "GET", initrd.group(1), expect_size=spec.initrd_size)
+        await http(step, "GET", initrd.group(1), expect_size=spec.initrd_size, source=ip)
         mark("initrd")
         step = "cloud-config"
-        ready_url, token = ready_of((await http(step, "GET", cc.group(1))).decode())
+        ready_url, token = ready_of((await http(step, "GET", cc.group(1), source=ip)).decode())
         mark("cloud-config")
         step = "ready"
-        await http(step, "POST", ready_url, {"Authorization": f"Bearer {token}"})
+        await http(step, "POST", ready_url, {"Authorization": f"Bearer {token}"}, source=ip)
         mark("ready")
         r.end = time.monotonic() - t0
     except StepError as exc:

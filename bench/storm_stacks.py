@@ -232,7 +232,7 @@ http {{
 
 
 def prerender(work: Path, files: dict[str, Any], veth: Veth, macs: list[str],
-              uuids: list[str]) -> Path:  # fmt: skip
+              uuids: list[str], ips: list[str]) -> Path:  # fmt: skip
     """nginx's root: /boot.ipxe and every machine's iPXE script and cloud-config, rendered
     by pxeserver's own :class:`~pxeserver.boot.BootService` (a throwaway SQLite registry)
     for the machines the storm will simulate, with the base URL they will use."""
@@ -250,9 +250,9 @@ def prerender(work: Path, files: dict[str, Any], veth: Veth, macs: list[str],
     service = make_service(settings)
     base = f"http://{veth.SERVER_IP}:{HTTP_PORT}"
     (root / "boot.ipxe").write_text(service.chain_script(base))
-    for mac_text, uuid in zip(macs, uuids):
+    for mac_text, uuid, ip in zip(macs, uuids, ips):
         mac = MAC.parse(mac_text)
-        machine = Machine(mac, uuid, "i386", "pcbios", veth.CLIENT_IP)
+        machine = Machine(mac, uuid, "i386", "pcbios", ip)
         (root / "ipxe" / f"{mac_text}.ipxe").write_text(service.ipxe_script(machine, base))
         (root / "cloud-config" / f"{mac_text}.yaml").write_text(service.cloud_config(mac, base))
     service.registry.store.close()
@@ -284,7 +284,8 @@ class StaticStack(Stack):
         self.spawn("dnsmasq", [
             DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
             f"--interface={self.veth.server_dev}", "--bind-interfaces",
-            f"--dhcp-range={ip},proxy", f"--pxe-service=x86PC,Network boot,undionly.kpxe,{ip}",
+            f"--dhcp-range={ip},proxy", f"--dhcp-range={self.veth.MACHINES_GW},proxy",
+            f"--pxe-service=x86PC,Network boot,undionly.kpxe,{ip}",
             f"--log-facility={self.work}/dnsmasq-dhcp.log", f"--pid-file={self.work}/dnsmasq.pid",
         ])  # fmt: skip
         self.wait_http("/boot.ipxe")
