@@ -250,6 +250,12 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
 
+# TCP congestion control on the namespaces' routes: cubic, Debian's default. This host's
+# default is bbr, whose pacing fell to 2 kB/s on one veth connection under load (a 24 MiB
+# initrd never finished in one storm); a namespace may not change the sysctl here.
+CUBIC = ("congctl", "cubic")
+
+
 def machine_ip(index: int) -> str:
     """Simulated machine ``index``'s address: 198.18.0.1, …, 198.18.0.250, 198.18.1.1, …"""
     return f"198.18.{index // 250}.{index % 250 + 1}"
@@ -292,11 +298,10 @@ class Veth:
             for ns, dev in ((self.server_ns, self.server_dev), (self.client_ns, self.client_dev)):
                 ip("-n", ns, "link", "set", dev, "up")
                 ip("-n", ns, "link", "set", "lo", "up")
-                # Debian's default. This host's is bbr, whose pacing collapsed to 2 kB/s on a
-                # veth under load (a 24 MiB initrd never finished in one storm).
-                subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                                "net.ipv4.tcp_congestion_control=cubic"],
-                               check=True, capture_output=True, timeout=30)  # fmt: skip
+            for ns, dev, src in ((self.server_ns, self.server_dev, self.SERVER_IP),
+                                 (self.client_ns, self.client_dev, self.CLIENT_IP)):  # fmt: skip
+                ip("-n", ns, "route", "replace", "192.0.2.0/24", "dev", dev, "proto", "kernel",
+                   "scope", "link", "src", src, *CUBIC)  # fmt: skip
         except BaseException:
             self.delete()
             raise
@@ -307,7 +312,8 @@ class Veth:
         batch = "".join(f"addr add {a}/32 dev {self.client_dev}\n" for a in ips)
         subprocess.run(["ip", "-n", self.client_ns, "-batch", "-"], input=batch, text=True,
                        check=True, capture_output=True, timeout=120)  # fmt: skip
-        ip("-n", self.server_ns, "route", "replace", "198.18.0.0/15", "via", self.CLIENT_IP)
+        ip("-n", self.server_ns, "route", "replace", "198.18.0.0/15", "via", self.CLIENT_IP,
+           *CUBIC)  # fmt: skip
         # An address in the machines' range without its route, so that a ProxyDHCP that
         # picks its answers by subnet (dnsmasq) knows the range; the route stays the above.
         ip("-n", self.server_ns, "addr", "replace", f"{self.MACHINES_GW}/15", "dev",
