@@ -57,6 +57,11 @@ GRPC_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+# Sent with every request: a member that has no leader (cut off from the others, or the
+# cluster is electing) answers "etcdserver: no leader" at once instead of holding the
+# request until the deadline, so the store moves on to a member that can answer. (etcd's
+# gRPC interceptor honours it; Go's clientv3 sets it with WithRequireLeader.)
+REQUIRE_LEADER = (("hasleader", "true"),)
 _FAILURES = (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError)
 # What etcd answers while its cluster has no leader or is changing it (gRPC UNAVAILABLE with
 # these messages): worth asking again, on any member, once the election is over.
@@ -156,6 +161,7 @@ class EtcdStore:
                 client = etcd3.client(
                     host=host, port=port, timeout=self.timeout, grpc_options=GRPC_OPTIONS
                 )
+                client.metadata = REQUIRE_LEADER  # python-etcd3 sends it with every call
                 self._clients[url] = client
             return client
 
