@@ -13,6 +13,8 @@ import os
 import shutil
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from .net import free_port, port_open, wait_for
@@ -80,9 +82,21 @@ class EtcdMember:
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"etcd {self.name} exited; see {self.log_path}")
-            return port_open(self.client_port)
+            return port_open(self.client_port) and self._serving()
 
         wait_for(up, timeout, f"etcd {self.name} on {self.client_url}")
+
+    def _serving(self) -> bool:
+        """The client port opens before etcd serves (a loaded machine shows the gap): a
+        member is ready once its /health answers at all. A member of a cluster without a
+        quorum answers too (``"health":"false"``), so a cluster can start one by one."""
+        try:
+            with urllib.request.urlopen(self.client_url + "/health", timeout=1) as resp:
+                return bool(resp.read())
+        except urllib.error.HTTPError:
+            return True  # answering, if unhealthy (no leader yet)
+        except OSError:
+            return False
 
     def _signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
