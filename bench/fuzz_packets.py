@@ -560,10 +560,10 @@ def run(packets: int, *, seed: int = 1, probe_every: int = 50_000, batch: int = 
         report.seconds = round(time.monotonic() - started, 1)
         report.server_answering = fuzzer.probe() and server.alive()
         report.registry_nodes = server.nodes() if server.alive() else -1
-        # what the budget allows (twice the rate as a burst), plus the probes' one MAC
-        report.registry_nodes_bound = (
-            int(2 * new_macs_per_second + new_macs_per_second * (report.seconds + 5)) + 1
-        )
+        # what the budget allows until now (twice the rate as a burst), plus the probes' MAC
+        until_now = time.monotonic() - started
+        rate = new_macs_per_second
+        report.registry_nodes_bound = int(2 * rate + rate * until_now) + 1
     finally:
         fuzzer.close()
         report.kernel_dropped = udp_drops(ports) - drops_before
