@@ -87,6 +87,10 @@ LOCKSMITH_KEYS = {
     "window_start",
     "window_length",
 }
+# libyaml's parser under PyYAML's safe constructor when the wheel has it (Debian's and
+# PyPI's do): the same documents and types, about ten times faster than the pure-Python
+# parser, which was 80% of the time of serving a cloud-config.
+SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PERMISSIONS = re.compile(r"0?[0-7]{3,4}")
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 
@@ -98,7 +102,7 @@ def validate(text: str) -> tuple[dict[str, Any], list[str]]:
     if first != HEADER:
         errors.append(f"the first line must be exactly {HEADER!r}, found {first[:40]!r}")
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

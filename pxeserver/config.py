@@ -26,7 +26,7 @@ import yaml
 
 from .errors import ConfigError, InvalidInput, Problem
 from .model import MAC
-from .profiles import Group, Profile
+from .profiles import INSTALL_MODES, Group, Profile
 
 DEFAULTS_SOURCE = "<built-in defaults>"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -322,7 +322,7 @@ def _server(c: _Checker, raw: Mapping[str, Any]) -> ServerSettings:
         dhcp=c.bool_(raw, "dhcp", w, d.dhcp),
         tftp=c.bool_(raw, "tftp", w, d.tftp),
         base_url=base_url,
-        api_token=c.str_(raw, "api_token", w, None) or None,
+        api_token=_secret(c, raw, "api_token", w),
         http_workers=c.int_(raw, "http_workers", w, d.http_workers, 1, 64),
         user=c.str_(raw, "user", w, None),
         uefi_loader=c.choice(raw, "uefi_loader", w, d.uefi_loader, UEFI_LOADERS),
@@ -330,6 +330,20 @@ def _server(c: _Checker, raw: Mapping[str, Any]) -> ServerSettings:
         log_format=c.choice(raw, "log_format", w, d.log_format, LOG_FORMATS),
         log_level=c.choice(raw, "log_level", w, d.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")),
     )
+
+
+def _secret(c: _Checker, raw: Mapping[str, Any], key: str, where: str) -> str | None:
+    """A secret setting: like a string, but an error never shows its value (errors are
+    printed and logged)."""
+    value = raw.get(key)
+    if value is None or isinstance(value, str):
+        return value or None
+    c.problem(
+        f"{where}.{key}",
+        f"is a {type(value).__name__}, not a string (the value is not shown: it is a secret)",
+        'quote it: api_token: "…"',
+    )
+    return None
 
 
 def _shipped(name: str) -> Path:
@@ -438,9 +452,27 @@ _PROFILE_KEYS = (
     "cloud_config",
     "ignition",
     "transport",
-    "boot_from_disk_when_ready",
+    "install",
     "metadata",
 )
+# The key `install` replaced; still read, with a warning that says what to write.
+_OLD_INSTALL_KEY = "boot_from_disk_when_ready"
+
+
+def _install(c: _Checker, body: Mapping[str, Any], where: str) -> str:
+    """``install: ram`` (the default: PXE-only, network-boots every time) or ``disk``."""
+    install = c.choice(body, "install", where, "ram", INSTALL_MODES)
+    if _OLD_INSTALL_KEY in body:
+        old = c.bool_(body, _OLD_INSTALL_KEY, where, False)
+        c.problem(
+            f"{where}.{_OLD_INSTALL_KEY}",
+            "is the old name of install",
+            f"write install: {'disk' if old else 'ram'} instead",
+            warning=True,
+        )
+        if old and "install" not in body:
+            install = "disk"
+    return install
 
 
 def _profiles(c: _Checker, raw: Mapping[str, Any]) -> dict[str, Profile]:
@@ -450,7 +482,7 @@ def _profiles(c: _Checker, raw: Mapping[str, Any]) -> dict[str, Profile]:
         if not isinstance(body, Mapping):
             c.problem(w, "is not a mapping", "give kernel, initrd, args and cloud_config")
             continue
-        c.unknown(body, _PROFILE_KEYS, w)
+        c.unknown({k: v for k, v in body.items() if k != _OLD_INSTALL_KEY}, _PROFILE_KEYS, w)
         kernel = c.str_(body, "kernel", w, None)
         if not kernel:
             c.problem(f"{w}.kernel", "is missing", "name the kernel file under the assets folder")
@@ -469,7 +501,7 @@ def _profiles(c: _Checker, raw: Mapping[str, Any]) -> dict[str, Profile]:
             cloud_config=c.str_(body, "cloud_config", w, None),
             ignition=c.str_(body, "ignition", w, None),
             transport=c.choice(body, "transport", w, "http", TRANSPORTS),
-            boot_from_disk_when_ready=c.bool_(body, "boot_from_disk_when_ready", w, False),
+            install=_install(c, body, w),
             metadata=dict(c.section(body, "metadata")),
         )
     return profiles

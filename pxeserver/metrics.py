@@ -88,6 +88,11 @@ boots_started = _counter(
 boots_completed = _counter(
     "pxeserver_boots_completed", "Boots completed: nodes that phoned home ready", ("profile",)
 )
+boots_from_disk = _counter(
+    "pxeserver_boots_from_disk",
+    "Boots told to start from the local disk: nodes whose disk holds their profile",
+    ("profile",),
+)
 boot_step_seconds: Any = _Lazy(
     "Histogram",
     "pxeserver_boot_step_seconds",
@@ -126,6 +131,11 @@ journal_depth: Any = _Lazy(
     "pxeserver_journal_depth",
     "Writes waiting in the local journal for the store to come back",
     multiprocess_mode="mostrecent",
+)
+journal_entries = _counter(
+    "pxeserver_journal_entries",
+    "Writes the local journal took while the store was down, and what became of them",
+    ("outcome",),  # journalled, replayed, dropped
 )
 
 

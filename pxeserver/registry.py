@@ -18,14 +18,15 @@ from __future__ import annotations
 import hmac
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from . import timeline
+from . import model, timeline
 from .config import hostname_from_pattern
 from .errors import AlreadyExists, Conflict, Forbidden, HostnameTaken, NotFound, StoreUnavailable
-from .model import MAC, Event, EventKind, Machine, Node, State
+from .model import MAC, Event, EventKind, Machine, Node, State, Versioned
 from .store import NodeStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ RECENT_IDS = 64
 COALESCE = {EventKind.DHCP: 120.0, EventKind.HEARTBEAT: float("inf")}
 
 UNSET = object()
+# How long a thread's last read may stand in for the read a write starts with (see
+# Registry._mutate): the length of one request, not more.
+READ_REUSE_S = 1.0
 
 
 def advance(state: State, kind: EventKind) -> State:
@@ -69,6 +73,9 @@ class Change:
     event_id: str | None = None
     move: bool = True  # False: record the event but keep the state (e.g. "no profile matched")
     count_boot: bool = False
+    # READY under a profile with ``install: disk``: the node's disk now holds this profile
+    # (Node.installed); later boots of it are told to boot from disk.
+    installs: str | None = None
 
 
 class Registry:
@@ -88,12 +95,32 @@ class Registry:
         self.heartbeat_ttl = heartbeat_ttl
         self.boot_timeout = boot_timeout
         self.clock = clock
+        self._last_read = threading.local()
 
     # -- reads --------------------------------------------------------------------------
 
     def get(self, mac: MAC) -> Node | None:
         found = self.store.get(mac)
+        if found is not None:
+            self._last_read.seen = (found, time.monotonic())
         return found.node if found else None
+
+    def _reuse_read(self, mac: MAC) -> Versioned | None:
+        """This thread's last read of ``mac`` if it is recent, once (then it is gone).
+
+        Serving ``/ipxe`` reads the node, renders, then records: the write's
+        compare-and-swap can start from that read instead of asking the store again
+        (one round trip fewer per request). It only ever saves the read for a write: a
+        stale revision makes the compare-and-swap fail and the loop reads afresh, and a
+        change that turns out to do nothing on it is decided again on a fresh read.
+        """
+        seen = getattr(self._last_read, "seen", None)
+        self._last_read.seen = None
+        if seen is None or seen[0].node.mac != mac:
+            return None
+        if time.monotonic() - seen[1] > READ_REUSE_S:
+            return None
+        return seen[0]
 
     def require(self, mac: MAC) -> Node:
         node = self.get(mac)
@@ -118,8 +145,9 @@ class Registry:
         ``change`` returns the new node, or None for "nothing to do". With ``create``, an
         unknown MAC starts as a blank node that ``change`` fills in.
         """
+        reused = self._reuse_read(mac)
         for attempt in range(MAX_ATTEMPTS):
-            current = self.store.get(mac)
+            current = reused or self.store.get(mac)
             if current is None:
                 if not create:
                     raise NotFound(f"no node with MAC {mac}")
@@ -133,7 +161,11 @@ class Registry:
                     continue
             new = change(current.node)
             if new is None or new == current.node:
+                if reused is not None:  # decide "nothing to do" on a fresh read only
+                    reused = None
+                    continue
                 return current.node
+            reused = None
             try:
                 return self.store.update(current, new).node
             except HostnameTaken:
@@ -168,8 +200,19 @@ class Registry:
 
     def apply(self, mac: MAC, change: Change, *, create: bool = True) -> Node:
         """Record that ``change`` happened to the machine ``mac``. Idempotent on event id."""
+        node = self._mutate(mac, self.change_fn(change), create=create)
+        if change.move:
+            timeline.milestone(log, node, change.kind, change.detail)
+        return node
+
+    def change_fn(self, change: Change) -> Callable[[Node], Node | None]:
+        """The pure function ``apply`` runs on the stored node: the node after ``change``,
+        or None if its event id was applied already. The journal uses it on cached nodes."""
         at = change.at if change.at is not None else self.clock()
-        event_id = change.event_id
+        # One id for every attempt of this call: if a write landed but its answer was lost
+        # (a deadline, a leader change), the retry after the conflict finds the id and
+        # stops, instead of recording the event a second time.
+        event_id = change.event_id or model.new_event_id()
 
         def fn(node: Node) -> Node | None:
             if event_id is not None and event_id in node.recent_ids:
@@ -188,15 +231,14 @@ class Registry:
             )
             if change.kind in (EventKind.READY, EventKind.HEARTBEAT):
                 updated = updated.replace(last_heartbeat=max(node.last_heartbeat or 0.0, at))
+            if change.installs and change.installs != node.installed:
+                updated = updated.replace(installed=change.installs, installed_at=at)
             event = Event(change.kind, at, state, change.detail)
             if event_id is not None:
                 event = Event(change.kind, at, state, change.detail, event_id)
             return self._with_event(updated, event, node.recent_ids)
 
-        node = self._mutate(mac, fn, create=create)
-        if change.move:
-            timeline.milestone(log, node, change.kind, change.detail)
-        return node
+        return fn
 
     # -- the node's own calls -------------------------------------------------------------
 
@@ -208,10 +250,19 @@ class Registry:
             raise Forbidden(f"{mac}: the node token is wrong")
         return node
 
-    def phone_home(self, mac: MAC, token: str | None, kind: EventKind, detail: str = "") -> Node:
-        """``ready`` or ``heartbeat`` from the node itself, which must present its token."""
+    def phone_home(
+        self,
+        mac: MAC,
+        token: str | None,
+        kind: EventKind,
+        detail: str = "",
+        *,
+        installs: str | None = None,
+    ) -> Node:
+        """``ready`` or ``heartbeat`` from the node itself, which must present its token.
+        ``installs``: the disk-installing profile a ``ready`` node now has on its disk."""
         self.check_token(mac, token)
-        return self.apply(mac, Change(kind, detail), create=False)
+        return self.apply(mac, Change(kind, detail, installs=installs), create=False)
 
     # -- operators -------------------------------------------------------------------------
 
@@ -222,8 +273,11 @@ class Registry:
         profile: object = UNSET,
         labels: Mapping[str, str | None] | None = None,
         hostname: str | None = None,
+        reinstall: bool = False,
     ) -> Node:
-        """Assign a profile (None clears it), merge labels (None removes one), rename."""
+        """Assign a profile (None clears it), merge labels (None removes one), rename;
+        ``reinstall`` forgets what the node installed on its disk, so that its next boot
+        network-boots (and installs) its profile again."""
 
         def fn(node: Node) -> Node:
             parts = []
@@ -246,6 +300,10 @@ class Registry:
             if hostname and hostname != node.hostname:
                 changed = changed.replace(hostname=hostname)
                 parts.append(f"hostname {hostname}")
+            if reinstall:
+                was = f" (the disk holds {node.installed!r})" if node.installed else ""
+                changed = changed.replace(installed=None, installed_at=None)
+                parts.append(f"reinstall: the next boot installs from the network{was}")
             if not parts:
                 return node
             event = Event(EventKind.OPERATOR, self.clock(), node.state, "set " + "; ".join(parts))

@@ -155,3 +155,55 @@ def test_advance_table() -> None:
     assert advance(State.BOOTING, EventKind.HEARTBEAT) is State.BOOTING
     assert advance(State.LOST, EventKind.HEARTBEAT) is State.READY
     assert advance(State.BOOTING, EventKind.TFTP) is State.BOOTING
+
+
+class CountingStore:
+    """The real SQLite store, counting reads (each one a round trip on etcd)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.gets = 0
+
+    def get(self, mac: MAC) -> object:
+        self.gets += 1
+        return self.store.get(mac)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+def test_a_write_right_after_a_read_reuses_that_read(tmp_path: Path) -> None:
+    store = CountingStore(SQLiteStore(tmp_path / "r.db"))
+    registry = Registry(store)  # type: ignore[arg-type]
+    registry.apply(MAC1, Change(EventKind.DHCP))
+    node = registry.get(MAC1)  # what /ipxe does: read, render, record
+    assert node is not None
+    before = store.gets
+    n = registry.apply(MAC1, Change(EventKind.IPXE, count_boot=True))
+    assert store.gets == before, "the write asked the store again for what it had just read"
+    assert n.state is State.BOOTING and n.boot_count == 1
+
+
+def test_a_reused_read_that_went_stale_loses_no_write(tmp_path: Path) -> None:
+    ours = Registry(SQLiteStore(tmp_path / "r.db"))
+    theirs = Registry(SQLiteStore(tmp_path / "r.db"))  # another server on the same store
+    ours.apply(MAC1, Change(EventKind.DHCP))
+    assert ours.get(MAC1) is not None
+    theirs.apply(MAC1, Change(EventKind.IPXE, count_boot=True))  # between our read and write
+    n = ours.apply(MAC1, Change(EventKind.IPXE, count_boot=True))
+    assert n.boot_count == 2
+    stored = theirs.get(MAC1)
+    assert stored is not None and stored.boot_count == 2
+
+
+def test_nothing_to_do_is_decided_on_a_fresh_read(tmp_path: Path) -> None:
+    ours = Registry(SQLiteStore(tmp_path / "r.db"))
+    theirs = Registry(SQLiteStore(tmp_path / "r.db"))
+    ours.apply(MAC1, Change(EventKind.DHCP, event_id="a"))
+    assert ours.get(MAC1) is not None
+    # The other server forgets the node: the read we hold says event "a" was applied,
+    # the store has no node. Applying "a" again must create it, not return the old view.
+    theirs.forget(MAC1)
+    n = ours.apply(MAC1, Change(EventKind.DHCP, event_id="a"))
+    stored = theirs.get(MAC1)
+    assert stored is not None and stored.first_seen == n.first_seen

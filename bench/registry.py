@@ -1,0 +1,337 @@
+"""Registry writes: compare-and-swap updates per second and their p99, into etcd and SQLite.
+
+    .venv/bin/python bench/registry.py                  # 3 runs of 3 s per case
+    .venv/bin/python bench/registry.py --runs 1 --quick
+
+Each case runs one or two worker processes (``python bench/registry.py --worker …``),
+each building the store and :class:`pxeserver.registry.Registry` exactly as ``pxeserver
+serve`` does and calling ``Registry.apply`` from several threads for a fixed time: an
+``ipxe`` change that counts a boot, what serving ``/ipxe`` writes. Cases:
+
+- ``1 proc × 1 thread``: one writer after the other (latency bound);
+- ``1 proc × 8 threads``: one server under load (the goal's "one server");
+- ``2 procs × 8 threads, distinct MACs``: two servers on one store, each its own nodes;
+- ``2 procs × 8 threads, shared MACs``: both on the same 32 nodes, so compare-and-swap
+  conflicts and retries happen.
+
+The nodes exist before the clock starts (updates, not creates). Lost updates are counted,
+not assumed: every apply increments the node's ``boot_count`` inside the
+compare-and-swap, so afterwards the sum of ``boot_count`` over the nodes must have grown
+by exactly the number of applies the workers saw succeed; any difference is an error.
+etcd is Debian's etcd 3.4, one member on loopback with its data on the machine's disk
+(fsync as shipped); SQLite is the embedded store's file in WAL mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_BENCH = str(Path(__file__).resolve().parent)
+if _BENCH not in sys.path:
+    sys.path.append(_BENCH)
+
+import benchlib  # noqa: E402
+
+NAME = "registry"
+THREADS = 8
+HOT_MACS = 32
+UPDATE_GOALS = {"etcd": 1000.0, "sqlite": 2000.0}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    procs: int
+    threads: int
+    shared: bool
+
+
+CASES = (
+    Case("1 proc × 1 thread", 1, 1, False),
+    Case(f"1 proc × {THREADS} threads", 1, THREADS, False),
+    Case(f"2 procs × {THREADS} threads, distinct MACs", 2, THREADS, False),
+    Case(f"2 procs × {THREADS} threads, shared MACs", 2, THREADS, True),
+)
+
+
+def mac_of(i: int) -> str:
+    return "02:00:" + ":".join(f"{(i >> s) & 0xFF:02x}" for s in (24, 16, 8, 0))
+
+
+def make_store(kind: str, where: str) -> Any:
+    if kind == "etcd":
+        from pxeserver.store.etcd import EtcdStore
+
+        return EtcdStore((where,), timeout=10.0)
+    from pxeserver.store.sqlite import SQLiteStore
+
+    return SQLiteStore(Path(where), timeout=10.0)
+
+
+class CountingStore:
+    """The real store, counting its calls (each one a round trip) and lost CAS races."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.calls = 0
+        self.conflicts = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            from pxeserver.errors import Conflict
+
+            with self._lock:
+                self.calls += 1
+            try:
+                return attr(*args, **kwargs)
+            except Conflict:
+                with self._lock:
+                    self.conflicts += 1
+                raise
+
+        return counted
+
+
+# -- the worker process -------------------------------------------------------------------
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Apply changes from ``threads`` threads until ``start_at + duration``; report."""
+    from pxeserver.model import MAC, EventKind
+    from pxeserver.registry import Change, Registry
+
+    store = CountingStore(make_store(spec["store"], spec["where"]))
+    registry = Registry(store)
+    macs = [MAC.parse(mac_of(i)) for i in spec["macs"]]
+    latencies: list[list[float]] = [[] for _ in range(spec["threads"])]
+    errors = [0] * spec["threads"]
+    change = Change(EventKind.IPXE, "bench", count_boot=True)
+    registry.get(macs[0])  # connect before the clock starts
+    calls0 = store.calls
+
+    def loop(t: int) -> None:
+        rng = random.Random(spec["seed"] * 1000 + t)
+        end = spec["start_at"] + spec["duration"]
+        while time.time() < spec["start_at"]:
+            time.sleep(0.001)
+        while time.time() < end:
+            t0 = time.perf_counter()
+            try:
+                registry.apply(rng.choice(macs), change, create=False)
+            except Exception as exc:  # noqa: BLE001 - counted and reported, never silent
+                errors[t] += 1
+                if errors[t] <= 3:
+                    print(f"apply failed: {exc!r}", file=sys.stderr)
+                continue
+            latencies[t].append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=loop, args=(t,)) for t in range(spec["threads"])]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    store.close()
+    lat = [x for per in latencies for x in per]
+    return {
+        "applies": len(lat),
+        "errors": sum(errors),
+        "conflicts": store.conflicts,
+        "calls": store.calls - calls0,
+        "p99_ms": benchlib.percentile(lat, 99) * 1000,
+        "p50_ms": benchlib.percentile(lat, 50) * 1000,
+    }
+
+
+# -- the parent ---------------------------------------------------------------------------
+
+
+def populate(kind: str, where: str, count: int) -> None:
+    from pxeserver.model import MAC, EventKind
+    from pxeserver.registry import Change, Registry
+
+    store = make_store(kind, where)
+    registry = Registry(store)
+    for i in range(count):
+        mac = MAC.parse(mac_of(i))
+        if registry.get(mac) is None:
+            registry.apply(mac, Change(EventKind.DHCP, "bench"))
+    store.close()
+
+
+def boot_counts(kind: str, where: str) -> int:
+    store = make_store(kind, where)
+    try:
+        return sum(v.node.boot_count for v in store.scan())
+    finally:
+        store.close()
+
+
+def one(
+    kind: str, where: str, case: Case, duration: float, macs_per_proc: int, seed: int
+) -> dict[str, Any]:
+    """One measurement of ``case``: all workers at once; totals over the workers."""
+    before = boot_counts(kind, where)
+    start_at = time.time() + 3.0  # the workers import and connect meanwhile
+    procs = []
+    for p in range(case.procs):
+        macs = (
+            list(range(HOT_MACS))
+            if case.shared
+            else list(range(p * macs_per_proc, (p + 1) * macs_per_proc))
+        )
+        spec = {
+            "store": kind,
+            "where": where,
+            "macs": macs,
+            "threads": case.threads,
+            "start_at": start_at,
+            "duration": duration,
+            "seed": seed * 10 + p,
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                text=True,
+                process_group=0,
+            )
+        )
+    outs = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=duration + 120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"registry worker exited {proc.returncode}")
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    applies = sum(o["applies"] for o in outs)
+    lost = applies - (boot_counts(kind, where) - before)
+    return {
+        "rate": applies / duration,
+        "p99_ms": max(o["p99_ms"] for o in outs),
+        "errors": sum(o["errors"] for o in outs) + abs(lost),
+        "lost": lost,
+        "conflicts": sum(o["conflicts"] for o in outs),
+        "calls_per_apply": sum(o["calls"] for o in outs) / max(applies, 1),
+    }
+
+
+def run(
+    runs: int = 3, quick: bool = False, stores: tuple[str, ...] = ("etcd", "sqlite")
+) -> list[benchlib.Row]:
+    duration = 1.0 if quick else 3.0
+    macs_per_proc = 200 if quick else 1000
+    rows: list[benchlib.Row] = []
+    with tempfile.TemporaryDirectory(prefix="pxeserver-bench-registry-") as tmp:
+        base = Path(tmp)
+        etcd, url = benchlib.start_etcd(base) if "etcd" in stores else (None, "")
+        try:
+            places = {"etcd": url, "sqlite": str(base / "registry.sqlite3")}
+            for kind in stores:
+                where = places[kind]
+                benchlib.log(f"registry: {kind}: registering {2 * macs_per_proc} nodes")
+                populate(kind, where, 2 * macs_per_proc)
+                for case in CASES:
+                    samples = [
+                        one(kind, where, case, duration, macs_per_proc, i) for i in range(runs)
+                    ]
+                    for s in samples:
+                        benchlib.log(
+                            f"registry {kind:6} {case.name:40} {s['rate']:8.0f}/s "
+                            f"p99 {s['p99_ms']:6.1f} ms, {s['calls_per_apply']:.2f} calls/apply, "
+                            f"{s['conflicts']} conflicts, lost {s['lost']}, errors {s['errors']}"
+                        )
+                    errors = sum(s["errors"] for s in samples)
+                    bench = f"registry CAS writes ({kind})"
+                    rate = benchlib.row(
+                        bench,
+                        case.name,
+                        kind,
+                        "updates/s",
+                        "1/s",
+                        [s["rate"] for s in samples],
+                        errors=errors,
+                    )
+                    if case.procs == 1 and case.threads > 1:
+                        benchlib.set_ratio(
+                            rate, UPDATE_GOALS[kind], f"goal {UPDATE_GOALS[kind]:,.0f}/s"
+                        )
+                    rows.append(rate)
+                    rows.append(
+                        benchlib.row(
+                            bench,
+                            case.name,
+                            kind,
+                            "p99 latency",
+                            "ms",
+                            [s["p99_ms"] for s in samples],
+                            errors=errors,
+                            higher_is_better=False,
+                        )
+                    )
+                    rows.append(
+                        benchlib.row(
+                            bench,
+                            case.name,
+                            kind,
+                            "store calls per apply",
+                            "calls",
+                            [s["calls_per_apply"] for s in samples],
+                            higher_is_better=False,
+                        )
+                    )
+                    rows.append(
+                        benchlib.row(
+                            bench,
+                            case.name,
+                            kind,
+                            "CAS conflicts",
+                            "count",
+                            [float(s["conflicts"]) for s in samples],
+                            higher_is_better=False,
+                        )
+                    )
+        finally:
+            if etcd is not None:
+                etcd.stop()
+    return rows
+
+
+NOTES = (
+    "Each apply is what serving /ipxe writes for a known node (an ipxe event counting a "
+    "boot). errors include lost updates: boot_count summed over the nodes afterwards must "
+    "grow by exactly the applies the workers counted."
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="1 s per case, 400 nodes")
+    ap.add_argument("--stores", default="etcd,sqlite", help="comma-separated: etcd, sqlite")
+    ap.add_argument("--out", type=Path, default=benchlib.RESULTS)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    rows = run(args.runs, args.quick, tuple(args.stores.split(",")))
+    benchlib.write(NAME, rows, NOTES, args.out)
+    return 1 if any(r["errors"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
