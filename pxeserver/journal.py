@@ -82,6 +82,7 @@ def change_to_dict(change: Change) -> dict[str, Any]:
         "event_id": change.event_id,
         "move": change.move,
         "count_boot": change.count_boot,
+        "installs": change.installs,
     }
 
 
@@ -99,6 +100,7 @@ def change_from_dict(d: dict[str, Any]) -> Change:
         str(d["event_id"]),
         bool(d.get("move", True)),
         bool(d.get("count_boot", False)),
+        d.get("installs") or None,
     )
 
 
