@@ -149,9 +149,12 @@ class Pxeserver(Server):
 
     def command(self) -> list[str]:
         config = self.workdir / "pxeserver.yaml"
-        config.write_text(
-            json.dumps({"paths": {"tftp_root": str(self.root), "data_dir": str(self.workdir)}})
-        )
+        # 32 clients share 127.0.0.1 here; on a boot network each machine has its own address
+        shared = {"tftp_sessions_per_client": 1024, "tftp_requests_per_client": 100_000}
+        config.write_text(json.dumps({
+            "paths": {"tftp_root": str(self.root), "data_dir": str(self.workdir)},
+            "limits": shared,
+        }))  # fmt: skip
         return [sys.executable, "-m", "pxeserver", "serve", "--config", str(config),
                 "--listen", "127.0.0.1", "--no-dhcp", "--tftp-port", str(self.port),
                 "--http-port", str(free_port(socket.SOCK_STREAM)), "--workers", "1"]  # fmt: skip

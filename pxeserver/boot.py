@@ -16,7 +16,7 @@ from . import metrics
 from .config import Settings, hostname_from_pattern, valid_hostname
 from .errors import InvalidInput, NotFound, RenderError, StoreUnavailable
 from .model import MAC, EventKind, Machine, Node, State
-from .profiles import Decision, Profile, decide, machine_facts
+from .profiles import BootChoice, Decision, Profile, decide, machine_facts
 from .registry import UNSET, Change, Registry
 from .render import Renderer
 from .sightings import Sightings
@@ -38,6 +38,7 @@ class Preview:
     ipxe: str
     cloud_config: str | None
     ignition: str | None = None
+    boot: BootChoice | None = None  # network boot or boot from disk, and why
 
 
 class BootService:
@@ -47,7 +48,9 @@ class BootService:
         self.renderer = renderer
         # What ProxyDHCP and TFTP saw; written to the registry by a background thread
         # that only the daemon's main process starts (start_background).
-        self.sightings = Sightings(registry)
+        self.sightings = Sightings(
+            registry, new_macs_per_second=settings.limits.new_macs_per_second
+        )
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -111,13 +114,16 @@ class BootService:
         profile = self.profile(decision, before)
         # Render before recording: a template error must not leave a node marked booting.
         script = self.renderer.ipxe_script(before, profile, decision, base)
-        local = script.rstrip().endswith("exit")
-        detail = f"profile {profile.name}" + (" (told to boot from disk)" if local else "")
+        local = self.renderer.boot_choice(before, profile).from_disk
+        detail = f"profile {profile.name}" + (": told to boot from disk" if local else "")
+        # A boot from disk is a boot too: counted, and the node is booting until its
+        # installed OS phones home (or boot_timeout marks it lost: the disk did not boot).
         node = self.registry.apply(
-            machine.mac,
-            Change(EventKind.IPXE, detail, machine, move=not local, count_boot=True),
+            machine.mac, Change(EventKind.IPXE, detail, machine, count_boot=True)
         )
-        if not local:
+        if local:
+            metrics.boots_from_disk.labels(profile=profile.name).inc()
+        else:
             metrics.boots_started.labels(profile=profile.name).inc()
         if existing is None:
             script = self.renderer.ipxe_script(node, profile, decision, base)
@@ -139,7 +145,19 @@ class BootService:
         return self.renderer.cloud_config(node, profile, decision.group, base)
 
     def phone_home(self, mac: MAC, token: str | None, kind: EventKind) -> Node:
-        node = self.registry.phone_home(mac, token, kind)
+        installs, detail = None, ""
+        if kind is EventKind.READY:
+            # Ready under a profile that installs to disk: the disk holds it now.
+            known = self.registry.get(mac)
+            name = self.effective_profile(known)[0] if known is not None else None
+            installing = self.settings.profiles.get(name or "")
+            if known is not None and installing is not None and installing.install == "disk":
+                installs = installing.name
+                if known.installed == installs:
+                    detail = f"profile {installs}, from its disk"
+                else:
+                    detail = f"profile {installs} installed on disk: later boots start from it"
+        node = self.registry.phone_home(mac, token, kind, detail, installs=installs)
         if kind is EventKind.READY:
             profile = self.effective_profile(node)[0] or "none"
             metrics.boots_completed.labels(profile=profile).inc()
@@ -177,7 +195,8 @@ class BootService:
         ignition = None
         if profile.ignition:
             ignition = self.renderer.ignition(node, profile, decision.group, base)
-        return Preview(node, existing is not None, decision, ipxe, cloud, ignition)
+        boot = self.renderer.boot_choice(node, profile)
+        return Preview(node, existing is not None, decision, ipxe, cloud, ignition, boot)
 
     # -- operators ---------------------------------------------------------------------------
 
@@ -216,6 +235,7 @@ class BootService:
         profile: object = UNSET,
         labels: Mapping[str, str | None] | None = None,
         hostname: str | None = None,
+        reinstall: bool = False,
     ) -> Node:
         if profile is not UNSET and profile is not None and profile not in self.settings.profiles:
             known = ", ".join(sorted(self.settings.profiles))
@@ -225,7 +245,9 @@ class BootService:
                 f"{hostname!r} is not a valid hostname: use 1-63 lower-case letters, digits "
                 "and dashes, not starting or ending with a dash"
             )
-        return self.registry.set(mac, profile=profile, labels=labels, hostname=hostname)
+        return self.registry.set(
+            mac, profile=profile, labels=labels, hostname=hostname, reinstall=reinstall
+        )
 
     def forget(self, mac: MAC) -> None:
         if not self.registry.forget(mac):
@@ -296,11 +318,11 @@ class BootService:
         decision = self.decide(before)
         profile = self.profile(decision, before)
         text = pxelinux.render(self.renderer, before, profile, decision, base)
-        local = "LOCALBOOT" in text
+        local = self.renderer.boot_choice(before, profile).from_disk
         detail = f"PXELINUX config over TFTP, profile {profile.name}"
+        detail += ": told to boot from disk" if local else ""
         node = self.registry.apply(
-            machine.mac,
-            Change(EventKind.IPXE, detail, machine, move=not local, count_boot=True),
+            machine.mac, Change(EventKind.IPXE, detail, machine, count_boot=True)
         )
         self.sightings.remember(node)
         if existing is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 from .config import Settings, hostname_from_pattern
 from .errors import Problem, RenderError
@@ -128,6 +129,40 @@ def _ignition_problems(
     return []
 
 
+def _install_problems(settings: Settings, renderer: Renderer, base: str) -> list[Problem]:
+    """A profile that installs to disk must phone home ``ready``: that is what records the
+    install; without it every boot of the node reinstalls it (a boot loop)."""
+    problems = []
+    for profile in settings.profiles.values():
+        if profile.install != "disk":
+            continue
+        node, group = next(_samples(settings, profile))
+        ready_url = renderer.urls(base).api(node, "ready")
+        texts = []
+        for render, wanted in ((renderer.cloud_config, profile.cloud_config),
+                               (renderer.ignition, profile.ignition)):  # fmt: skip
+            if wanted:
+                try:
+                    texts.append(render(node, profile, group, base))
+                except RenderError:
+                    continue  # reported by _render_problems
+        # Ignition carries files as data: URLs, percent-encoded
+        if not any(ready_url in text or ready_url in unquote(text) for text in texts):
+            problems.append(
+                Problem(
+                    settings.source,
+                    f"profiles.{profile.name}.install",
+                    "is disk, but the profile's config never phones home ready (no "
+                    "{{ urls.ready }} in it), so the install is never recorded and the "
+                    "node reinstalls at every boot",
+                    "POST to {{ urls.ready }} once installed, as the shipped templates do, "
+                    "or use install: ram",
+                    warning=True,
+                )
+            )
+    return problems
+
+
 def _asset_problems(settings: Settings) -> list[Problem]:
     problems = []
     assets = settings.paths.assets_dir
@@ -181,6 +216,7 @@ def check_settings(settings: Settings) -> list[Problem]:
         )
     renderer = Renderer(settings)
     problems += _render_problems(settings, renderer, default_base_url(settings))
+    problems += _install_problems(settings, renderer, default_base_url(settings))
     problems += _asset_problems(settings)
     problems += _loader_problems(settings)
     return problems

@@ -162,7 +162,7 @@ def render(
     try:
         settings, _ = load(config)
         machine = Machine(MAC.parse(mac), parse_uuid(uuid), arch, platform)
-        service = daemon.make_service(settings)
+        service = daemon.make_service(settings, local=False)
         base = base_url or checks.default_base_url(settings)
         preview = service.preview(machine, base, use_registry=not no_registry)
     except ConfigError as exc:
@@ -175,6 +175,9 @@ def render(
     for verdict in preview.decision.verdicts:
         mark = "matches" if verdict.matched else "no match"
         click.echo(f"#   group {verdict.group}: {mark}: {verdict.why}")
+    if preview.boot is not None:
+        where = "local disk" if preview.boot.from_disk else "network"
+        click.echo(f"# boots from the {where}: {preview.boot.why}")
     click.echo("\n# --- iPXE script ---")
     click.echo(preview.ipxe, nl=False)
     if preview.cloud_config is not None:
@@ -301,6 +304,11 @@ def nodes_show(api: Api, mac: str, as_json: bool) -> None:
     for key in ("mac", "hostname", "ip", "uuid", "arch", "platform", "state", "boot_count"):
         click.echo(f"{key + ':':12} {n[key] if n[key] is not None else '-'}")
     click.echo(f"{'profile:':12} {n['profile'] or '-'} ({n['profile_source']})")
+    if n.get("installed"):
+        on_disk = f"{n['installed']} on its disk since {n['installed_at']}"
+        click.echo(f"{'installed:':12} {on_disk} (boots of it start from disk)")
+    else:
+        click.echo(f"{'installed:':12} - (network boot)")
     labels = ", ".join(f"{k}={v}" for k, v in sorted(n["labels"].items())) or "-"
     click.echo(f"{'labels:':12} {labels}")
     click.echo(f"{'first seen:':12} {n['first_seen']}")
@@ -322,11 +330,21 @@ def nodes_show(api: Api, mac: str, as_json: bool) -> None:
     help="Set a label (K= removes it). Repeatable.",
 )
 @click.option("--hostname", help="Rename the node.")
+@click.option(
+    "--reinstall",
+    is_flag=True,
+    help="Forget what it installed on its disk: its next boot installs its profile again.",
+)
 @click.pass_obj
 def nodes_set(
-    api: Api, mac: str, profile: str | None, labels: tuple[str, ...], hostname: str | None
+    api: Api,
+    mac: str,
+    profile: str | None,
+    labels: tuple[str, ...],
+    hostname: str | None,
+    reinstall: bool,
 ) -> None:
-    """Assign a profile, set labels or rename a node."""
+    """Assign a profile, set labels, rename a node or have it reinstall."""
     body: dict[str, Any] = {}
     if profile is not None:
         body["profile"] = profile or None
@@ -339,10 +357,14 @@ def nodes_set(
             body["labels"][key] = value or None
     if hostname is not None:
         body["hostname"] = hostname
+    if reinstall:
+        body["reinstall"] = True
     if not body:
-        fail("nothing to set: give --profile, --label or --hostname")
+        fail("nothing to set: give --profile, --label, --hostname or --reinstall")
     n = api.call("PATCH", f"/api/v1/nodes/{_mac_arg(mac)}", body)
     click.echo(f"{n['mac']} {n['hostname']}: profile {n['profile']} ({n['profile_source']})")
+    if reinstall:
+        click.echo(f"{n['mac']} {n['hostname']}: its next boot installs {n['profile']} again")
 
 
 @nodes.command("forget")

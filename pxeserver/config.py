@@ -26,7 +26,7 @@ import yaml
 
 from .errors import ConfigError, InvalidInput, Problem
 from .model import MAC
-from .profiles import Group, Profile
+from .profiles import INSTALL_MODES, Group, Profile
 
 DEFAULTS_SOURCE = "<built-in defaults>"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +55,16 @@ class ServerSettings:
     exclude_macs: frozenset[MAC] = frozenset()
     log_format: str = "text"
     log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """What one client, or a flood, can make the UDP services do (docs/RELIABILITY.md)."""
+
+    tftp_sessions: int = 1024  # TFTP transfers at once, all clients together
+    tftp_sessions_per_client: int = 4  # TFTP transfers at once from one address
+    tftp_requests_per_client: int = 10  # new TFTP requests a second from one address (×2 burst)
+    new_macs_per_second: int = 20  # sightings of MACs not in the registry written a second
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,7 @@ class Settings:
     groups: tuple[Group, ...] = ()
     source: str = DEFAULTS_SOURCE
     flatcar: FlatcarSettings = field(default_factory=FlatcarSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @property
     def sqlite_path(self) -> Path:
@@ -311,7 +322,7 @@ def _server(c: _Checker, raw: Mapping[str, Any]) -> ServerSettings:
         dhcp=c.bool_(raw, "dhcp", w, d.dhcp),
         tftp=c.bool_(raw, "tftp", w, d.tftp),
         base_url=base_url,
-        api_token=c.str_(raw, "api_token", w, None) or None,
+        api_token=_secret(c, raw, "api_token", w),
         http_workers=c.int_(raw, "http_workers", w, d.http_workers, 1, 64),
         user=c.str_(raw, "user", w, None),
         uefi_loader=c.choice(raw, "uefi_loader", w, d.uefi_loader, UEFI_LOADERS),
@@ -321,12 +332,44 @@ def _server(c: _Checker, raw: Mapping[str, Any]) -> ServerSettings:
     )
 
 
+def _secret(c: _Checker, raw: Mapping[str, Any], key: str, where: str) -> str | None:
+    """A secret setting: like a string, but an error never shows its value (errors are
+    printed and logged)."""
+    value = raw.get(key)
+    if value is None or isinstance(value, str):
+        return value or None
+    c.problem(
+        f"{where}.{key}",
+        f"is a {type(value).__name__}, not a string (the value is not shown: it is a secret)",
+        'quote it: api_token: "…"',
+    )
+    return None
+
+
 def _shipped(name: str) -> Path:
     """A shipped folder: ./NAME if the current folder has one, else the checkout's."""
     here = Path(name)
     if here.is_dir() or not (PROJECT_ROOT / name).is_dir():
         return here
     return PROJECT_ROOT / name
+
+
+def _limits(c: _Checker, raw: Mapping[str, Any]) -> LimitSettings:
+    w = "limits"
+    c.unknown(raw, tuple(LimitSettings.__dataclass_fields__), w)
+    d = LimitSettings()
+    return LimitSettings(
+        tftp_sessions=c.int_(raw, "tftp_sessions", w, d.tftp_sessions, 1, 65536),
+        tftp_sessions_per_client=c.int_(
+            raw, "tftp_sessions_per_client", w, d.tftp_sessions_per_client, 1, 65536
+        ),
+        tftp_requests_per_client=c.int_(
+            raw, "tftp_requests_per_client", w, d.tftp_requests_per_client, 1, 1_000_000
+        ),
+        new_macs_per_second=c.int_(
+            raw, "new_macs_per_second", w, d.new_macs_per_second, 1, 1_000_000
+        ),
+    )
 
 
 def _paths(c: _Checker, raw: Mapping[str, Any], base: Path | None) -> PathSettings:
@@ -409,9 +452,27 @@ _PROFILE_KEYS = (
     "cloud_config",
     "ignition",
     "transport",
-    "boot_from_disk_when_ready",
+    "install",
     "metadata",
 )
+# The key `install` replaced; still read, with a warning that says what to write.
+_OLD_INSTALL_KEY = "boot_from_disk_when_ready"
+
+
+def _install(c: _Checker, body: Mapping[str, Any], where: str) -> str:
+    """``install: ram`` (the default: PXE-only, network-boots every time) or ``disk``."""
+    install = c.choice(body, "install", where, "ram", INSTALL_MODES)
+    if _OLD_INSTALL_KEY in body:
+        old = c.bool_(body, _OLD_INSTALL_KEY, where, False)
+        c.problem(
+            f"{where}.{_OLD_INSTALL_KEY}",
+            "is the old name of install",
+            f"write install: {'disk' if old else 'ram'} instead",
+            warning=True,
+        )
+        if old and "install" not in body:
+            install = "disk"
+    return install
 
 
 def _profiles(c: _Checker, raw: Mapping[str, Any]) -> dict[str, Profile]:
@@ -421,7 +482,7 @@ def _profiles(c: _Checker, raw: Mapping[str, Any]) -> dict[str, Profile]:
         if not isinstance(body, Mapping):
             c.problem(w, "is not a mapping", "give kernel, initrd, args and cloud_config")
             continue
-        c.unknown(body, _PROFILE_KEYS, w)
+        c.unknown({k: v for k, v in body.items() if k != _OLD_INSTALL_KEY}, _PROFILE_KEYS, w)
         kernel = c.str_(body, "kernel", w, None)
         if not kernel:
             c.problem(f"{w}.kernel", "is missing", "name the kernel file under the assets folder")
@@ -440,7 +501,7 @@ def _profiles(c: _Checker, raw: Mapping[str, Any]) -> dict[str, Profile]:
             cloud_config=c.str_(body, "cloud_config", w, None),
             ignition=c.str_(body, "ignition", w, None),
             transport=c.choice(body, "transport", w, "http", TRANSPORTS),
-            boot_from_disk_when_ready=c.bool_(body, "boot_from_disk_when_ready", w, False),
+            install=_install(c, body, w),
             metadata=dict(c.section(body, "metadata")),
         )
     return profiles
@@ -543,7 +604,11 @@ def _flatcar(c: _Checker, raw: Mapping[str, Any], base: Path | None) -> FlatcarS
 def parse(raw: Mapping[str, Any], source: str, base: Path | None) -> tuple[Settings, list[Problem]]:
     """Validate a raw settings mapping. Returns the settings and every problem found."""
     c = _Checker(source)
-    c.unknown(raw, ("server", "paths", "store", "cluster", "profiles", "groups", "flatcar"), "")
+    c.unknown(
+        raw,
+        ("server", "paths", "store", "cluster", "profiles", "groups", "flatcar", "limits"),
+        "",
+    )
     raw_profiles = c.section(raw, "profiles")
     if not raw_profiles:
         raw_profiles = DEFAULT_RAW["profiles"]
@@ -566,6 +631,7 @@ def parse(raw: Mapping[str, Any], source: str, base: Path | None) -> tuple[Setti
         groups=groups,
         source=source,
         flatcar=_flatcar(c, c.section(raw, "flatcar"), base),
+        limits=_limits(c, c.section(raw, "limits")),
     )
     return settings, c.problems
 

@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics
 from .boot import BootService
@@ -32,6 +32,9 @@ from .errors import PxeError, StoreUnavailable
 from .registry import Registry
 from .render import Renderer
 from .store import NodeStore
+
+if TYPE_CHECKING:
+    from .resilient import Replayer
 
 log = logging.getLogger(__name__)
 WORKERS_KILL_TIMEOUT_S = 5
@@ -49,20 +52,37 @@ def make_store(settings: Settings) -> NodeStore:
     return SQLiteStore(settings.sqlite_path, settings.store.timeout)
 
 
-def make_registry(settings: Settings, store: NodeStore) -> Registry:
+def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = None) -> Registry:
+    """The registry over ``store``. With ``local`` (default: for the etcd backend), a
+    :class:`~pxeserver.resilient.ResilientRegistry` whose node cache and journal live in
+    the data dir, so that known machines boot through a store outage."""
     c = settings.cluster
-    return Registry(
-        store,
-        hostname_pattern=c.hostname_pattern,
-        events_kept=c.events_kept,
-        heartbeat_ttl=c.heartbeat_ttl,
-        boot_timeout=c.boot_timeout,
-    )
+    kwargs: dict[str, Any] = {
+        "hostname_pattern": c.hostname_pattern,
+        "events_kept": c.events_kept,
+        "heartbeat_ttl": c.heartbeat_ttl,
+        "boot_timeout": c.boot_timeout,
+    }
+    if local is None:
+        local = settings.store.backend == "etcd"
+    if not local:
+        return Registry(store, **kwargs)
+    from .cache import NodeCache
+    from .journal import Journal
+    from .resilient import ResilientRegistry
+
+    data = settings.paths.data_dir
+    return ResilientRegistry(store, NodeCache(data / "cache.db"), Journal(data / "journal.db"),
+                             **kwargs)  # fmt: skip
 
 
-def make_service(settings: Settings, store: NodeStore | None = None) -> BootService:
+def make_service(
+    settings: Settings, store: NodeStore | None = None, *, local: bool | None = None
+) -> BootService:
+    """The boot service (``local``: see :func:`make_registry`; False for one-off commands
+    that only read, which must not need a writable data dir)."""
     store = store if store is not None else make_store(settings)
-    return BootService(settings, make_registry(settings, store), Renderer(settings))
+    return BootService(settings, make_registry(settings, store, local=local), Renderer(settings))
 
 
 def configure_logging(settings: Settings) -> None:
@@ -106,6 +126,9 @@ def _worker_app(spec: str) -> Any:
     from .web import create_app
 
     args = json.loads(spec)
+    from .children import die_with_parent
+
+    die_with_parent(args["parent"])  # no orphan holding the HTTP port if we are SIGKILLed
     path = Path(args["config"]) if args["config"] else None
     settings, _ = load(path, args["overrides"])
     configure_logging(settings)
@@ -207,6 +230,9 @@ class UdpServices:
                 assets_dir=self.settings.paths.assets_dir,
                 boot=self.service,
                 base_url=http_base(self.settings),
+                max_transfers=self.settings.limits.tftp_sessions,
+                max_per_client=self.settings.limits.tftp_sessions_per_client,
+                client_rate=float(self.settings.limits.tftp_requests_per_client),
                 workers=tftp_workers(),
                 worker_init=functools.partial(_udp_worker_init, s.log_format, s.log_level),
             )
@@ -252,6 +278,22 @@ class UdpServices:
         self.service.stop_background()
 
 
+def local_state(registry: Registry, service: BootService) -> Replayer | None:
+    """For a registry with a local cache and journal (main process): teach ProxyDHCP the
+    cached nodes, so that it decides about them as before a restart even while the store
+    is down, and return the journal's replayer (None for a plain registry)."""
+    from .resilient import Replayer, ResilientRegistry
+
+    if not isinstance(registry, ResilientRegistry):
+        return None
+    for node in registry.cache.nodes():
+        service.sightings.remember(node)
+    depth = registry.journal.depth()
+    if depth:
+        log.warning("%d journalled writes from an earlier run wait for the store", depth)
+    return Replayer(registry)
+
+
 def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     """Run the server in the foreground until SIGINT or SIGTERM."""
     settings, warnings = load(config, overrides)
@@ -273,15 +315,27 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
             "until it does",
             exc,
         )
-    registry = make_registry(settings, store)
+    try:
+        registry = make_registry(settings, store)
+    except PxeError as exc:
+        log.error("%s", exc)
+        store.close()
+        return 1
     reaper = Reaper(registry, reaper_interval(settings))
     service = BootService(settings, registry, Renderer(settings))
+    replayer = local_state(registry, service)
     udp = UdpServices(settings, service)
     try:
         if settings.server.user:
             from .netif import check_user
+            from .privileges import check_user_can_serve
 
             check_user(settings.server.user)
+            paths = settings.paths
+            readable = [paths.tftp_root, paths.assets_dir, paths.templates_dir]
+            check_user_can_serve(
+                settings.server.user, [*readable, *([config] if config else [])], paths.data_dir
+            )
         udp.bind()
     except PxeError as exc:
         udp.close()
@@ -295,7 +349,13 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     # Workers are spawned, not forked: the main process runs threads (UDP services,
     # reaper), and forking a threaded process can copy held locks into the child.
     multiprocessing.set_start_method("spawn", force=True)
-    spec = json.dumps({"config": str(config) if config else None, "overrides": dict(overrides)})
+    spec = json.dumps(
+        {
+            "config": str(config) if config else None,
+            "overrides": dict(overrides),
+            "parent": os.getpid(),
+        }
+    )
     server = Server(
         "pxeserver",
         address=settings.server.listen,
@@ -316,9 +376,17 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
         if settings.server.user:
             from .netif import drop_privileges
 
-            drop_privileges(settings.server.user, [settings.paths.data_dir])
+            # granian's workers bind the HTTP port themselves, after this: below 1024
+            # they need CAP_NET_BIND_SERVICE (pxeserver.privileges says why).
+            drop_privileges(
+                settings.server.user,
+                [settings.paths.data_dir],
+                keep_bind=0 < settings.server.http_port < 1024,
+            )
         udp.start()
         reaper.start()
+        if replayer is not None:
+            replayer.start()
         log.info(
             "pxeserver %s: HTTP on %s:%d (%d workers), store %r, %d profiles, %d groups",
             "serving",
@@ -339,7 +407,9 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     def stopped() -> None:
         udp.stop()
         reaper.stop()
-        store.close()
+        if replayer is not None:
+            replayer.stop()
+        registry.store.close()
         log.info("pxeserver stopped")
 
     server.on_startup(started)

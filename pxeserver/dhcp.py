@@ -43,6 +43,7 @@ from . import dhcp_packets as dp
 from . import metrics
 from .model import MAC, Machine
 from .netif import address_of_index, interface_of, is_loopback
+from .ratelimit import LogBudget, left_out
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class ProxyDhcp:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._log_budget = LogBudget()  # lines a second: a flood of random MACs is summarised
         self._log_lock = threading.Lock()
 
     # -- life cycle ------------------------------------------------------------------------
@@ -290,12 +292,21 @@ class ProxyDhcp:
             vendor_class=offer.vendor_class,
             bypass_discovery=offer.bypass_discovery and answer == dp.OFFER,
         )
-        self._send(sock, reply, packet, source, ifindex)
+        try:
+            self._send(sock, reply, packet, source, ifindex)
+        except OSError as exc:  # e.g. a relay address (giaddr) no packet can go to
+            self.counters["bad"] += 1
+            metrics.dhcp_ignored.labels(reason="unsendable").inc()
+            self._log_once(mac, "unsendable", f"ProxyDHCP {mac}: cannot answer to relay "
+                           f"{packet.giaddr} / {source[0]}: {exc.strerror or exc}")  # fmt: skip
+            return
         self.counters["answered"] += 1
         port = "4011" if pxe_port else "67"
         metrics.dhcp_offers.labels(port=port).inc()
         detail = f"ProxyDHCP {what} on port {port}: {offer.firmware} → {offer.boot_file}"
-        log.info("%s %s", mac, detail)
+        allowed, skipped = self._log_budget.allow()
+        if allowed:
+            log.info("%s %s%s", mac, detail, left_out(skipped))
         self.boot.note_dhcp(machine, detail)
 
     @staticmethod
@@ -355,4 +366,6 @@ class ProxyDhcp:
             while len(self._logged) > 4096:
                 self._logged.popitem(last=False)
         if last is None or now - last >= LOG_WINDOW:
-            log.info("%s", line)
+            allowed, skipped = self._log_budget.allow()
+            if allowed:
+                log.info("%s%s", line, left_out(skipped))

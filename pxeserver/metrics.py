@@ -88,6 +88,11 @@ boots_started = _counter(
 boots_completed = _counter(
     "pxeserver_boots_completed", "Boots completed: nodes that phoned home ready", ("profile",)
 )
+boots_from_disk = _counter(
+    "pxeserver_boots_from_disk",
+    "Boots told to start from the local disk: nodes whose disk holds their profile",
+    ("profile",),
+)
 boot_step_seconds: Any = _Lazy(
     "Histogram",
     "pxeserver_boot_step_seconds",
@@ -109,6 +114,14 @@ dhcp_ignored = _counter(
     "pxeserver_dhcp_ignored", "DHCP packets ignored (not PXE, malformed, excluded …)", ("reason",)
 )
 
+# -- limits (pxeserver.tftp, pxeserver.sightings; docs/RELIABILITY.md "Limits") ------------
+limited = _counter(
+    "pxeserver_limited",
+    "Requests and sightings a limit dropped or turned away: tftp-request (rate per address), "
+    "tftp-session (per address or in all), new-mac (sightings of unknown MACs)",
+    ("what",),
+)
+
 # -- store and journal ------------------------------------------------------------------------
 store_errors = _counter(
     "pxeserver_store_errors", "Store calls that failed (store unavailable), by where", ("where",)
@@ -118,6 +131,11 @@ journal_depth: Any = _Lazy(
     "pxeserver_journal_depth",
     "Writes waiting in the local journal for the store to come back",
     multiprocess_mode="mostrecent",
+)
+journal_entries = _counter(
+    "pxeserver_journal_entries",
+    "Writes the local journal took while the store was down, and what became of them",
+    ("outcome",),  # journalled, replayed, dropped
 )
 
 

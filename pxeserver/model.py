@@ -160,6 +160,10 @@ class Node:
     ``profile`` and ``labels`` are the operator's; they override what the groups decide.
     ``token`` is the node's own secret for ``ready`` and ``heartbeat``; it is never listed
     by the API, only written into the node's own cloud-config.
+    ``installed`` names the profile the node phoned home ``ready`` under while that
+    profile said ``install: disk`` (at ``installed_at``): its disk holds that OS, and
+    network boots of that profile are told to boot from disk. An operator clears it to
+    reinstall (``pxeserver nodes set MAC --reinstall``).
     """
 
     mac: MAC
@@ -175,6 +179,8 @@ class Node:
     last_seen: float = 0.0
     last_heartbeat: float | None = None
     boot_count: int = 0
+    installed: str | None = None
+    installed_at: float | None = None
     token: str = field(default_factory=new_token)
     events: tuple[Event, ...] = ()
     recent_ids: tuple[str, ...] = ()  # ids of the events applied lately, for idempotence
@@ -198,6 +204,8 @@ class Node:
             "last_seen": self.last_seen,
             "last_heartbeat": self.last_heartbeat,
             "boot_count": self.boot_count,
+            "installed": self.installed,
+            "installed_at": self.installed_at,
             "token": self.token,
             "events": [e.to_dict() for e in self.events],
             "recent_ids": list(self.recent_ids),
@@ -219,6 +227,8 @@ class Node:
             last_seen=float(d.get("last_seen") or 0.0),
             last_heartbeat=d.get("last_heartbeat"),
             boot_count=int(d.get("boot_count") or 0),
+            installed=d.get("installed") or None,
+            installed_at=d.get("installed_at"),
             token=str(d.get("token") or new_token()),
             events=tuple(Event.from_dict(e) for e in d.get("events") or ()),
             recent_ids=tuple(str(i) for i in d.get("recent_ids") or ()),

@@ -81,10 +81,15 @@ def check_user(user: str) -> None:
         raise PxeError(f"--user {user}: only root can change user; start as root or drop --user")
 
 
-def drop_privileges(user: str, writable: list[Path]) -> None:
+def drop_privileges(user: str, writable: list[Path], *, keep_bind: bool = False) -> None:
     """Become ``user`` (its uid, gid and no supplementary groups), after handing it the
     folders it must write (the embedded store). Every thread of the process changes with
-    the call (glibc applies setuid to all threads)."""
+    the call (glibc applies setuid to all threads). No capability is kept, unless
+    ``keep_bind``: then CAP_NET_BIND_SERVICE alone, also for the processes started later
+    (see :func:`pxeserver.privileges.keep_only_bind`). Either way no later program can
+    gain privileges (no_new_privs: a set-user-ID program runs as the caller)."""
+    from . import privileges
+
     try:
         entry = pwd.getpwnam(user)
     except KeyError as exc:
@@ -97,7 +102,20 @@ def drop_privileges(user: str, writable: list[Path]) -> None:
         for top, dirs, files in os.walk(folder):
             for name in [top, *(os.path.join(top, n) for n in dirs + files)]:
                 os.chown(name, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    keep_bind = keep_bind and entry.pw_uid != 0  # "--user root" stays root: nothing to keep
+    if keep_bind:
+        privileges.keep_caps(True)
     os.setgroups([])
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
-    log.info("dropped privileges: now user %s (uid %d, gid %d)", user, entry.pw_uid, entry.pw_gid)
+    if keep_bind:
+        privileges.keep_only_bind()
+    privileges.no_new_privs()
+    kept = ", keeping only CAP_NET_BIND_SERVICE" if keep_bind else ", no capabilities"
+    log.info(
+        "dropped privileges: now user %s (uid %d, gid %d)%s",
+        user,
+        entry.pw_uid,
+        entry.pw_gid,
+        kept,
+    )

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# Where a profile's OS lives once booted: see Profile.install and boot_choice.
+INSTALL_MODES = ("ram", "disk")
 # Facts every machine can have; any other selector key is a label.
 BUILTIN_FACTS = ("mac", "uuid", "arch", "platform", "hostname")
 
@@ -29,9 +31,10 @@ class Profile:
     cloud_config: str | None = None  # template file name under the templates folder
     ignition: str | None = None  # Ignition (spec 3) JSON template, if the OS wants one
     transport: str = "http"  # how iPXE fetches kernel and initrds: "http" or "tftp"
-    # A profile that installs to disk: once the node is ready, later network boots
-    # are told to boot from the local disk instead of reinstalling.
-    boot_from_disk_when_ready: bool = False
+    # Where the OS lives once booted: "ram" (PXE-only: it network-boots every time) or
+    # "disk" (it installs itself; once the node phoned home ready under this profile,
+    # later network boots are told to boot from the local disk). See boots_from_disk.
+    install: str = "ram"
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -66,6 +69,44 @@ class Decision:
     group: Group | None
     reason: str
     verdicts: tuple[Verdict, ...] = ()
+
+
+@dataclass(frozen=True)
+class BootChoice:
+    """Network-boot the profile, or boot from the local disk; and why, for explain."""
+
+    from_disk: bool
+    why: str
+
+
+def boot_choice(profile: Profile, installed: str | None, installed_at: str = "") -> BootChoice:
+    """Whether a machine boots ``profile`` from the network or its own disk, and why.
+
+    ``installed`` is the profile the node last phoned home ``ready`` under while that
+    profile said ``install: disk`` (the node record's ``installed``). Only that same
+    profile counts: a node given another profile boots it (and installs it, if it
+    installs to disk), and a profile that runs from RAM network-boots every time. Pure,
+    like :func:`decide`.
+    """
+    name = profile.name
+    if profile.install != "disk":
+        return BootChoice(False, f"profile {name!r} runs from RAM (install: ram): network boot")
+    if installed != name:
+        if installed:
+            return BootChoice(
+                False,
+                f"profile {name!r} installs to disk; the disk holds {installed!r}, not it: "
+                "network boot to install it",
+            )
+        return BootChoice(
+            False, f"profile {name!r} installs to disk and is not installed yet: network boot"
+        )
+    when = f" ({installed_at})" if installed_at else ""
+    return BootChoice(
+        True,
+        f"profile {name!r} installs to disk and this node phoned home ready under it{when}: "
+        "boot from disk (pxeserver nodes set MAC --reinstall installs it again)",
+    )
 
 
 def normalise_fact(key: str, value: str) -> str:

@@ -27,8 +27,9 @@ def render(renderer: Renderer, node: Node, profile: Profile, decision: Decision,
         "TIMEOUT 0",
         "LABEL pxeserver",
     ]
-    if profile.boot_from_disk_when_ready and node.state.value == "ready":
-        return "\n".join([*header, "  LOCALBOOT 0"]) + "\n"
+    choice = renderer.boot_choice(node, profile)
+    if choice.from_disk:
+        return "\n".join([f"# boot from disk: {choice.why}", *header, "  LOCALBOOT 0"]) + "\n"
     urls = renderer.urls(base)
     variables = template_vars(node, profile, decision.group, renderer.settings.cluster, urls)
     args = renderer.kernel_args(node, profile, variables)

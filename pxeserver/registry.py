@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from . import timeline
+from . import model, timeline
 from .config import hostname_from_pattern
 from .errors import AlreadyExists, Conflict, Forbidden, HostnameTaken, NotFound, StoreUnavailable
 from .model import MAC, Event, EventKind, Machine, Node, State, Versioned
@@ -73,6 +73,9 @@ class Change:
     event_id: str | None = None
     move: bool = True  # False: record the event but keep the state (e.g. "no profile matched")
     count_boot: bool = False
+    # READY under a profile with ``install: disk``: the node's disk now holds this profile
+    # (Node.installed); later boots of it are told to boot from disk.
+    installs: str | None = None
 
 
 class Registry:
@@ -197,8 +200,19 @@ class Registry:
 
     def apply(self, mac: MAC, change: Change, *, create: bool = True) -> Node:
         """Record that ``change`` happened to the machine ``mac``. Idempotent on event id."""
+        node = self._mutate(mac, self.change_fn(change), create=create)
+        if change.move:
+            timeline.milestone(log, node, change.kind, change.detail)
+        return node
+
+    def change_fn(self, change: Change) -> Callable[[Node], Node | None]:
+        """The pure function ``apply`` runs on the stored node: the node after ``change``,
+        or None if its event id was applied already. The journal uses it on cached nodes."""
         at = change.at if change.at is not None else self.clock()
-        event_id = change.event_id
+        # One id for every attempt of this call: if a write landed but its answer was lost
+        # (a deadline, a leader change), the retry after the conflict finds the id and
+        # stops, instead of recording the event a second time.
+        event_id = change.event_id or model.new_event_id()
 
         def fn(node: Node) -> Node | None:
             if event_id is not None and event_id in node.recent_ids:
@@ -217,15 +231,14 @@ class Registry:
             )
             if change.kind in (EventKind.READY, EventKind.HEARTBEAT):
                 updated = updated.replace(last_heartbeat=max(node.last_heartbeat or 0.0, at))
+            if change.installs and change.installs != node.installed:
+                updated = updated.replace(installed=change.installs, installed_at=at)
             event = Event(change.kind, at, state, change.detail)
             if event_id is not None:
                 event = Event(change.kind, at, state, change.detail, event_id)
             return self._with_event(updated, event, node.recent_ids)
 
-        node = self._mutate(mac, fn, create=create)
-        if change.move:
-            timeline.milestone(log, node, change.kind, change.detail)
-        return node
+        return fn
 
     # -- the node's own calls -------------------------------------------------------------
 
@@ -237,10 +250,19 @@ class Registry:
             raise Forbidden(f"{mac}: the node token is wrong")
         return node
 
-    def phone_home(self, mac: MAC, token: str | None, kind: EventKind, detail: str = "") -> Node:
-        """``ready`` or ``heartbeat`` from the node itself, which must present its token."""
+    def phone_home(
+        self,
+        mac: MAC,
+        token: str | None,
+        kind: EventKind,
+        detail: str = "",
+        *,
+        installs: str | None = None,
+    ) -> Node:
+        """``ready`` or ``heartbeat`` from the node itself, which must present its token.
+        ``installs``: the disk-installing profile a ``ready`` node now has on its disk."""
         self.check_token(mac, token)
-        return self.apply(mac, Change(kind, detail), create=False)
+        return self.apply(mac, Change(kind, detail, installs=installs), create=False)
 
     # -- operators -------------------------------------------------------------------------
 
@@ -251,8 +273,11 @@ class Registry:
         profile: object = UNSET,
         labels: Mapping[str, str | None] | None = None,
         hostname: str | None = None,
+        reinstall: bool = False,
     ) -> Node:
-        """Assign a profile (None clears it), merge labels (None removes one), rename."""
+        """Assign a profile (None clears it), merge labels (None removes one), rename;
+        ``reinstall`` forgets what the node installed on its disk, so that its next boot
+        network-boots (and installs) its profile again."""
 
         def fn(node: Node) -> Node:
             parts = []
@@ -275,6 +300,10 @@ class Registry:
             if hostname and hostname != node.hostname:
                 changed = changed.replace(hostname=hostname)
                 parts.append(f"hostname {hostname}")
+            if reinstall:
+                was = f" (the disk holds {node.installed!r})" if node.installed else ""
+                changed = changed.replace(installed=None, installed_at=None)
+                parts.append(f"reinstall: the next boot installs from the network{was}")
             if not parts:
                 return node
             event = Event(EventKind.OPERATOR, self.clock(), node.state, "set " + "; ".join(parts))

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -23,7 +24,7 @@ from . import cloudconfig, ignition
 from .config import ClusterSettings, Settings, peer_urls
 from .errors import RenderError
 from .model import Node
-from .profiles import Decision, Group, Profile
+from .profiles import BootChoice, Decision, Group, Profile, boot_choice
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,13 @@ CHAIN_QUERY = "&".join(
     ]
 )
 
+# `exit` hands the machine back to its firmware, which tries the next boot device: the
+# local disk, in the usual network-then-disk boot order.
 LOCAL_BOOT_SCRIPT = """\
 #!ipxe
-# pxeserver: {mac} is ready and its profile {profile!r} is installed to disk
-echo Booting from the local disk
+# pxeserver: {mac} ({hostname}) boots from its local disk, not profile {profile!r}
+# why: {why}
+echo pxeserver: {hostname} boots from its local disk
 exit
 """
 
@@ -214,10 +218,23 @@ class Renderer:
             args.append(f"ignition.config.url={urls['ignition']}")
         return args
 
+    @staticmethod
+    def boot_choice(node: Node, profile: Profile) -> BootChoice:
+        """Network boot or local disk for ``node`` (see :func:`profiles.boot_choice`)."""
+        at = ""
+        if node.installed_at:
+            when = datetime.fromtimestamp(node.installed_at, timezone.utc)
+            at = when.strftime("%Y-%m-%d %H:%M:%S UTC")
+        return boot_choice(profile, node.installed, at)
+
     def ipxe_script(self, node: Node, profile: Profile, decision: Decision, base: str) -> str:
-        """The machine's own iPXE script: kernel, initrds, arguments, then boot."""
-        if profile.boot_from_disk_when_ready and node.state.value == "ready":
-            return LOCAL_BOOT_SCRIPT.format(mac=node.mac, profile=profile.name)
+        """The machine's own iPXE script: kernel, initrds, arguments, then boot; or, for a
+        node whose disk holds its profile, ``exit`` to boot from that disk."""
+        choice = self.boot_choice(node, profile)
+        if choice.from_disk:
+            return LOCAL_BOOT_SCRIPT.format(
+                mac=node.mac, hostname=node.hostname, profile=profile.name, why=choice.why
+            )
         urls = self.urls(base)
         variables = template_vars(node, profile, decision.group, self.settings.cluster, urls)
         args = self.kernel_args(node, profile, variables)

@@ -13,8 +13,17 @@ they never write to it themselves. They tell :class:`Sightings` what they saw:
   write). When the store is unavailable the writer waits and retries; when the queue is
   full, new changes are dropped and counted.
 
-Hooks for later limits (rate-limiting unknown MACs, a durable journal): :meth:`admit` decides
-whether a change enters the queue; :meth:`_write` is the one place that writes.
+A flood of DISCOVERs from random MACs must not become a stream of new records: a change for a
+MAC the registry does not know yet takes a token from one budget shared by all clients
+(``new_macs_per_second``, twice that in a burst; ``limits.new_macs_per_second``); without a
+token it is dropped and counted (``limited``). Repeats of a MAC still queued are merged and
+take no token; MACs the registry knows (read once when the writer starts, then every node
+written from here) are never limited, so known machines keep booting and being recorded
+through a flood. A real new machine that lost its sighting is still answered by ProxyDHCP
+and recorded when it fetches its iPXE script over HTTP.
+
+:meth:`admit` decides whether a change enters the queue; :meth:`_write` is the one place that
+writes.
 """
 
 from __future__ import annotations
@@ -25,8 +34,10 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+from . import metrics
 from .errors import PxeError, StoreUnavailable
 from .model import MAC, Machine, Node, new_event_id
+from .ratelimit import TokenBucket
 from .registry import Change, Registry
 
 log = logging.getLogger(__name__)
@@ -34,6 +45,8 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 10_000
 MAX_REMEMBERED = 100_000
 RETRY_MIN, RETRY_MAX = 0.5, 10.0
+NEW_MACS_PER_SECOND = 20.0
+LIMIT_LOG_WINDOW = 60.0
 
 
 @dataclass
@@ -46,12 +59,22 @@ class _Pending:
 
 class Sightings:
     def __init__(
-        self, registry: Registry, *, max_pending: int = MAX_PENDING, retry_min: float = RETRY_MIN
+        self,
+        registry: Registry,
+        *,
+        max_pending: int = MAX_PENDING,
+        retry_min: float = RETRY_MIN,
+        new_macs_per_second: float = NEW_MACS_PER_SECOND,
     ) -> None:
         self.registry = registry
         self.max_pending = max_pending
         self.retry_min = retry_min  # first wait after the store did not answer; doubles
-        self.counters = {"queued": 0, "merged": 0, "dropped": 0, "written": 0, "failed": 0}
+        self.new_macs = TokenBucket(new_macs_per_second, max(1.0, 2 * new_macs_per_second))
+        self.counters = {"queued": 0, "merged": 0, "dropped": 0, "limited": 0, "written": 0,
+                         "failed": 0}  # fmt: skip
+        # MACs the registry has, as far as we learnt (the most recent MAX_REMEMBERED)
+        self._known: OrderedDict[MAC, None] = OrderedDict()
+        self._limited_logged = float("-inf")  # when the last "limited" line was logged
         self._machines: OrderedDict[MAC, Machine] = OrderedDict()
         self._by_ip: dict[str, MAC] = {}
         self._nodes: OrderedDict[MAC, Node] = OrderedDict()
@@ -101,6 +124,7 @@ class Sightings:
 
     def remember(self, node: Node) -> None:
         with self._lock:
+            self._know(node.mac)
             self._nodes.pop(node.mac, None)
             self._nodes[node.mac] = node
             while len(self._nodes) > MAX_REMEMBERED:
@@ -108,9 +132,27 @@ class Sightings:
 
     # -- the queue ---------------------------------------------------------------------------
 
-    def admit(self, mac: MAC, change: Change) -> bool:
-        """Whether a new change may enter the queue (the lock is held). A hook for limits."""
-        return len(self._queue) < self.max_pending
+    def admit(self, mac: MAC, change: Change) -> str | None:
+        """Why a new change may not enter the queue (the lock is held): ``dropped`` when the
+        queue is full, ``limited`` when it is about a MAC the registry does not know and the
+        budget for new MACs is spent; None to queue it."""
+        if len(self._queue) >= self.max_pending:
+            return "dropped"
+        if mac not in self._known and not self.new_macs.take():
+            return "limited"
+        return None
+
+    def _note_limited(self) -> None:
+        """One log line a minute while sightings of new MACs are being dropped (lock held)."""
+        now = time.monotonic()
+        if now - self._limited_logged >= LIMIT_LOG_WINDOW:
+            log.warning(
+                "sightings of MACs not in the registry arrive faster than "
+                "limits.new_macs_per_second (%.0f/s): %d dropped so far (a flood of "
+                "DISCOVERs from random MACs?); known machines are still recorded",
+                self.new_macs.rate, self.counters["limited"],
+            )  # fmt: skip
+            self._limited_logged = now
 
     def submit(self, mac: MAC, change: Change, *, merge: str | None = None) -> bool:
         """Queue ``change`` for ``mac``; never blocks. With ``merge``, a change of the same
@@ -127,8 +169,12 @@ class Sightings:
                 waiting.merged += 1
                 self.counters["merged"] += 1
                 return True
-            if not self.admit(mac, change):
-                self.counters["dropped"] += 1
+            refused = self.admit(mac, change)
+            if refused is not None:
+                self.counters[refused] += 1
+                if refused == "limited":
+                    metrics.limited.labels(what="new-mac").inc()
+                    self._note_limited()
                 return False
             item = _Pending(mac, change, key)
             self._queue.append(item)
@@ -174,7 +220,27 @@ class Sightings:
                 self._changed.wait(min(left, 0.05))
         return True
 
+    def _know(self, mac: MAC) -> None:
+        """Remember that the registry has ``mac`` (the lock is held)."""
+        self._known[mac] = None
+        self._known.move_to_end(mac)
+        while len(self._known) > MAX_REMEMBERED:
+            self._known.popitem(last=False)
+
+    def _learn_known(self) -> None:
+        """Read which MACs the registry has, so that known machines are never limited."""
+        try:
+            macs = [node.mac for node in self.registry.all()[:MAX_REMEMBERED]]
+        except PxeError as exc:  # the store is down: they become known as they are written
+            log.info("could not read the registry's MACs yet (%s); known machines are learnt "
+                     "as they are recorded", exc)  # fmt: skip
+            return
+        with self._lock:
+            for mac in macs:
+                self._know(mac)
+
     def _run(self) -> None:
+        self._learn_known()
         delay = self.retry_min
         while True:
             with self._lock:

@@ -17,6 +17,13 @@ tftpd-hpa's process per transfer uses all. So the work is split (docs/BENCHMARKS
   (``workers=0``: tests, small sites) or in ``workers`` spawned processes, each with its
   own epoll loop; the daemon chooses.
 
+Limits (``limits.tftp_*`` in the settings; docs/RELIABILITY.md): at most
+``max_per_client`` transfers at once from one address and ``max_transfers`` in all; at most
+``client_rate`` new requests a second from one address (twice that in a burst), the rest
+dropped without an answer. When all ``max_transfers`` are held, a new request takes the place
+of the oldest transfer whose client has not answered anything for a whole timeout (a
+stalled or spoofed client), so stalled clients cannot lock real machines out.
+
 Every finished transfer is logged with the MAC when ProxyDHCP saw the client's address, and
 handed to the boot policy as a TFTP event on that node. Refusals get an error packet
 ("file not found" / "access violation") and one log line per client, name and reason a
@@ -37,6 +44,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,8 +52,17 @@ from . import metrics
 from . import tftp_packets as tp
 from .errors import NotFound, PxeError, StoreUnavailable
 from .model import MAC, Machine
+from .ratelimit import KeyedBuckets, LogBudget, left_out
 from .tftp_files import CACHE_TOTAL_MAX, Refused, locate
-from .tftp_transfers import Job, Outcome, TransferLoop, worker_main
+from .tftp_transfers import (
+    UNANSWERED_RETRIES,
+    Cancel,
+    Heard,
+    Job,
+    Outcome,
+    TransferLoop,
+    worker_main,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +75,23 @@ MAX_QUICK_DEATHS = 3
 # pxeserver_tftp_errors_total{reason} for the error packets sent
 _ERROR_REASONS = {tp.FILE_NOT_FOUND: "not-found", tp.ACCESS_VIOLATION: "access-violation",
                   tp.ILLEGAL_OPERATION: "malformed", tp.NOT_DEFINED: "busy-or-store"}  # fmt: skip
+
+
+# Defaults of the limits (settings: limits.tftp_sessions, …_per_client, tftp_requests_…).
+MAX_TRANSFERS = 1024
+MAX_PER_CLIENT = 4
+CLIENT_RATE = 10.0
+
+
+@dataclass
+class _Slot:
+    """A transfer the server counts: its loop (-1 while rendering), when it began, whether
+    its client has answered, whether the server asked its loop to cancel it."""
+
+    index: int
+    started: float
+    heard: bool = False
+    cancelling: bool = False
 
 
 class TftpBoot(Protocol):
@@ -76,7 +110,7 @@ class _Worker:
     """A transfer loop in a spawned process, fed jobs through a pipe."""
 
     def __init__(self, index: int, params: dict[str, Any], init: Callable[[], None] | None,
-                 on_done: Callable[[Outcome], None],
+                 on_done: Callable[[Outcome | Heard], None],
                  on_exit: Callable[[int], None]) -> None:  # fmt: skip
         ctx = multiprocessing.get_context("spawn")
         self.jobs_r, self.jobs_w = ctx.Pipe(duplex=False)
@@ -97,7 +131,8 @@ class _Worker:
                                        name=f"tftp-worker-{index}")  # fmt: skip
         self.reader.start()
 
-    def _read(self, on_done: Callable[[Outcome], None], on_exit: Callable[[int], None]) -> None:
+    def _read(self, on_done: Callable[[Outcome | Heard], None],
+              on_exit: Callable[[int], None]) -> None:  # fmt: skip
         while True:
             try:
                 outcome = self.done_r.recv()
@@ -107,7 +142,7 @@ class _Worker:
         if not self.stopping:
             on_exit(self.index)
 
-    def submit(self, job: Job | None) -> None:
+    def submit(self, job: Job | Cancel | None) -> None:
         with self.lock:
             self.jobs_w.send(job)
 
@@ -139,7 +174,10 @@ class TftpServer:
         base_url: Callable[[str], str] | None = None,
         timeout: float = 1.0,
         retries: int = 5,
-        max_transfers: int = 1024,
+        max_transfers: int = MAX_TRANSFERS,
+        max_per_client: int = MAX_PER_CLIENT,
+        client_rate: float = CLIENT_RATE,
+        unanswered_retries: int = UNANSWERED_RETRIES,
         max_windowsize: int = 64,
         workers: int = 0,
         worker_init: Callable[[], None] | None = None,
@@ -151,19 +189,27 @@ class TftpServer:
         self.boot = boot
         self.base_url = base_url or (lambda host: f"http://{host}:8080")
         self.max_transfers = max_transfers
+        self.max_per_client = max_per_client
+        self.timeout = timeout
+        self._rate = KeyedBuckets(client_rate, max(1.0, 2 * client_rate))
         self.workers = workers
         self.worker_init = worker_init
         self.params: dict[str, Any] = {
             "timeout": timeout,
             "retries": retries,
+            "unanswered_retries": unanswered_retries,
             "max_windowsize": max_windowsize,
         }
-        self.counters = {"requests": 0, "completed": 0, "failed": 0, "refused": 0, "bad": 0}
+        self.counters = {"requests": 0, "completed": 0, "failed": 0, "refused": 0, "bad": 0,
+                         "limited": 0, "cancelled": 0}  # fmt: skip
         self.sock: socket.socket | None = None
-        self._active: dict[tuple[str, int], int] = {}  # peer → loop index (-1: rendering)
+        self._active: dict[tuple[str, int], _Slot] = {}
+        self._per_ip: dict[str, int] = {}
+        self._cancelling = 0  # slots whose loop was asked to cancel them
         self._lock = threading.Lock()
         self._loops: list[TransferLoop | _Worker] = []
         self._refusals: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._log_budget = LogBudget()  # refusal lines a second, whatever their kind
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -213,9 +259,9 @@ class TftpServer:
         if self._stopping.is_set():
             return
         with self._lock:
-            lost = [peer for peer, i in self._active.items() if i == index]
+            lost = [peer for peer, slot in self._active.items() if slot.index == index]
             for peer in lost:
-                del self._active[peer]
+                self._drop_locked(peer)
             old = self._loops[index]
             assert isinstance(old, _Worker)
             old.stopping = True
@@ -289,6 +335,13 @@ class TftpServer:
 
     def _on_request(self, packet: bytes, local: str, peer: tuple[str, int]) -> None:
         self.counters["requests"] += 1
+        if not self._rate.take(peer[0]):
+            # Dropped without an answer: a flood (or forged requests) gets nothing back.
+            self.counters["limited"] += 1
+            metrics.limited.labels(what="tftp-request").inc()
+            self._log_refusal(peer[0], "-", "more new requests a second than "
+                              "limits.tftp_requests_per_client", "nothing: dropped")  # fmt: skip
+            return
         try:
             req = tp.parse(packet)
         except tp.PacketError as exc:
@@ -310,14 +363,12 @@ class TftpServer:
         with self._lock:
             if peer in self._active:
                 return  # the client repeated its request before our first answer reached it
-            if len(self._active) >= self.max_transfers:
-                busy = True
-            else:
-                busy = False
-                self._active[peer] = -1
-        if busy:
-            self._refuse(peer, tp.NOT_DEFINED, "server busy, try again", "too many transfers",
-                         req.filename)  # fmt: skip
+            busy, victim = self._admit_locked(peer)
+        if victim is not None:
+            self._cancel(*victim)
+        if busy is not None:
+            metrics.limited.labels(what="tftp-session").inc()
+            self._refuse(peer, tp.NOT_DEFINED, busy, busy, req.filename)
             return
         job = Job(peer, local, req.filename, req.mode, dict(req.options))
         render = self._dynamic(req.filename, peer[0], local)
@@ -335,10 +386,71 @@ class TftpServer:
             return
         self._dispatch(Job(peer, local, req.filename, req.mode, dict(req.options), path=path))
 
+    # -- limits ------------------------------------------------------------------------------
+
+    def _admit_locked(
+        self, peer: tuple[str, int]
+    ) -> tuple[str | None, tuple[tuple[str, int], int] | None]:
+        """Count a new transfer for ``peer`` (the lock is held). Returns why it is refused
+        (None: admitted) and the silent transfer to cancel to make room, if any."""
+        if self._per_ip.get(peer[0], 0) >= self.max_per_client:
+            return "too many transfers from your address at once, try again", None
+        victim = None
+        if len(self._active) - self._cancelling >= self.max_transfers:
+            victim = self._silent_victim_locked()
+            if victim is None:
+                return "server busy, try again", None
+        self._add_locked(peer, -1)
+        return None, victim
+
+    def _silent_victim_locked(self) -> tuple[tuple[str, int], int] | None:
+        """The oldest transfer whose client has not answered for a whole timeout, marked as
+        being cancelled; None if every transfer's client has answered or is too new."""
+        limit = time.monotonic() - self.timeout
+        best: tuple[str, int] | None = None
+        best_slot: _Slot | None = None
+        for peer, slot in self._active.items():
+            if slot.heard or slot.cancelling or slot.index < 0 or slot.started > limit:
+                continue
+            if best_slot is None or slot.started < best_slot.started:
+                best, best_slot = peer, slot
+        if best is None or best_slot is None:
+            return None
+        best_slot.cancelling = True
+        self._cancelling += 1
+        return best, best_slot.index
+
+    def _cancel(self, peer: tuple[str, int], index: int) -> None:
+        loop = self._loops[index] if index < len(self._loops) else None
+        if loop is None:
+            return
+        with contextlib.suppress(OSError):  # a worker that is gone: its slots go with it
+            loop.submit(Cancel(peer, "cancelled to make room: the client had not answered"))
+
+    def _add_locked(self, peer: tuple[str, int], index: int) -> _Slot:
+        slot = _Slot(index, time.monotonic())
+        self._active[peer] = slot
+        self._per_ip[peer[0]] = self._per_ip.get(peer[0], 0) + 1
+        return slot
+
+    def _drop_locked(self, peer: tuple[str, int]) -> _Slot | None:
+        slot = self._active.pop(peer, None)
+        if slot is None:
+            return None
+        if slot.cancelling:
+            self._cancelling -= 1
+        left = self._per_ip.get(peer[0], 1) - 1
+        if left > 0:
+            self._per_ip[peer[0]] = left
+        else:
+            self._per_ip.pop(peer[0], None)
+        return slot
+
     def _dispatch(self, job: Job) -> None:
         with self._lock:
             index = min(range(len(self._loops)), key=lambda i: _load(self._loops[i]))
-            self._active[job.peer] = index
+            slot = self._active.get(job.peer) or self._add_locked(job.peer, index)
+            slot.index = index
             loop = self._loops[index]
             if isinstance(loop, _Worker):
                 loop.active += 1
@@ -353,9 +465,9 @@ class TftpServer:
 
     def _release(self, peer: tuple[str, int]) -> None:
         with self._lock:
-            index = self._active.pop(peer, None)
-            if index is not None and index >= 0:
-                loop = self._loops[index] if index < len(self._loops) else None
+            slot = self._drop_locked(peer)
+            if slot is not None and slot.index >= 0:
+                loop = self._loops[slot.index] if slot.index < len(self._loops) else None
                 if isinstance(loop, _Worker):
                     loop.active -= 1
 
@@ -383,8 +495,10 @@ class TftpServer:
             while len(self._refusals) > 1024:
                 self._refusals.popitem(last=False)
         if last is None or now - last >= REFUSAL_LOG_WINDOW:
-            log.log(level, "TFTP %s from %s: refused %r: %s (told: %s)", self._mac_of(ip), ip,
-                    name[:80], reason, told)  # fmt: skip
+            allowed, skipped = self._log_budget.allow()
+            if allowed:
+                log.log(level, "TFTP %s from %s: refused %r: %s (told: %s)%s", self._mac_of(ip),
+                        ip, name[:80], reason, told, left_out(skipped))  # fmt: skip
 
     # -- per-machine files -----------------------------------------------------------------
 
@@ -429,10 +543,22 @@ class TftpServer:
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def _on_done(self, o: Outcome) -> None:
-        """A transfer ended (called from a loop thread or a worker's reader thread)."""
+    def _on_done(self, o: Outcome | Heard) -> None:
+        """A transfer ended, or its client answered for the first time (called from a loop
+        thread or a worker's reader thread)."""
+        if isinstance(o, Heard):
+            with self._lock:
+                slot = self._active.get(o.peer)
+                if slot is not None:
+                    slot.heard = True
+            return
         self._release(o.peer)
         ip = o.peer[0]
+        if o.cancelled:
+            self.counters["cancelled"] += 1
+            metrics.tftp_transfers.labels(result="cancelled").inc()
+            self._log_refusal(ip, o.name, o.failure or "cancelled", "nothing more", logging.INFO)
+            return
         if o.refused:
             self.counters["refused"] += 1
             metrics.tftp_errors.labels(reason="refused").inc()

@@ -88,7 +88,9 @@ def _text(raw: bytes, what: str) -> str:
 
 
 def parse_request(packet: bytes) -> Request:
-    opcode = _HEADER.unpack_from(packet)[0] if len(packet) >= 2 else None
+    if len(packet) < 2:
+        raise PacketError(f"a packet of {len(packet)} bytes has no opcode")
+    opcode = packet[0] << 8 | packet[1]  # (a request may be as short as its opcode)
     if len(packet) > MAX_REQUEST:
         raise PacketError(f"the request is {len(packet)} bytes, more than {MAX_REQUEST}")
     fields = _split_strings(packet[2:])
@@ -105,7 +107,6 @@ def parse_request(packet: bytes) -> Request:
         name = pairs[i].decode("ascii", "replace").lower()
         if name and name not in options:
             options[name] = pairs[i + 1].decode("ascii", "replace")
-    assert opcode is not None
     return Request(opcode, filename, mode, options)
 
 

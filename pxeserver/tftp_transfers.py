@@ -11,6 +11,11 @@ reused buffer, the block number read from it, and one ``send`` per data block. R
 - a duplicate or stray ACK never causes a resend (the Sorcerer's Apprentice bug); only the
   retransmission timer resends, with backoff, and a client silent for ``retries`` timeouts
   is dropped;
+- a client that has not answered anything yet (it may be a spoofed address that never asked)
+  gets at most ``unanswered_retries`` resends of the first packet, and never more than one
+  window: what a forged request can make us send is bounded (docs/RELIABILITY.md);
+- the server may cancel a transfer (:class:`Cancel`) to make room for a new client; the loop
+  tells it (:class:`Heard`) once a client has answered, so only silent ones are cancelled;
 - with windowsize (RFC 7440) an ACK inside the window means the client saw a gap, so
   sending restarts after the acknowledged block;
 - block numbers wrap past 65535 to 0 on the wire; inside, they count on.
@@ -40,6 +45,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 0.05
 MAX_BACKOFF = 4  # a silent client is dropped within timeout × (1 + 2 + 4 + 4 …)
+UNANSWERED_RETRIES = 2  # resends of the first packet to a client that never answered
 _DATA_HEADER = struct.Struct("!HH").pack
 
 
@@ -69,14 +75,30 @@ class Outcome:
     failure: str | None = None
     aborted: bool = False  # the client sent an ERROR (e.g. firmware probing the size)
     refused: bool = False  # the file could not be opened; an error packet was sent
+    cancelled: bool = False  # the server cancelled it (room for a new client)
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Ask a loop to drop the transfer to ``peer`` (it reports an Outcome if it had one)."""
+
+    peer: tuple[str, int]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Heard:
+    """The client at ``peer`` answered for the first time (it is not a spoofed address)."""
+
+    peer: tuple[str, int]
 
 
 class Transfer:
     """One read transfer in flight."""
 
     __slots__ = (
-        "acked", "blksize", "content", "deadline", "fd", "job", "last", "oack", "peer",
-        "sent", "sock", "started", "timeout", "tries", "window",
+        "acked", "blksize", "content", "deadline", "fd", "heard", "job", "last", "oack",
+        "peer", "sent", "sock", "started", "timeout", "tries", "window",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, job: Job, content: Content,
@@ -94,6 +116,7 @@ class Transfer:
         self.acked = 0
         self.sent = 0
         self.tries = 0
+        self.heard = False  # the client has sent us something since its request
         self.started = time.monotonic()
         self.deadline = self.started + self.timeout
 
@@ -121,20 +144,22 @@ class TransferLoop:
 
     def __init__(
         self,
-        on_done: Callable[[Outcome], None],
+        on_done: Callable[[Outcome | Heard], None],
         *,
         timeout: float = 1.0,
         retries: int = 5,
+        unanswered_retries: int = UNANSWERED_RETRIES,
         max_windowsize: int = 64,
         cache_total: int = CACHE_TOTAL_MAX,
     ) -> None:
         self.on_done = on_done
         self.timeout = timeout
         self.retries = retries
+        self.unanswered_retries = min(unanswered_retries, retries)
         self.max_windowsize = max_windowsize
         self.cache = FileCache(total_max=cache_total)
         self.transfers: dict[int, Transfer] = {}
-        self._inbox: deque[Job | None] = deque()
+        self._inbox: deque[Job | Cancel | None] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._ep = select.epoll()
@@ -150,7 +175,7 @@ class TransferLoop:
         self._thread.start()
         return self
 
-    def submit(self, job: Job | None) -> None:
+    def submit(self, job: Job | Cancel | None) -> None:
         self._inbox.append(job)
         with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
             os.write(self._wake_w, b"j")
@@ -212,9 +237,21 @@ class TransferLoop:
             if job is None:
                 self._stopping = True
                 return
-            self._begin(job)
+            if isinstance(job, Cancel):
+                self._cancel(job)
+            else:
+                self._begin(job)
+
+    def _cancel(self, cancel: Cancel) -> None:
+        for t in self.transfers.values():
+            if t.peer == cancel.peer:
+                self._finish(t, cancel.reason, cancelled=True)
+                return
 
     def _on_ack(self, t: Transfer, wire: int) -> None:
+        if not t.heard:
+            t.heard = True
+            self._report(Heard(t.peer))
         if t.sent == 0:  # only the OACK is out: ACK 0 starts the data
             if wire == 0:
                 t.tries = 0
@@ -246,8 +283,9 @@ class TransferLoop:
     def _sweep(self, now: float) -> None:
         for t in [t for t in self.transfers.values() if now >= t.deadline]:
             t.tries += 1
-            if t.tries > self.retries:
-                self._finish(t, f"no answer after {self.retries} retries")
+            retries = self.retries if t.heard else self.unanswered_retries
+            if t.tries > retries:
+                self._finish(t, f"no answer after {retries} retries")
                 continue
             t.deadline = now + t.timeout * min(2**t.tries, MAX_BACKOFF)
             try:
@@ -312,14 +350,18 @@ class TransferLoop:
         t.sock.close()
         t.content.close()
 
-    def _finish(self, t: Transfer, failure: str | None, *, aborted: bool = False) -> None:
+    def _finish(self, t: Transfer, failure: str | None, *, aborted: bool = False,
+                cancelled: bool = False) -> None:  # fmt: skip
         self._close(t)
         outcome = Outcome(t.peer, t.job.name, t.content.size, time.monotonic() - t.started,
-                          t.blksize, t.window, failure, aborted)  # fmt: skip
+                          t.blksize, t.window, failure, aborted, cancelled=cancelled)  # fmt: skip
+        self._report(outcome)
+
+    def _report(self, message: Outcome | Heard) -> None:
         try:
-            self.on_done(outcome)
+            self.on_done(message)
         except Exception:  # reporting must never stop serving
-            log.exception("TFTP: reporting the end of %s failed", t.job.name)
+            log.exception("TFTP: reporting %r failed", message)
 
 
 # -- worker processes -------------------------------------------------------------------------
@@ -337,9 +379,9 @@ def worker_main(
         init()
     lock = threading.Lock()
 
-    def report(outcome: Outcome) -> None:
+    def report(message: Outcome | Heard) -> None:
         with lock:
-            outcomes.send(outcome)
+            outcomes.send(message)
 
     loop = TransferLoop(report, **params).start()
     try:

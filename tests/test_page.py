@@ -42,6 +42,11 @@ SETTINGS: dict[str, Any] = {
             "args": ["flatcar.first_boot=1"],
             "ignition": "flatcar.ign.j2",
         },
+        "coreos-disk": {  # no group selects it: an operator assigns it
+            "kernel": "coreos/coreos_production_pxe.vmlinuz",
+            "cloud_config": "coreos.yaml.j2",
+            "install": "disk",
+        },
     },
     # No default group: a machine of another architecture matches nothing and stays
     # "discovered", and explain says why.
@@ -120,11 +125,14 @@ def page(tmp_path: Path) -> Iterator[Any]:
 
 
 def wait(driver: Any, what: str, check: Any, timeout: float = 15) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(
-        lambda d: check(d), message=f"the page never showed {what}"
-    )
+    # The page redraws its parts every two seconds: an element found a moment ago may be
+    # gone; look again.
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: check(d), message=f"the page never showed {what}")
 
 
 def row(driver: Any, mac: str) -> Any:
@@ -255,3 +263,18 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     assert shot.stat().st_size > 20000
     if __import__("os").environ.get("PXESERVER_UPDATE_DOCS"):
         shutil.copy(shot, REPO / "docs" / "node-page.png")
+
+    # A node whose disk holds its profile: the page says so and can have it reinstall.
+    assert not page.find_element(By.ID, "e-reinstall").is_displayed()  # RAM profile
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    server.request("PATCH", f"/api/v1/nodes/{READY}", {"profile": "coreos-disk"}, auth)
+    phone(server, READY, "ready", token_of(server, READY))
+    wait(page, "what is on its disk", lambda d: "coreos-disk since" in text(d, "#d-facts"))
+    wait(
+        page, "the reinstall button", lambda d: d.find_element(By.ID, "e-reinstall").is_displayed()
+    )
+    page.find_element(By.ID, "e-reinstall").click()
+    page.switch_to.alert.accept()
+    wait(page, "the reinstall done", lambda d: "next boot reinstalls" in text(d, "#e-result"))
+    assert server.json(f"/api/v1/nodes/{READY}")["installed"] is None
+    wait(page, "the record cleared", lambda d: "(network boot)" in text(d, "#d-facts"))

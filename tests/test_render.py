@@ -92,19 +92,22 @@ def test_a_typo_in_a_kernel_argument_is_an_error(tmp_path: Path) -> None:
         r.ipxe_script(NODE, r.settings.profiles["t"], Decision("t", None, "x"), "http://h")
 
 
-def test_installed_profile_boots_from_disk_once_ready(tmp_path: Path) -> None:
-    profile = Profile("disk", "k", boot_from_disk_when_ready=True)
+def test_a_node_whose_disk_holds_its_profile_boots_from_disk(tmp_path: Path) -> None:
+    disk = Profile("disk", "k", install="disk")
     r = renderer(tmp_path)
-    assert (
-        r.ipxe_script(NODE.replace(state=State.READY), profile, DEFAULT, "http://h")
-        .rstrip()
-        .endswith("exit")
-    )
-    assert "kernel" in r.ipxe_script(
-        NODE.replace(state=State.CONFIGURED), profile, DEFAULT, "http://h"
-    )
-    ram = Profile("ram", "k")
-    assert "kernel" in r.ipxe_script(NODE.replace(state=State.READY), ram, DEFAULT, "http://h")
+    # whatever its state (a DHCP sighting made it discovered again), the record decides
+    installed = NODE.replace(state=State.DISCOVERED, installed="disk", installed_at=1.0e9)
+    script = r.ipxe_script(installed, disk, DEFAULT, "http://h")
+    assert script.rstrip().endswith("\nexit") and "kernel" not in script
+    assert "# why: profile 'disk' installs to disk and this node phoned home ready" in script
+    assert "(2001-09-09 01:46:40 UTC)" in script
+    # not installed yet, or another profile on the disk: network boot to install it
+    assert "kernel" in r.ipxe_script(NODE.replace(state=State.READY), disk, DEFAULT, "http://h")
+    other = NODE.replace(installed="other")
+    assert "kernel" in r.ipxe_script(other, disk, DEFAULT, "http://h")
+    # a RAM profile network-boots every time, whatever the record says
+    ram = Profile("disk", "k")  # same name, install: ram
+    assert "kernel" in r.ipxe_script(installed, ram, DEFAULT, "http://h")
 
 
 @pytest.mark.parametrize("template", ["coreos", "flatcar"])

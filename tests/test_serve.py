@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -93,39 +91,6 @@ def test_etcd_store(etcd: Any, tmp_path: Path) -> None:
     key, value = out.splitlines()[:2]
     assert key == f"{prefix}nodes/{MAC}"
     assert json.loads(value)["state"] == "configured"
-
-
-def first_sight(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=60) as resp:
-        return int(resp.status)
-
-
-def test_two_servers_on_one_etcd_give_distinct_hostnames(etcd: Any, tmp_path: Path) -> None:
-    prefix = etcd_prefix()
-    servers = [
-        ServerProcess(
-            tmp_path / name,
-            settings={"store": {"etcd_prefix": prefix}},
-            args=["--no-dhcp", "--no-tftp", "--etcd", etcd.client_url],
-            name=name,
-        ).start()
-        for name in ("a", "b")
-    ]
-    try:
-        urls = [
-            f"{servers[i % 2].url}/ipxe?mac=52:54:00:00:{i // 256:02x}:{i % 256:02x}"
-            for i in range(200)
-        ]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=64) as pool:
-            statuses = list(pool.map(first_sight, urls))
-        assert statuses == [200] * 200
-        nodes = servers[0].json("/api/v1/nodes")["nodes"]
-        assert len(nodes) == 200
-        assert len({n["hostname"] for n in nodes}) == 200
-        assert all(n["boot_count"] == 1 and n["state"] == "booting" for n in nodes)
-    finally:
-        for s in servers:
-            s.stop()
 
 
 def test_etcd_stopped_is_503_then_recovers(tmp_path: Path) -> None:

@@ -11,15 +11,20 @@ Every write is a transaction that compares the node's ``mod_revision`` (or that 
 does not exist yet), so concurrent writers from several pxeserver processes never lose an
 update. python-etcd3 0.12 talks to one endpoint and waits forever by default: every call
 here has the store deadline, and the store fails over to the next configured endpoint
-itself when one refuses or times out.
+itself when one refuses or times out, and asks again while the cluster elects a leader
+(see :meth:`EtcdStore._call`). A write whose answer was lost (the deadline passed, the
+leader died) may have been applied; retrying it is safe because of the revision compare.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -43,14 +48,63 @@ T = TypeVar("T")
 PAGE = 500
 # A page of 500 full node records can exceed gRPC's default 4 MiB message limit.
 # Reconnect quickly after an outage: gRPC's default backoff grows to two minutes, which
-# would keep the store "down" long after etcd is back.
+# would keep the store "down" long after etcd is back. Not "grpc.min_reconnect_backoff_ms":
+# gRPC takes it as the time a connection attempt may take, and at 200 ms a loaded
+# machine's handshake with a healthy etcd failed ("timed out before receiving SETTINGS
+# frame"); every call has the store deadline anyway.
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 _FAILURES = (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError)
+# What etcd answers while its cluster has no leader or is changing it (gRPC UNAVAILABLE with
+# these messages): worth asking again, on any member, once the election is over.
+_ELECTING = (
+    "etcdserver: leader changed",
+    "etcdserver: no leader",
+    "etcdserver: request timed out",
+    "etcdserver: too many requests",
+    "etcdserver: not capable",
+    "raft proposal dropped",
+)
+
+
+# Answers about the request itself, which every member would give alike (a record too
+# large, a full database, a malformed transaction): asking the next member is no use.
+_REFUSED = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+)
+
+
+def _classify(exc: Exception) -> tuple[str, str]:
+    """What kind of failure ``exc`` is, and its message.
+
+    Kinds: ``electing`` (the member answered that the cluster is between leaders),
+    ``deadline`` (no answer within the deadline: the request may or may not have been
+    applied), ``unreachable`` (no connection), ``refused`` (etcd refused the request
+    itself; see ``_REFUSED``), ``error`` (anything else).
+    python-etcd3 replaces gRPC errors by its own exceptions without their message; the
+    gRPC error is the exception's context.
+    """
+    rpc = exc if isinstance(exc, grpc.RpcError) else exc.__context__
+    if not isinstance(rpc, grpc.RpcError):
+        return "error", str(exc) or type(exc).__name__
+    code, detail = rpc.code(), rpc.details() or ""
+    if any(detail.startswith(m) for m in _ELECTING):
+        return "electing", detail
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "deadline", detail
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return "unreachable", detail
+    if code in _REFUSED:
+        return "refused", detail
+    return "error", f"{code.name}: {detail}"
 
 
 def _endpoint(url: str) -> tuple[str, int]:
@@ -69,7 +123,11 @@ class EtcdStore:
         self.timeout = timeout
         self._clients: dict[str, Any] = {}
         self._current = 0
+        self._closed = False
         self._lock = threading.Lock()
+        # Failed attempts by kind (see _classify) and calls that succeeded on a later
+        # endpoint: what the fault tests report.
+        self.stats: collections.Counter[str] = collections.Counter()
 
     def __repr__(self) -> str:
         return f"EtcdStore({','.join(self.endpoints)}, prefix={self.prefix!r})"
@@ -90,6 +148,8 @@ class EtcdStore:
 
     def _client(self, url: str) -> Any:
         with self._lock:
+            if self._closed:
+                raise StoreUnavailable("the etcd store is closed")
             client = self._clients.get(url)
             if client is None:
                 host, port = _endpoint(url)
@@ -99,45 +159,61 @@ class EtcdStore:
                 self._clients[url] = client
             return client
 
-    def _drop(self, url: str) -> None:
-        """Forget a failed endpoint's channel; the next call dials afresh."""
-        with self._lock:
-            client = self._clients.pop(url, None)
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # closing a broken channel is best effort
-                log.debug("closing an etcd client failed", exc_info=True)
-
     def _call(self, what: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(client)`` against the current endpoint, failing over to the others.
 
-        Each attempt has the store deadline. A failed attempt moves on to the next
-        endpoint; when every endpoint failed the store is unavailable. Retrying is safe:
-        every write compares revisions, so a write that did land before its answer was
-        lost shows up as a conflict, and the registry's event ids make the retry a no-op.
+        Every attempt has the store deadline. A failed attempt moves on to the next
+        endpoint at once, unless etcd refused the request itself (every member would).
+        When every endpoint has failed the store is unavailable, except that answers
+        meaning "the cluster is electing a leader" are retried, round after round with a
+        short backoff, until the store deadline has passed since the call began (an
+        election takes about two election timeouts). Worst case, every endpoint hangs:
+        one deadline per endpoint.
+
+        Retrying is safe: every write compares revisions, so a write that did land before
+        its answer was lost shows up as a conflict, and the registry's event ids make the
+        retry a no-op.
+
+        A failed endpoint's channel is kept, not closed: other threads may be in calls on
+        it, and closing it would fail them with "Channel closed!". gRPC reconnects the
+        channel itself (with the short backoff of ``GRPC_OPTIONS``).
         """
-        errors = []
+        n = len(self.endpoints)
         start = self._current
-        for step in range(len(self.endpoints)):
-            i = (start + step) % len(self.endpoints)
+        give_up_retrying = time.monotonic() + self.timeout
+        errors: list[str] = []
+        tried: set[int] = set()
+        electing = False
+        for attempt in itertools.count():
+            i = (start + attempt) % n
+            if i in tried:  # a new round: only while the cluster is settling
+                if not electing or time.monotonic() >= give_up_retrying:
+                    break
+                time.sleep(min(0.05 * 2 ** (attempt // n - 1), 0.5))
             url = self.endpoints[i]
             try:
                 result = fn(self._client(url))
             except _FAILURES as exc:
-                errors.append(f"{url}: {exc or type(exc).__name__}")
-                self._drop(url)
-                if len(self.endpoints) > 1:
-                    log.warning(
-                        "etcd %s failed on %s (%s); trying the next endpoint", what, url, exc
-                    )
+                kind, detail = _classify(exc)
+                self.stats[kind] += 1
+                if kind == "refused":
+                    raise StoreUnavailable(f"etcd {what}: {url} refused it: {detail}") from exc
+                electing = electing or kind == "electing"
+                tried.add(i)
+                errors.append(f"{url}: {detail}")
+                if self._current == i:
+                    self._current = (i + 1) % n  # steer the other threads away too
+                if n > 1:
+                    log.warning("etcd %s failed on %s (%s); trying the next endpoint",
+                                what, url, detail)  # fmt: skip
                 continue
+            if attempt:
+                self.stats["failed_over"] += 1
             if i != self._current:
                 log.warning("etcd store now uses %s", url)
                 self._current = i
             return result
-        self._current = (start + 1) % len(self.endpoints)
-        raise StoreUnavailable(f"etcd {what}: no endpoint answered ({'; '.join(errors)})")
+        raise StoreUnavailable(f"etcd {what}: no endpoint answered ({'; '.join(errors[-n:])})")
 
     # -- reads --------------------------------------------------------------------------
 
@@ -265,6 +341,7 @@ class EtcdStore:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for client in self._clients.values():
                 try:
                     client.close()

@@ -60,6 +60,8 @@ def node_json(node: Node, *, events: bool) -> dict[str, Any]:
         "last_seen": iso(node.last_seen),
         "last_heartbeat": iso(node.last_heartbeat),
         "boot_count": node.boot_count,
+        "installed": node.installed,
+        "installed_at": iso(node.installed_at),
     }
     if events:
         took = timeline.durations(node.events)
@@ -168,9 +170,11 @@ def patch_node(mac: str) -> Response:
         raise InvalidInput(
             'send a JSON object, e.g. {"profile": "flatcar", "labels": {"rack": "r1"}}'
         )
-    unknown = set(body) - {"profile", "labels", "hostname"}
+    unknown = set(body) - {"profile", "labels", "hostname", "reinstall"}
     if unknown:
-        raise InvalidInput(f"unknown fields {sorted(unknown)}; use profile, labels, hostname")
+        raise InvalidInput(
+            f"unknown fields {sorted(unknown)}; use profile, labels, hostname, reinstall"
+        )
     profile: object = UNSET
     if "profile" in body:
         if body["profile"] is not None and not isinstance(body["profile"], str):
@@ -180,7 +184,12 @@ def patch_node(mac: str) -> Response:
     hostname = body.get("hostname")
     if hostname is not None and not isinstance(hostname, str):
         raise InvalidInput("hostname must be a string")
-    node = service().set_node(address, profile=profile, labels=labels, hostname=hostname)
+    reinstall = body.get("reinstall", False)
+    if not isinstance(reinstall, bool):
+        raise InvalidInput("reinstall must be true (install again at the next boot) or false")
+    node = service().set_node(
+        address, profile=profile, labels=labels, hostname=hostname, reinstall=reinstall
+    )
     return jsonify(node_json(node, events=True))
 
 

@@ -77,6 +77,8 @@ def explain(mac: str) -> Response:
         cloud_config=shown(preview.cloud_config),
         ignition=shown(preview.ignition),
         token_hidden=not show_token,
+        boot_from_disk=preview.boot.from_disk if preview.boot else None,
+        boot_why=preview.boot.why if preview.boot else None,
     )
 
 
@@ -127,6 +129,8 @@ def _no_match(machine: Machine, message: str) -> Response:
         cloud_config=None,
         ignition=None,
         token_hidden=True,
+        boot_from_disk=None,
+        boot_why=None,
     )
 
 

@@ -126,6 +126,12 @@ SCHEMAS: dict[str, Any] = {
             "last_seen": _nullable("string", format="date-time"),
             "last_heartbeat": _nullable("string", format="date-time"),
             "boot_count": {"type": "integer", "minimum": 0},
+            "installed": _nullable(
+                "string",
+                description="the install-to-disk profile on the node's disk (it phoned home "
+                "ready under it): boots of that profile start from disk; null: none",
+            ),
+            "installed_at": _nullable("string", format="date-time"),
         },
     },
     "Event": {
@@ -163,6 +169,11 @@ SCHEMAS: dict[str, Any] = {
                 "description": "merged into the node's labels; null removes a label",
             },
             "hostname": {"type": "string", "pattern": HOSTNAME_PATTERN},
+            "reinstall": {
+                "type": "boolean",
+                "description": "true: forget what the node installed on its disk, so that its "
+                "next boot network-boots (and installs) its profile again",
+            },
         },
     },
     "PhoneHome": {
@@ -210,6 +221,10 @@ SCHEMAS: dict[str, Any] = {
             "cloud_config": _nullable("string"),
             "ignition": _nullable("string"),
             "token_hidden": {"type": "boolean"},
+            "boot_from_disk": _nullable(
+                "boolean", description="true: the iPXE script is `exit`, boot from disk"
+            ),
+            "boot_why": _nullable("string", description="why network boot or local disk"),
         },
     },
     "Info": {

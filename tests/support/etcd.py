@@ -2,15 +2,19 @@
 
 Each server runs on free loopback ports with a temporary data dir and is stopped by its
 PID. ``kill()`` is SIGKILL (a crash), ``stop()`` SIGTERM; ``start()`` again reuses the
-data dir, so a member can come back with its data.
+data dir, so a member can come back with its data. Which member leads comes from etcd's
+maintenance Status call (``etcdctl endpoint status``), asked of each running member.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from .net import free_port, port_open, wait_for
@@ -78,9 +82,21 @@ class EtcdMember:
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"etcd {self.name} exited; see {self.log_path}")
-            return port_open(self.client_port)
+            return port_open(self.client_port) and self._serving()
 
         wait_for(up, timeout, f"etcd {self.name} on {self.client_url}")
+
+    def _serving(self) -> bool:
+        """The client port opens before etcd serves (a loaded machine shows the gap): a
+        member is ready once its /health answers at all. A member of a cluster without a
+        quorum answers too (``"health":"false"``), so a cluster can start one by one."""
+        try:
+            with urllib.request.urlopen(self.client_url + "/health", timeout=1) as resp:
+                return bool(resp.read())
+        except urllib.error.HTTPError:
+            return True  # answering, if unhealthy (no leader yet)
+        except OSError:
+            return False
 
     def _signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -98,22 +114,47 @@ class EtcdMember:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def etcdctl(self, *args: str) -> str:
+    def etcdctl(self, *args: str, timeout: float = 30) -> str:
         out = subprocess.run(
             [ETCDCTL, "--endpoints", self.client_url, *args],
             env={**os.environ, "ETCDCTL_API": "3"},
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=timeout,
             check=True,
         )
         return out.stdout
+
+    def status(self) -> dict[str, int] | None:
+        """This member's view from the maintenance Status call: its ``member_id``, the
+        ``leader`` it follows (0: none), ``raft_term`` and ``revision``; None if it does
+        not answer within a second."""
+        if not self.running:
+            return None
+        try:
+            out = self.etcdctl(
+                "endpoint", "status", "-w", "json", "--command-timeout=1s", timeout=5
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            return None
+        status = json.loads(out)[0]["Status"]
+        return {
+            "member_id": int(status["header"]["member_id"]),
+            "leader": int(status.get("leader", 0)),
+            "raft_term": int(status.get("raft_term", 0)),
+            "revision": int(status["header"].get("revision", 0)),
+        }
+
+    def is_leader(self) -> bool:
+        status = self.status()
+        return status is not None and status["member_id"] == status["leader"]
 
 
 class EtcdCluster:
     """``size`` members on loopback, started together."""
 
     def __init__(self, size: int, base: Path) -> None:
+        base.mkdir(parents=True, exist_ok=True)
         self.members = [EtcdMember(f"m{i}", base / f"m{i}", base) for i in range(size)]
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for m in self.members:
@@ -134,13 +175,22 @@ class EtcdCluster:
             m.stop()
 
     def leader(self) -> EtcdMember:
-        import json
-
+        """The member that says it leads (and is running); RuntimeError if none does now."""
         for m in self.members:
-            if not m.running:
-                continue
-            status = json.loads(m.etcdctl("endpoint", "status", "-w", "json"))
-            header = status[0]["Status"]
-            if header["header"]["member_id"] == header["leader"]:
+            if m.is_leader():
                 return m
-        raise RuntimeError("no leader")
+        raise RuntimeError("no running etcd member says it is the leader")
+
+    def wait_leader(self, timeout: float = 30, other_than: EtcdMember | None = None) -> EtcdMember:
+        """Wait until a running member (not ``other_than``) leads; return it."""
+        found: list[EtcdMember] = []
+
+        def elected() -> bool:
+            for m in self.members:
+                if m is not other_than and m.is_leader():
+                    found.append(m)
+                    return True
+            return False
+
+        wait_for(elected, timeout, "an etcd leader", interval=0.02)
+        return found[0]

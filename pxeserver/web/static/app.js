@@ -128,6 +128,9 @@ function whereItIs(n) {
   }
   const step = n.events.slice().reverse().find((e) => STEP_NEXT[e.kind]);
   if (!step) return ["", "Seen, nothing served yet."];
+  if (step.kind === "ipxe" && step.detail.endsWith("told to boot from disk")) {
+    return ["stuck", `Told to boot from its disk ${ago(step.at)}: waiting for the installed OS to phone home.`];
+  }
   return ["stuck", `Stopped after ${step.kind} ${ago(step.at)}: waiting for ${STEP_NEXT[step.kind]}.`];
 }
 
@@ -145,7 +148,8 @@ function renderDetail() {
   facts.replaceChildren();
   const rows = [["state", badge(n.state)], ["profile", `${n.profile || "–"} (${n.profile_source})`],
     ["IP", n.ip || "–"], ["arch / platform", `${n.arch || "?"} / ${n.platform || "?"}`], ["UUID", n.uuid || "–"],
-    ["labels", labelsOf(n.labels)], ["first seen", ago(n.first_seen)], ["last seen", ago(n.last_seen)], ["boots", String(n.boot_count)]];
+    ["labels", labelsOf(n.labels)], ["first seen", ago(n.first_seen)], ["last seen", ago(n.last_seen)], ["boots", String(n.boot_count)],
+    ["on its disk", n.installed ? `${n.installed} since ${ago(n.installed_at)} (boots of it start from disk)` : "– (network boot)"]];
   for (const [k, v] of rows) facts.append(el("dt", { text: k }), el("dd", {}, v));
   const longest = Math.max(1, ...n.events.map((e) => e.took || 0));
   const items = n.events.map((e) => {
@@ -169,6 +173,7 @@ function renderEdit() {
   mode.textContent = open ? "changes open: the server has no API token" : writable ? "changes allowed" : "read-only";
   mode.classList.toggle("write", Boolean(writable));
   if (!writable || !state.detail) return;
+  $("#e-reinstall").hidden = !state.detail.installed;
   const sel = $("#e-profile");
   const current = state.detail.assigned_profile || "";
   if (sel.dataset.mac !== state.detail.mac) {
@@ -185,7 +190,8 @@ async function loadExplain() {
   const q = platform ? "?platform=" + platform : "";
   try {
     const x = await api("GET", `/api/v1/nodes/${state.selected}/explain${q}`);
-    $("#x-reason").textContent = x.profile ? `Boots profile ${x.profile}: ${x.reason}` : x.reason;
+    $("#x-reason").textContent = (x.profile ? `Boots profile ${x.profile}: ${x.reason}` : x.reason) +
+      (x.boot_why ? `. Then: ${x.boot_why}` : "");
     const rows = x.verdicts.map((v) => el("tr", { class: v.chosen ? "chosen" : "" },
       el("td", { text: v.group }), el("td", { text: v.profile || "" }),
       el("td", { text: Object.entries(v.selectors).map(([k, vs]) => `${k}=${vs.join("|")}`).join(", ") || "(default)" }),
@@ -259,6 +265,7 @@ async function start() {
   for (const r of document.querySelectorAll("input[name=platform]")) r.addEventListener("change", loadExplain);
   $("#edit-form").addEventListener("submit", save);
   $("#e-forget").addEventListener("click", forget);
+  $("#e-reinstall").addEventListener("click", reinstall);
   renderDetail();
   poll();
 }
@@ -283,6 +290,22 @@ async function save(ev) {
     out.textContent = "saved";
     $("#e-label").value = "";
     $("#e-profile").dataset.mac = "";
+    await refreshDetail();
+    await loadExplain();
+  } catch (err) {
+    out.className = "error";
+    out.textContent = err.message;
+  }
+}
+
+async function reinstall() {
+  const n = state.detail;
+  if (!confirm(`Reinstall ${n.hostname} (${n.mac})? Its next boot installs ${n.profile} again instead of booting from its disk.`)) return;
+  const out = $("#e-result");
+  try {
+    await api("PATCH", "/api/v1/nodes/" + n.mac, { reinstall: true });
+    out.className = "";
+    out.textContent = "the next boot reinstalls";
     await refreshDetail();
     await loadExplain();
   } catch (err) {
