@@ -24,16 +24,14 @@ include the store. Requests that are not 2xx, socket errors and timeouts are err
 
 from __future__ import annotations
 
-# Run as ``python bench/http.py`` the script's folder comes first on sys.path, where this
-# file would hide the standard library's ``http`` package: put that folder last.
+# Run as ``python bench/http.py`` the script's folder comes first on sys.path, and a
+# runner may put it early too: there this file would hide the standard library's
+# ``http`` package (urllib needs it). Keep the folder importable, but last.
 import os
 import sys
 
 _BENCH = os.path.dirname(os.path.abspath(__file__))
-if sys.path and os.path.abspath(sys.path[0] or ".") == _BENCH:
-    sys.path.append(sys.path.pop(0))
-elif _BENCH not in sys.path:
-    sys.path.append(_BENCH)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _BENCH] + [_BENCH]
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -107,16 +107,29 @@ class CountingStore:
         return counted
 
 
+def server_registry(kind: str, store: Any, data_dir: Path) -> Any:
+    """The registry ``pxeserver serve`` builds over ``store`` (for etcd: with its local
+    node cache and journal in ``data_dir``, see pxeserver/resilient.py)."""
+    from pxeserver.config import load
+    from pxeserver.daemon import make_registry
+
+    overrides: dict[str, Any] = {"paths.data_dir": str(data_dir), "store.backend": kind}
+    if kind == "etcd":
+        overrides["store.etcd_endpoints"] = ["http://127.0.0.1:2379"]  # not used: store given
+    settings, _ = load(None, overrides)
+    return make_registry(settings, store)
+
+
 # -- the worker process -------------------------------------------------------------------
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Apply changes from ``threads`` threads until ``start_at + duration``; report."""
     from pxeserver.model import MAC, EventKind
-    from pxeserver.registry import Change, Registry
+    from pxeserver.registry import Change
 
     store = CountingStore(make_store(spec["store"], spec["where"]))
-    registry = Registry(store)
+    registry = server_registry(spec["store"], store, Path(spec["data_dir"]))
     macs = [MAC.parse(mac_of(i)) for i in spec["macs"]]
     latencies: list[list[float]] = [[] for _ in range(spec["threads"])]
     errors = [0] * spec["threads"]
@@ -145,7 +158,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         th.start()
     for th in threads:
         th.join()
-    store.close()
+    registry.store.close()
     lat = [x for per in latencies for x in per]
     return {
         "applies": len(lat),
@@ -182,7 +195,13 @@ def boot_counts(kind: str, where: str) -> int:
 
 
 def one(
-    kind: str, where: str, case: Case, duration: float, macs_per_proc: int, seed: int
+    kind: str,
+    where: str,
+    case: Case,
+    duration: float,
+    macs_per_proc: int,
+    seed: int,
+    workdir: Path,
 ) -> dict[str, Any]:
     """One measurement of ``case``: all workers at once; totals over the workers."""
     before = boot_counts(kind, where)
@@ -194,7 +213,9 @@ def one(
             if case.shared
             else list(range(p * macs_per_proc, (p + 1) * macs_per_proc))
         )
+        data_dir = Path(tempfile.mkdtemp(prefix=f"registry-{kind}-{p}-", dir=workdir))
         spec = {
+            "data_dir": str(data_dir),
             "store": kind,
             "where": where,
             "macs": macs,
@@ -246,7 +267,8 @@ def run(
                 populate(kind, where, 2 * macs_per_proc)
                 for case in CASES:
                     samples = [
-                        one(kind, where, case, duration, macs_per_proc, i) for i in range(runs)
+                        one(kind, where, case, duration, macs_per_proc, i, base)
+                        for i in range(runs)
                     ]
                     for s in samples:
                         benchlib.log(

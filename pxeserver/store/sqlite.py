@@ -159,17 +159,22 @@ class SQLiteStore:
 
     def update(self, old: Versioned, node: Node) -> Versioned:
         revision = old.revision
+        # Encoded before the write turn: the lock is held for the statements only.
+        doc = json.dumps(node.to_dict())
         try:
             with self._write() as db:
-                owner = db.execute(
-                    "SELECT mac FROM nodes WHERE hostname = ?", (node.hostname,)
-                ).fetchone()
-                if owner and owner[0] != node.mac.value:
-                    raise HostnameTaken(f"{node.hostname} belongs to {owner[0]}")
+                # The node at ``revision`` holds its old hostname, so keeping it needs no
+                # look-up: the compare-and-swap below decides.
+                if node.hostname != old.node.hostname:
+                    owner = db.execute(
+                        "SELECT mac FROM nodes WHERE hostname = ?", (node.hostname,)
+                    ).fetchone()
+                    if owner and owner[0] != node.mac.value:
+                        raise HostnameTaken(f"{node.hostname} belongs to {owner[0]}")
                 cur = db.execute(
                     "UPDATE nodes SET hostname = ?, revision = revision + 1, doc = ? "
                     "WHERE mac = ? AND revision = ?",
-                    (node.hostname, json.dumps(node.to_dict()), node.mac.value, revision),
+                    (node.hostname, doc, node.mac.value, revision),
                 )
                 if cur.rowcount != 1:
                     raise Conflict(f"{node.mac} changed since revision {revision}")
