@@ -32,22 +32,29 @@ server is stopped by its PID. Importable: :func:`run` (tests/test_fuzz.py runs a
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import random
-import selectors
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+
+# bench/http.py (the HTTP benchmark) shadows the standard library's http package, which
+# urllib needs, for a script started as `python bench/fuzz_packets.py`: take this folder
+# off the path.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _HERE]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import selectors  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -335,6 +342,7 @@ class Fuzzer:
         self.sel = selectors.DefaultSelector()
         self.clients: dict[socket.socket, dict[str, str] | None] = {}  # → options asked
         self.order: list[socket.socket] = []
+        self.pairs = 0  # (address, port) pairs used
         self.dhcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.dhcp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.dhcp.bind(("127.0.0.1", 0))
@@ -348,8 +356,17 @@ class Fuzzer:
     # sending
 
     def _client(self) -> socket.socket:
+        """A fresh socket on an (address, port) pair never used before in this run, so that
+        a late answer to an earlier request can never be taken for an answer to this one."""
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((self.rng.choice(ADDRESSES), 0))
+        while True:
+            i = self.pairs
+            self.pairs += 1
+            try:
+                s.bind((ADDRESSES[i % len(ADDRESSES)], 20000 + (i // len(ADDRESSES)) % 40000))
+                break
+            except OSError:
+                continue  # that port is taken on this machine: the next pair
         s.setblocking(False)
         self.sel.register(s, selectors.EVENT_READ)
         self.clients[s] = None
@@ -363,17 +380,12 @@ class Fuzzer:
 
     def send_tftp(self) -> None:
         rng = self.rng
-        if rng.random() < 0.75 or not self.order:
-            packet = tftp_request(rng)
-            if rng.random() < 0.5:
-                packet = mutate(rng, packet)
-            s = self._client()
-            self.clients[s] = requested_options(packet)
-        else:
-            packet = tftp_other(rng)
-            if rng.random() < 0.5:
-                packet = mutate(rng, packet)
-            s = rng.choice(self.order[-200:])
+        packet = tftp_request(rng) if rng.random() < 0.75 else tftp_other(rng)
+        if rng.random() < 0.5:
+            packet = mutate(rng, packet)  # (a mutated ACK may well be a request now)
+        # one packet to the server's port per socket: what it answers, it answers to that
+        s = self._client()
+        self.clients[s] = requested_options(packet)
         self._sendto(s, packet, ("127.0.0.1", self.server.tftp_port))
         self.report.tftp_packets += 1
 
@@ -560,10 +572,10 @@ def run(packets: int, *, seed: int = 1, probe_every: int = 50_000, batch: int = 
         report.seconds = round(time.monotonic() - started, 1)
         report.server_answering = fuzzer.probe() and server.alive()
         report.registry_nodes = server.nodes() if server.alive() else -1
-        # what the budget allows (twice the rate as a burst), plus the probes' one MAC
-        report.registry_nodes_bound = (
-            int(2 * new_macs_per_second + new_macs_per_second * (report.seconds + 5)) + 1
-        )
+        # what the budget allows until now (twice the rate as a burst), plus the probes' MAC
+        until_now = time.monotonic() - started
+        rate = new_macs_per_second
+        report.registry_nodes_bound = int(2 * rate + rate * until_now) + 1
     finally:
         fuzzer.close()
         report.kernel_dropped = udp_drops(ports) - drops_before

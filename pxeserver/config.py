@@ -50,6 +50,9 @@ class ServerSettings:
     base_url: str | None = None  # what machines are told; default: the address they asked
     api_token: str | None = None  # bearer token for writes to the API; None: writes open
     http_workers: int = 2
+    # Serve /assets/ (kernels, initrds) from granian's own static file handler instead of
+    # Flask: no Python per byte. It has no Range requests and no ETag (docs/BENCHMARKS.md).
+    static_assets: bool = False
     user: str | None = None  # drop to this user after binding privileged ports
     uefi_loader: str = "snponly.efi"
     exclude_macs: frozenset[MAC] = frozenset()
@@ -324,6 +327,7 @@ def _server(c: _Checker, raw: Mapping[str, Any]) -> ServerSettings:
         base_url=base_url,
         api_token=_secret(c, raw, "api_token", w),
         http_workers=c.int_(raw, "http_workers", w, d.http_workers, 1, 64),
+        static_assets=c.bool_(raw, "static_assets", w, d.static_assets),
         user=c.str_(raw, "user", w, None),
         uefi_loader=c.choice(raw, "uefi_loader", w, d.uefi_loader, UEFI_LOADERS),
         exclude_macs=frozenset(excluded),

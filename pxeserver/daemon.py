@@ -19,7 +19,6 @@ import json
 import logging
 import multiprocessing
 import os
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import metrics
 from .boot import BootService
-from .config import ServerSettings, Settings, load
+from .config import Settings, load
 from .errors import PxeError, StoreUnavailable
+from .logs import JsonFormatter as JsonFormatter  # where callers found it before logs.py
+from .logs import configure
 from .registry import Registry
 from .render import Renderer
 from .store import NodeStore
@@ -86,36 +87,7 @@ def make_service(
 
 
 def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.server.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.server.log_level)
-
-
-# Fields a log call may carry with ``extra=`` (boot milestones carry the node's) that the
-# JSON format writes as fields of their own, so a log pipeline can filter by MAC.
-LOG_FIELDS = ("mac", "hostname", "event", "state", "took", "profile")
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        d: dict[str, Any] = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,
-        }
-        for name in LOG_FIELDS:
-            if name in record.__dict__:
-                d[name] = record.__dict__[name]
-        if record.exc_info:
-            d["exception"] = self.formatException(record.exc_info)
-        return json.dumps(d)
+    configure(settings.server.log_format, settings.server.log_level)
 
 
 # -- HTTP workers ---------------------------------------------------------------------------
@@ -197,11 +169,6 @@ def tftp_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
-def _udp_worker_init(log_format: str, log_level: str) -> None:
-    """Logging in a spawned TFTP transfer process, as in the main process."""
-    configure_logging(Settings(server=ServerSettings(log_format=log_format, log_level=log_level)))
-
-
 class UdpServices:
     """TFTP and ProxyDHCP: sockets bound in the main process, started and stopped together.
 
@@ -234,7 +201,9 @@ class UdpServices:
                 max_per_client=self.settings.limits.tftp_sessions_per_client,
                 client_rate=float(self.settings.limits.tftp_requests_per_client),
                 workers=tftp_workers(),
-                worker_init=functools.partial(_udp_worker_init, s.log_format, s.log_level),
+                # Logging in the spawned transfer processes as here; a light module to
+                # import there (see pxeserver/logs.py).
+                worker_init=functools.partial(configure, s.log_format, s.log_level),
             )
             try:
                 tftp.bind()
@@ -356,6 +325,14 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
             "parent": os.getpid(),
         }
     )
+    static: dict[str, Any] = {}
+    if settings.server.static_assets:
+        # granian answers /assets/... itself, from Rust, before a worker's Python sees it.
+        static = {
+            "static_path_route": ["/assets"],
+            "static_path_mount": [settings.paths.assets_dir.resolve()],
+            "static_path_expires": 300,
+        }
     server = Server(
         "pxeserver",
         address=settings.server.listen,
@@ -368,6 +345,7 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
         workers_kill_timeout=WORKERS_KILL_TIMEOUT_S,
         log_enabled=True,
         log_access=False,
+        **static,
     )
 
     def started() -> None:

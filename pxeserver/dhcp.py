@@ -42,7 +42,7 @@ from typing import Protocol
 from . import dhcp_packets as dp
 from . import metrics
 from .model import MAC, Machine
-from .netif import address_of_index, interface_of, is_loopback
+from .netif import address_of_index, enlarge_receive_buffer, interface_of, is_loopback
 from .ratelimit import LogBudget, left_out
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,7 @@ class ProxyDhcp:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                 s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                enlarge_receive_buffer(s)  # a rack's DISCOVERs arrive together
                 if device:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
                 s.bind((host, port))

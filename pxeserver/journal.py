@@ -23,6 +23,7 @@ append to the same file; only the main process replays.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -63,43 +64,36 @@ class Entry:
 
 
 def change_to_dict(change: Change) -> dict[str, Any]:
+    """Every field of ``change``, JSON-ready. Generic over the fields, so that one added
+    to :class:`~pxeserver.registry.Change` (e.g. ``installs``) is journalled too; a field
+    whose value JSON cannot hold is an error here, not a write lost on replay."""
     if change.event_id is None or change.at is None:
         raise ValueError("a journalled change needs its event id and time")
-    facts = change.facts
-    return {
-        "kind": change.kind.value,
-        "detail": change.detail,
-        "facts": None
-        if facts is None
-        else {
-            "mac": facts.mac.value,
-            "uuid": facts.uuid,
-            "arch": facts.arch,
-            "platform": facts.platform,
-            "ip": facts.ip,
-        },
-        "at": change.at,
-        "event_id": change.event_id,
-        "move": change.move,
-        "count_boot": change.count_boot,
-    }
+    d: dict[str, Any] = {}
+    for f in dataclasses.fields(change):
+        value = getattr(change, f.name)
+        if isinstance(value, EventKind):
+            value = value.value
+        elif isinstance(value, Machine):
+            value = {k.name: getattr(value, k.name) for k in dataclasses.fields(value)}
+            value["mac"] = value["mac"].value
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            raise TypeError(f"cannot journal Change.{f.name} = {value!r}")
+        d[f.name] = value
+    return d
 
 
 def change_from_dict(d: dict[str, Any]) -> Change:
+    known = {f.name for f in dataclasses.fields(Change)}
+    unknown = set(d) - known
+    if unknown:  # written by a newer pxeserver: replaying without them would lose them
+        raise ValueError(f"journal entry has fields this pxeserver does not know: {unknown}")
+    args = dict(d)
+    args["kind"] = EventKind(d["kind"])
     f = d.get("facts")
-    facts = None
     if f is not None:
-        facts = Machine(MAC.parse(f["mac"]), f.get("uuid"), f.get("arch"), f.get("platform"),
-                        f.get("ip"))  # fmt: skip
-    return Change(
-        EventKind(d["kind"]),
-        str(d.get("detail", "")),
-        facts,
-        float(d["at"]),
-        str(d["event_id"]),
-        bool(d.get("move", True)),
-        bool(d.get("count_boot", False)),
-    )
+        args["facts"] = Machine(**{**f, "mac": MAC.parse(f["mac"])})
+    return Change(**args)
 
 
 class Journal:

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import pwd
+import socket
 from pathlib import Path
 
 import netifaces
@@ -13,6 +14,30 @@ import netifaces
 from .errors import PxeError
 
 log = logging.getLogger(__name__)
+
+
+# A rack powered on together sends hundreds of DISCOVERs (and then read requests) within
+# milliseconds. The kernel's default receive buffer (212992 bytes) holds about 150 such
+# datagrams; the rest are dropped and the firmware asks again only after 4 s (PXE 2.1).
+# 4 MiB holds a few thousand (docs/BENCHMARKS.md, "Boot storm").
+UDP_RECEIVE_BUFFER = 4 << 20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; beyond net.core.rmem_max
+
+
+def enlarge_receive_buffer(sock: socket.socket, size: int = UDP_RECEIVE_BUFFER) -> int:
+    """Ask for a ``size`` receive buffer on ``sock``: past ``net.core.rmem_max`` when we may
+    (root or CAP_NET_ADMIN), else up to that limit. Returns the size the kernel granted."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)) // 2  # it doubles
+    if granted < size:
+        log.debug(
+            "UDP receive buffer: %d bytes granted of %d asked (raise net.core.rmem_max for "
+            "more)", granted, size,
+        )  # fmt: skip
+    return granted
 
 
 def interface_address(name: str) -> str:

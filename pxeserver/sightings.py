@@ -15,12 +15,16 @@ they never write to it themselves. They tell :class:`Sightings` what they saw:
 
 A flood of DISCOVERs from random MACs must not become a stream of new records: a change for a
 MAC the registry does not know yet takes a token from one budget shared by all clients
-(``new_macs_per_second``, twice that in a burst; ``limits.new_macs_per_second``); without a
-token it is dropped and counted (``limited``). Repeats of a MAC still queued are merged and
-take no token; MACs the registry knows (read once when the writer starts, then every node
-written from here) are never limited, so known machines keep booting and being recorded
-through a flood. A real new machine that lost its sighting is still answered by ProxyDHCP
-and recorded when it fetches its iPXE script over HTTP.
+(``new_macs_per_second``, twice that in a burst; ``limits.new_macs_per_second``). Without a
+token it waits, with the MAC's later changes, in a bounded set of deferred MACs
+(``deferred``) that the writer releases one MAC a token; MACs seen more than once (a real
+machine retries its DISCOVER, asks on port 4011, fetches its loader) go first, since a flood
+of random MACs shows each once. When the set is full the oldest MAC's changes are dropped and
+counted (``limited``). So a rack that powers on at once is recorded in full, a little later,
+and a flood writes at most the budget. MACs the registry knows (read once when the writer
+starts, then every node written or admitted here) are never limited, so known machines keep
+booting and being recorded through a flood; a new machine is answered by ProxyDHCP at once
+whatever its sighting's fate, and recorded when it fetches its iPXE script over HTTP.
 
 :meth:`admit` decides whether a change enters the queue; :meth:`_write` is the one place that
 writes.
@@ -46,6 +50,8 @@ MAX_PENDING = 10_000
 MAX_REMEMBERED = 100_000
 RETRY_MIN, RETRY_MAX = 0.5, 10.0
 NEW_MACS_PER_SECOND = 20.0
+MAX_DEFERRED = 10_000  # MACs waiting for the new-MAC budget
+MAX_DEFERRED_CHANGES = 8  # changes kept for one deferred MAC
 LIMIT_LOG_WINDOW = 60.0
 
 
@@ -57,6 +63,15 @@ class _Pending:
     merged: int = 0
 
 
+@dataclass
+class _Deferred:
+    """A MAC the registry does not know, waiting for the new-MAC budget: its changes in order
+    (with their merge keys) and how often it was seen."""
+
+    changes: list[tuple[Change, str | None]]
+    seen: int = 1
+
+
 class Sightings:
     def __init__(
         self,
@@ -65,13 +80,18 @@ class Sightings:
         max_pending: int = MAX_PENDING,
         retry_min: float = RETRY_MIN,
         new_macs_per_second: float = NEW_MACS_PER_SECOND,
+        max_deferred: int = MAX_DEFERRED,
     ) -> None:
         self.registry = registry
         self.max_pending = max_pending
         self.retry_min = retry_min  # first wait after the store did not answer; doubles
         self.new_macs = TokenBucket(new_macs_per_second, max(1.0, 2 * new_macs_per_second))
-        self.counters = {"queued": 0, "merged": 0, "dropped": 0, "limited": 0, "written": 0,
-                         "failed": 0}  # fmt: skip
+        self.max_deferred = max_deferred
+        self.counters = {"queued": 0, "merged": 0, "dropped": 0, "deferred": 0, "limited": 0,
+                         "written": 0, "failed": 0}  # fmt: skip
+        # MACs waiting for the budget: seen once, and seen again (released first)
+        self._once: OrderedDict[MAC, _Deferred] = OrderedDict()
+        self._again: OrderedDict[MAC, _Deferred] = OrderedDict()
         # MACs the registry has, as far as we learnt (the most recent MAX_REMEMBERED)
         self._known: OrderedDict[MAC, None] = OrderedDict()
         self._limited_logged = float("-inf")  # when the last "limited" line was logged
@@ -133,14 +153,64 @@ class Sightings:
     # -- the queue ---------------------------------------------------------------------------
 
     def admit(self, mac: MAC, change: Change) -> str | None:
-        """Why a new change may not enter the queue (the lock is held): ``dropped`` when the
-        queue is full, ``limited`` when it is about a MAC the registry does not know and the
-        budget for new MACs is spent; None to queue it."""
+        """Why a new change may not enter the queue now (the lock is held): ``dropped`` when
+        the queue is full, ``deferred`` when it is about a MAC the registry does not know and
+        the budget for new MACs is spent; None to queue it."""
         if len(self._queue) >= self.max_pending:
             return "dropped"
-        if mac not in self._known and not self.new_macs.take():
-            return "limited"
+        if mac not in self._known:
+            if not self.new_macs.take():
+                return "deferred"
+            self._know(mac)  # it will be written: its next changes need no token
         return None
+
+    def _defer(self, mac: MAC, change: Change, merge: str | None) -> bool:
+        """Keep a change for a MAC waiting for the budget (the lock is held)."""
+        waiting = self._once.get(mac) or self._again.get(mac)
+        if waiting is None:
+            self._once[mac] = _Deferred([(change, merge)])
+            self.counters["deferred"] += 1
+            while len(self._once) + len(self._again) > self.max_deferred:
+                oldest = self._once if self._once else self._again
+                _, gone = oldest.popitem(last=False)
+                self.counters["limited"] += len(gone.changes)
+                metrics.limited.labels(what="new-mac").inc(len(gone.changes))
+                self._note_limited()
+            self._changed.notify()
+            return True
+        waiting.seen += 1
+        if waiting.seen == 2 and mac in self._once:  # seen again: a machine, not noise
+            self._again[mac] = self._once.pop(mac)
+        last = waiting.changes[-1]
+        if merge is not None and last[1] == merge:
+            waiting.changes[-1] = (change, merge)
+            self.counters["merged"] += 1
+        elif len(waiting.changes) < MAX_DEFERRED_CHANGES:
+            waiting.changes.append((change, merge))
+        else:
+            self.counters["dropped"] += 1
+            return False
+        return True
+
+    def _release_locked(self) -> bool:
+        """Queue the changes of one deferred MAC if the budget has a token (lock held)."""
+        if not (self._again or self._once) or not self.new_macs.take():
+            return False
+        mac, waiting = (self._again or self._once).popitem(last=False)
+        self._know(mac)
+        for change, merge in waiting.changes:
+            key = (mac, merge) if merge else None
+            item = _Pending(mac, change, key)
+            self._queue.append(item)
+            if key:
+                self._keyed[key] = item
+            self.counters["queued"] += 1
+        return True
+
+    def deferred(self) -> int:
+        """MACs waiting for the new-MAC budget."""
+        with self._lock:
+            return len(self._once) + len(self._again)
 
     def _note_limited(self) -> None:
         """One log line a minute while sightings of new MACs are being dropped (lock held)."""
@@ -148,9 +218,10 @@ class Sightings:
         if now - self._limited_logged >= LIMIT_LOG_WINDOW:
             log.warning(
                 "sightings of MACs not in the registry arrive faster than "
-                "limits.new_macs_per_second (%.0f/s): %d dropped so far (a flood of "
-                "DISCOVERs from random MACs?); known machines are still recorded",
-                self.new_macs.rate, self.counters["limited"],
+                "limits.new_macs_per_second (%.0f/s) for longer than %d of them can wait: "
+                "%d dropped so far (a flood of DISCOVERs from random MACs?); known machines "
+                "are still recorded",
+                self.new_macs.rate, self.max_deferred, self.counters["limited"],
             )  # fmt: skip
             self._limited_logged = now
 
@@ -169,12 +240,13 @@ class Sightings:
                 waiting.merged += 1
                 self.counters["merged"] += 1
                 return True
+            if mac in self._once or mac in self._again:
+                return self._defer(mac, change, merge)  # after its earlier changes
             refused = self.admit(mac, change)
+            if refused == "deferred":
+                return self._defer(mac, change, merge)
             if refused is not None:
                 self.counters[refused] += 1
-                if refused == "limited":
-                    metrics.limited.labels(what="new-mac").inc()
-                    self._note_limited()
                 return False
             item = _Pending(mac, change, key)
             self._queue.append(item)
@@ -205,12 +277,14 @@ class Sightings:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        left = self.pending()
-        if left:
-            log.warning("%d sightings were not written to the registry before stopping", left)
+        left, deferred = self.pending(), self.deferred()
+        if left or deferred:
+            log.warning("%d sightings were not written to the registry before stopping (and "
+                        "%d new MACs were waiting for the budget)", left, deferred)  # fmt: skip
 
     def flush(self, timeout: float) -> bool:
-        """Wait until the queue is empty (True) or ``timeout`` seconds pass (False)."""
+        """Wait until the queue is empty (True) or ``timeout`` seconds pass (False). MACs
+        waiting for the new-MAC budget are not waited for: they go at the budget's pace."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while self._queue or self._busy:
@@ -245,7 +319,11 @@ class Sightings:
         while True:
             with self._lock:
                 while not self._queue and not self._stopping:
-                    self._changed.wait()
+                    if self._release_locked():
+                        break
+                    # deferred MACs wait for the budget's next token
+                    deferred = bool(self._once or self._again)
+                    self._changed.wait(1.0 / self.new_macs.rate if deferred else None)
                 if self._stopping:
                     return
                 item = self._queue[0]

@@ -14,8 +14,9 @@ tftpd-hpa's process per transfer uses all. So the work is split (docs/BENCHMARKS
   per-machine files through the boot policy in a small thread pool (never on a packet
   loop), and hands each accepted request to a transfer loop;
 - :class:`pxeserver.tftp_transfers.TransferLoop` runs transfers, in a thread of this process
-  (``workers=0``: tests, small sites) or in ``workers`` spawned processes, each with its
-  own epoll loop; the daemon chooses.
+  (``workers=0``: tests, small sites) or in up to ``workers`` spawned processes, each with
+  its own epoll loop; the daemon chooses. One process runs from the start; another starts
+  when every running one is busy, and stops after ``idle_retire`` seconds without work.
 
 Limits (``limits.tftp_*`` in the settings; docs/RELIABILITY.md): at most
 ``max_per_client`` transfers at once from one address and ``max_transfers`` in all; at most
@@ -52,6 +53,7 @@ from . import metrics
 from . import tftp_packets as tp
 from .errors import NotFound, PxeError, StoreUnavailable
 from .model import MAC, Machine
+from .netif import enlarge_receive_buffer
 from .ratelimit import KeyedBuckets, LogBudget, left_out
 from .tftp_files import CACHE_TOTAL_MAX, Refused, locate
 from .tftp_transfers import (
@@ -71,6 +73,9 @@ _PKTINFO = struct.Struct("=I4s4s")
 _PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
 REFUSAL_LOG_WINDOW = 60.0
 QUICK_DEATH = 10.0  # a transfer process that dies this soon after starting died "at start"
+# Transfer processes beyond the first start when every running one is busy and stop after
+# this long without a transfer: an idle server keeps one (docs/BENCHMARKS.md, "Resource use").
+IDLE_RETIRE = 60.0
 MAX_QUICK_DEATHS = 3
 # pxeserver_tftp_errors_total{reason} for the error packets sent
 _ERROR_REASONS = {tp.FILE_NOT_FOUND: "not-found", tp.ACCESS_VIOLATION: "access-violation",
@@ -124,6 +129,7 @@ class _Worker:
         self.done_w.close()
         self.index = index
         self.started = time.monotonic()
+        self.last_used = self.started
         self.active = 0
         self.stopping = False
         self.lock = threading.Lock()
@@ -181,6 +187,7 @@ class TftpServer:
         max_windowsize: int = 64,
         workers: int = 0,
         worker_init: Callable[[], None] | None = None,
+        idle_retire: float = IDLE_RETIRE,
     ) -> None:
         self.root = Path(root)
         self.assets_dir = Path(assets_dir) if assets_dir is not None else None
@@ -194,6 +201,7 @@ class TftpServer:
         self._rate = KeyedBuckets(client_rate, max(1.0, 2 * client_rate))
         self.workers = workers
         self.worker_init = worker_init
+        self.idle_retire = idle_retire
         self.params: dict[str, Any] = {
             "timeout": timeout,
             "retries": retries,
@@ -207,7 +215,9 @@ class TftpServer:
         self._per_ip: dict[str, int] = {}
         self._cancelling = 0  # slots whose loop was asked to cancel them
         self._lock = threading.Lock()
-        self._loops: list[TransferLoop | _Worker] = []
+        # Transfer loops by index; None: a worker slot with no process now (started on demand).
+        self._loops: list[TransferLoop | _Worker | None] = []
+        self._retired_check = 0.0
         self._refusals: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._log_budget = LogBudget()  # refusal lines a second, whatever their kind
         self._stopping = threading.Event()
@@ -223,6 +233,7 @@ class TftpServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        enlarge_receive_buffer(sock)  # a rack's read requests arrive together
         try:
             sock.bind((self.address, self.port))
         except OSError:
@@ -240,7 +251,7 @@ class TftpServer:
             cache_max = CACHE_TOTAL_MAX // self.workers
             params = {**self.params, "cache_total": cache_max}
             self._worker_params = params
-            self._loops = [self._spawn(i) for i in range(self.workers)]
+            self._loops = [self._spawn(0), *([None] * (self.workers - 1))]
         else:
             self._loops = [TransferLoop(self._on_done, **self.params).start()]
         self._thread = threading.Thread(target=self._listen, name="tftp", daemon=True)
@@ -263,7 +274,8 @@ class TftpServer:
             for peer in lost:
                 self._drop_locked(peer)
             old = self._loops[index]
-            assert isinstance(old, _Worker)
+            if not isinstance(old, _Worker):
+                return  # retired meanwhile (stopping is set before a retired one stops)
             old.stopping = True
             old.process.join(timeout=5)
             quick = time.monotonic() - old.started < QUICK_DEATH
@@ -296,7 +308,8 @@ class TftpServer:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         for loop in self._loops:
-            loop.stop()
+            if loop is not None:
+                loop.stop()
         self._loops = []
         self.close()
 
@@ -314,6 +327,7 @@ class TftpServer:
             try:
                 packet, anc, _, peer = self.sock.recvmsg(tp.MAX_REQUEST + 1, socket.CMSG_SPACE(12))
             except (TimeoutError, InterruptedError):
+                self._retire_idle()
                 continue
             except OSError as exc:
                 if self._stopping.is_set():
@@ -324,6 +338,25 @@ class TftpServer:
                 self._on_request(packet, self._local_address(anc), peer)
             except Exception:  # a bug, not a packet: say so and keep serving
                 log.exception("TFTP: unexpected error on a request from %s", peer[0])
+            self._retire_idle()
+
+    def _retire_idle(self) -> None:
+        """Stop transfer processes (beyond the first) that had nothing to do for a while."""
+        now = time.monotonic()
+        if now - self._retired_check < 1.0:
+            return
+        self._retired_check = now
+        retired = []
+        with self._lock:
+            for i, loop in enumerate(self._loops):
+                if (i > 0 and isinstance(loop, _Worker) and loop.active == 0
+                        and now - loop.last_used > self.idle_retire):  # fmt: skip
+                    loop.stopping = True
+                    self._loops[i] = None
+                    retired.append(loop)
+        for loop in retired:
+            log.debug("TFTP: transfer process %d idle; stopped", loop.index)
+            threading.Thread(target=loop.stop, name="tftp-retire", daemon=True).start()
 
     @staticmethod
     def _local_address(ancillary: list[tuple[int, int, bytes]]) -> str:
@@ -448,12 +481,14 @@ class TftpServer:
 
     def _dispatch(self, job: Job) -> None:
         with self._lock:
-            index = min(range(len(self._loops)), key=lambda i: _load(self._loops[i]))
+            index = self._choose_loop()
             slot = self._active.get(job.peer) or self._add_locked(job.peer, index)
             slot.index = index
             loop = self._loops[index]
+            assert loop is not None
             if isinstance(loop, _Worker):
                 loop.active += 1
+                loop.last_used = time.monotonic()
         try:
             loop.submit(job)
         except OSError as exc:  # the worker is gone; its reader thread starts another
@@ -463,6 +498,18 @@ class TftpServer:
             self._refuse(job.peer, tp.NOT_DEFINED, "server busy, try again",
                          "transfer process gone", job.name)  # fmt: skip
 
+    def _choose_loop(self) -> int:
+        """The least busy transfer loop; a new process in a free slot if all are busy.
+        Called with the lock held."""
+        running = [i for i, loop in enumerate(self._loops) if loop is not None]
+        index = min(running, key=lambda i: _load(self._loops[i]))
+        if _load(self._loops[index]) > 0:
+            free = next((i for i, loop in enumerate(self._loops) if loop is None), None)
+            if free is not None:
+                self._loops[free] = self._spawn(free)
+                return free
+        return index
+
     def _release(self, peer: tuple[str, int]) -> None:
         with self._lock:
             slot = self._drop_locked(peer)
@@ -470,6 +517,7 @@ class TftpServer:
                 loop = self._loops[slot.index] if slot.index < len(self._loops) else None
                 if isinstance(loop, _Worker):
                     loop.active -= 1
+                    loop.last_used = time.monotonic()
 
     def _refuse(self, peer: tuple[str, int], code: int, message: str, reason: str,
                 name: str) -> None:  # fmt: skip
@@ -602,5 +650,7 @@ class TftpServer:
             return len(self._active)
 
 
-def _load(loop: TransferLoop | _Worker) -> int:
+def _load(loop: TransferLoop | _Worker | None) -> int:
+    if loop is None:
+        return 1 << 30
     return loop.active if isinstance(loop, _Worker) else len(loop.transfers)

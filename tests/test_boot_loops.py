@@ -18,7 +18,8 @@ import yaml
 
 from pxeserver import config
 from pxeserver.boot import BootService
-from pxeserver.model import MAC, Machine
+from pxeserver.model import MAC, EventKind, Machine
+from pxeserver.render import Renderer
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
@@ -364,3 +365,45 @@ def test_check_warns_of_a_disk_profile_that_never_phones_home(tmp_path: Path) ->
     keys = [line.split(": ")[1] for line in warned]
     assert sorted(keys) == ["profiles.nothing.install", "profiles.quiet.install"], warned
     assert all("the install is never recorded and the node reinstalls" in w for w in warned)
+
+
+def test_an_install_phoned_home_during_a_store_outage_is_journalled_and_kept(
+    tmp_path: Path,
+) -> None:
+    # A disk install that finishes while etcd is down: the ready is journalled with what
+    # the disk now holds, the cached node boots from disk at once, and the replay (from a
+    # reopened journal, as after a restart) writes it to the store.
+    from pxeserver.cache import NodeCache
+    from pxeserver.journal import Journal
+    from pxeserver.registry import Change
+    from pxeserver.resilient import Replayer, ResilientRegistry
+
+    from .test_resilient import SwitchedStore
+
+    settings = make_settings(
+        tmp_path, {"profiles": DISK_PROFILES, "groups": [{"name": "d", "profile": "install"}]}
+    )
+    store = SwitchedStore(tmp_path / "store.db")
+    cache, journal = NodeCache(tmp_path / "cache.db"), Journal(tmp_path / "journal.db")
+    registry = ResilientRegistry(store, cache, journal)
+    registry.guarded.break_min = registry.guarded.break_max = 0.0
+    service = BootService(settings, registry, Renderer(settings))
+    mac = MAC.parse(NODE)
+    registry.apply(mac, Change(EventKind.IPXE, "profile install", count_boot=True))
+    token = registry.require(mac).token
+    store.up = False
+    assert service.phone_home(mac, token, EventKind.READY).installed == "install"
+    assert journal.depth() == 1
+    script = service.ipxe_script(Machine(mac), "http://h")  # from the cache, journalled
+    assert script.rstrip().endswith("\nexit")
+    journal.close()
+    store.up = True
+    registry.guarded._down_until = 0.0
+    reopened = ResilientRegistry(store, cache, Journal(tmp_path / "journal.db"))
+    assert Replayer(reopened).replay() == 2
+    stored = store.inner.get(mac)
+    assert stored is not None and stored.node.installed == "install"
+    assert stored.node.boot_count == 2 and stored.node.installed_at is not None
+    reopened.journal.close()
+    cache.close()
+    store.close()

@@ -64,7 +64,11 @@ HOSTILE = {
 def test_hostile_packet_then_a_real_offer(proxy: ProxyDhcp, case: str) -> None:
     assert exchange(proxy.ports["dhcp"], HOSTILE[case], 0.2) is None
     assert exchange(proxy.ports["pxe"], HOSTILE[case], 0.2) is None
-    reply = exchange(proxy.ports["dhcp"], GOOD)
+    reply = None
+    for _ in range(3):  # as firmware retries (a loaded machine may be slow to answer)
+        reply = exchange(proxy.ports["dhcp"], GOOD, 3.0)
+        if reply is not None:
+            break
     assert reply is not None and reply.file == b"undionly.kpxe" and reply.yiaddr == "0.0.0.0"
 
 
@@ -115,11 +119,12 @@ def test_a_flood_of_random_macs_is_not_a_flood_of_records(
     nodes = service.registry.all()
     node = service.registry.get(KNOWN)
     assert node is not None and len(node.events) == 2 and node.events[1].kind == EventKind.DHCP
-    bound = 1 + 2 * 20 + 20 * (took + 1)
+    bound = 1 + 2 * 20 + 20 * (time.monotonic() - started)  # the budget until it stopped
     counters = service.sightings.counters
+    waiting = counters["deferred"] + counters["limited"]
     print(
         f"\n{sent} DISCOVERs from random MACs in {took:.2f} s: {len(nodes)} records, "
-        f"{counters['limited']} sightings limited, {proxy.counters['answered']} answered"
+        f"{waiting} new MACs made to wait, {proxy.counters['answered']} answered"
     )
     assert len(nodes) <= bound, (len(nodes), bound)
-    assert counters["limited"] >= proxy.counters["answered"] - bound
+    assert waiting >= proxy.counters["answered"] - bound

@@ -36,6 +36,7 @@ from pxeserver.store import HostnameFor
 from pxeserver.store.etcd import EtcdStore
 
 from .support.etcd import EtcdCluster, EtcdMember
+from .support.net import wait_for
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 
@@ -456,3 +457,34 @@ def test_leader_moves_mid_stream_are_retried_not_lost(cluster: EtcdCluster) -> N
         f"\n{moves} leader moves under {total} acknowledged writes: lost 0, applied twice 0; "
         f"StoreUnavailable seen by writers {unavailable[0]}; failed attempts {stats}"
     )
+
+
+def test_a_member_without_leader_is_skipped_at_once(cluster: EtcdCluster, etcd: EtcdMember) -> None:
+    """A member cut off from the others (here: the others killed) has no leader. It says
+    so at once ("etcdserver: no leader", because the store asks for a leader with every
+    request) instead of holding reads until the deadline, and the store moves on."""
+    leader = cluster.wait_leader()
+    lone = next(m for m in cluster.members if m is not leader)
+    for m in cluster.members:
+        if m is not lone:
+            m.kill()
+
+    def leaderless() -> bool:
+        status = lone.status()
+        return status is not None and status["leader"] == 0
+
+    wait_for(leaderless, 30, f"{lone.name} to notice it has no leader")
+    # The lone member first, then a healthy etcd (the session's, another cluster: fine
+    # for a read of a key neither has).
+    store = EtcdStore((lone.client_url, etcd.client_url), "/pxeserver-lone/", timeout=5)
+    try:
+        assert store.get(mac_of(0)) is None
+        assert store.stats["electing"] >= 1 and store.stats["deadline"] == 0, store.stats
+    finally:
+        store.close()
+    alone = EtcdStore((lone.client_url,), "/pxeserver-lone/", timeout=1)
+    try:
+        with pytest.raises(StoreUnavailable, match="etcdserver: no leader"):
+            alone.get(mac_of(0))
+    finally:
+        alone.close()

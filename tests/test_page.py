@@ -142,6 +142,27 @@ def row(driver: Any, mac: str) -> Any:
     return found[0] if found else None
 
 
+def cell(driver: Any, mac: str, column: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(row(driver, mac).find_element(By.CSS_SELECTOR, f"td.{column}").text)
+
+
+def open_node(driver: Any, mac: str) -> None:
+    """Click the node's row until its detail is open. The table is redrawn every two
+    seconds: a row found a moment ago may be gone, or another row may be where it was."""
+
+    def opened(d: Any) -> bool:
+        if mac in text(d, "#d-title"):
+            return True
+        found = row(d, mac)
+        if found is not None:
+            found.click()
+        return mac in text(d, "#d-title")
+
+    wait(driver, f"the detail of {mac}", opened)
+
+
 def state_of(driver: Any, mac: str) -> str | None:
     from selenium.webdriver.common.by import By
 
@@ -178,9 +199,9 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     assert state_of(page, IGNITED) == "configured"
     assert state_of(page, NOMATCH) == "discovered"
     wait(page, "the silent node as lost", lambda d: state_of(d, GOES_LOST) == "lost", 40)
-    ready_row = row(page, READY)
-    assert ready_row.find_element(By.CSS_SELECTOR, "td.hostname").text.startswith("node-")
-    assert ready_row.find_element(By.CSS_SELECTOR, "td.profile").text == "coreos"
+    wait(page, "the ready row's hostname and profile", lambda d: (
+        cell(d, READY, "hostname").startswith("node-") and cell(d, READY, "profile") == "coreos"
+    ))  # fmt: skip
     assert "live" in text(page, "#live")
 
     # A machine that boots now appears without a reload, then changes state live.
@@ -199,7 +220,7 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     page.execute_script("document.getElementById('f-text').dispatchEvent(new Event('input'))")
 
     # A stuck machine says where it stopped.
-    row(page, BOOTING).click()
+    open_node(page, BOOTING)
     wait(
         page,
         "where the booting node stopped",
@@ -212,28 +233,28 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     assert kinds == ["ipxe"]
 
     # The machine that matches nothing: explain says why, group by group.
-    row(page, NOMATCH).click()
+    open_node(page, NOMATCH)
     wait(page, "the no-match explanation", lambda d: "no group selects" in text(d, "#x-reason"))
     verdicts = text(page, "#x-groups")
     assert "arch is 'i386', wants x86_64" in verdicts and "wants arm64" in verdicts
 
     # The ready node: its timeline with the time each step took, and explain.
-    row(page, READY).click()
-    wait(
-        page,
-        "the ready node's timeline",
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#d-timeline li")) == 4,
-    )
-    steps = page.find_elements(By.CSS_SELECTOR, "#d-timeline li")
-    assert [s.get_attribute("data-kind") for s in steps] == [
-        "ipxe",
-        "cloud-config",
-        "ready",
-        "heartbeat",
-    ]
-    took = steps[1].find_element(By.CSS_SELECTOR, ".took").text
+    open_node(page, READY)
+
+    def timeline(d: Any) -> list[tuple[str, str, str]] | None:
+        """(kind, time taken, text) of each step, read at once: the panel is redrawn."""
+        # The first four; on a loaded machine a late heartbeat may add "lost" and more.
+        items = d.find_elements(By.CSS_SELECTOR, "#d-timeline li")[:4]
+        if len(items) != 4:
+            return None
+        return [(str(li.get_attribute("data-kind")), li.find_element(By.CSS_SELECTOR, ".took")
+                 .text, li.text) for li in items]  # fmt: skip
+
+    steps = wait(page, "the ready node's timeline", timeline)
+    assert [kind for kind, _, _ in steps] == ["ipxe", "cloud-config", "ready", "heartbeat"]
+    took = steps[1][1]
     assert took.endswith(" ms") or took.endswith(" s"), took  # iPXE → cloud-config
-    assert "×" in steps[3].text  # heartbeats, counted
+    assert "×" in steps[3][2]  # heartbeats, counted
     assert "Ready" in text(page, "#d-where")
     wait(page, "explain", lambda d: "x86-rack" in text(d, "#x-reason"))
     assert "chosen: all 1 selectors match (arch=x86_64)" in text(page, "#x-groups")

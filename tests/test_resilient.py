@@ -3,6 +3,7 @@ switch takes down (the etcd outage itself is tests/test_outage.py, against real 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -119,6 +120,11 @@ def test_journal_keeps_order_and_survives_a_reopen(tmp_path: Path) -> None:
     journal.done(entries[3].seq, "dropped")
     assert journal.stats() == {"journalled": 4, "replayed": 1, "dropped": 1}
     assert change_from_dict(change_to_dict(changes[0])) == changes[0]
+    every = Change(EventKind.READY, "d", facts, 1.5, "e9", False, True, installs="coreos")
+    assert change_from_dict(change_to_dict(every)) == every
+    assert {f.name for f in dataclasses.fields(Change)} == set(change_to_dict(every)), (
+        "every field of Change is journalled"
+    )
     with pytest.raises(ValueError, match="event id"):
         change_to_dict(Change(EventKind.READY))
 
@@ -293,3 +299,20 @@ def test_the_breaker_probes_with_one_call_and_backs_off(
     with pytest.raises(StoreUnavailable):
         guarded.get(MAC1)
     assert guarded._down_until - now[0] == 0.5, "a new streak starts short again"
+
+
+def test_an_install_reported_during_the_outage_survives_the_replay(
+    registry: ResilientRegistry, store: SwitchedStore
+) -> None:
+    """``ready`` under an ``install: disk`` profile marks the node installed: lost on
+    replay, the node would reinstall at every boot."""
+    node = registry.apply(MAC1, Change(EventKind.CLOUD_CONFIG))
+    down(registry, store)
+    ready = registry.phone_home(MAC1, node.token, EventKind.READY, installs="coreos")
+    assert ready.installed == "coreos"
+    cached = registry.get(MAC1)
+    assert cached is not None and cached.installed == "coreos"
+    up(registry, store)
+    assert Replayer(registry).replay() == 1
+    stored = store.inner.get(MAC1)
+    assert stored is not None and stored.node.installed == "coreos"

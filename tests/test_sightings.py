@@ -12,6 +12,7 @@ from pxeserver.boot import BootService
 from pxeserver.dhcp import ProxyDhcp
 from pxeserver.errors import StoreUnavailable
 from pxeserver.model import MAC, EventKind, Machine
+from pxeserver.ratelimit import TokenBucket
 from pxeserver.registry import Change
 from pxeserver.sightings import Sightings
 from pxeserver.store.sqlite import SQLiteStore
@@ -57,8 +58,59 @@ def test_a_full_queue_drops_and_counts(service: BootService) -> None:
     s = Sightings(service.registry, max_pending=3)
     for i in range(5):
         s.submit(MAC.parse(f"52:54:00:00:02:{i:02x}"), Change(EventKind.DHCP, "x"))
-    assert s.counters == {"queued": 3, "merged": 0, "dropped": 2, "limited": 0, "written": 0,
-                          "failed": 0}  # fmt: skip
+    assert s.counters == {"queued": 3, "merged": 0, "dropped": 2, "deferred": 0, "limited": 0,
+                          "written": 0, "failed": 0}  # fmt: skip
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_new_macs_past_the_budget_wait_and_machines_seen_twice_go_first(
+    service: BootService,
+) -> None:
+    clock = FakeClock()
+    s = Sightings(service.registry, max_deferred=3)
+    s.new_macs = TokenBucket(1, 2, clock=clock)  # 1 a second, 2 at once
+    macs = [MAC.parse(f"52:54:00:00:03:{i:02x}") for i in range(6)]
+    for mac in macs:
+        s.submit(mac, Change(EventKind.DHCP, "seen"), merge="dhcp")
+    # two within the budget; three wait; the oldest waiting is dropped for the sixth
+    assert [p.mac for p in s._queue] == macs[:2]
+    assert s.deferred() == 3 and s.counters["limited"] == 1
+    s.submit(macs[5], Change(EventKind.DHCP, "again"), merge="dhcp")  # seen twice: merged
+    s.submit(macs[4], Change(EventKind.TFTP, "undionly.kpxe"))  # kept after its sighting
+    with s._lock:
+        assert not s._release_locked()  # no token yet
+        clock.now += 1
+        assert s._release_locked()
+        clock.now += 1
+        assert s._release_locked()
+    released = [(p.mac, p.change.kind, p.change.detail) for p in list(s._queue)[2:]]
+    assert released == [(macs[5], EventKind.DHCP, "again"),  # seen twice: first
+                        (macs[4], EventKind.DHCP, "seen"),  # seen twice too (its transfer)
+                        (macs[4], EventKind.TFTP, "undionly.kpxe")]  # fmt: skip
+    # a released MAC is known: its next change needs no token
+    s.submit(macs[5], Change(EventKind.TFTP, "x"))
+    assert s._queue[-1].mac == macs[5] and s.deferred() == 1
+    with s._lock:
+        clock.now += 1
+        assert s._release_locked()  # then the ones seen once, oldest first
+    assert s._queue[-1].mac == macs[3] and s.deferred() == 0
+
+
+def test_a_known_mac_is_never_deferred(service: BootService) -> None:
+    service.registry.apply(MAC1, Change(EventKind.DHCP, "racked"))
+    s = Sightings(service.registry, new_macs_per_second=1)
+    s._learn_known()
+    s.new_macs = TokenBucket(1, 1, clock=FakeClock())
+    s.new_macs.take()  # the budget is spent
+    assert s.submit(MAC1, Change(EventKind.DHCP, "again"))
+    assert [p.mac for p in s._queue] == [MAC1] and s.deferred() == 0
 
 
 class FlakyStore:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pxeserver import tftp
 from pxeserver import tftp_packets as tp
 from pxeserver.boot import BootService
 from pxeserver.model import MAC, Machine
@@ -325,6 +326,25 @@ def test_worker_processes_serve_the_same(root: Path, service: BootService) -> No
         wait_for(lambda: s._loops[0] is not first, 10, "a new transfer process")
         outs = [curl(s.port, "small.bin") for _ in range(4)]
         assert all(o.stdout == (root / "small.bin").read_bytes() for o in outs)
+    finally:
+        s.stop()
+
+
+def test_transfer_processes_start_when_busy_and_stop_when_idle(root: Path) -> None:
+    s = TftpServer(root, address="127.0.0.1", port=0, workers=2, idle_retire=0.5).start()
+    try:
+        first = s._loops[0]
+        assert isinstance(first, tftp._Worker) and s._loops[1] is None  # one while idle
+        expected = (root / "medium.bin").read_bytes()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            outs = list(pool.map(lambda _: curl(s.port, "medium.bin"), range(4)))
+        assert all(o.returncode == 0 and o.stdout == expected for o in outs)
+        second = s._loops[1]
+        assert isinstance(second, tftp._Worker), "a second process for concurrent transfers"
+        wait_for(lambda: s._loops[1] is None, 10, "the idle second process to stop")
+        second.process.join(timeout=10)
+        assert not second.process.is_alive() and s._loops[0] is first
+        assert curl(s.port, "small.bin").stdout == (root / "small.bin").read_bytes()
     finally:
         s.stop()
 

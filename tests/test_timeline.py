@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver.daemon import JsonFormatter
+from pxeserver.logs import JsonFormatter
 from pxeserver.model import MAC, Event, EventKind, Node, State
 from pxeserver.timeline import durations, milestone
 

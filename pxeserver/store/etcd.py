@@ -57,6 +57,11 @@ GRPC_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+# Sent with every request: a member that has no leader (cut off from the others, or the
+# cluster is electing) answers "etcdserver: no leader" at once instead of holding the
+# request until the deadline, so the store moves on to a member that can answer. (etcd's
+# gRPC interceptor honours it; Go's clientv3 sets it with WithRequireLeader.)
+REQUIRE_LEADER = (("hasleader", "true"),)
 _FAILURES = (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError)
 # What etcd answers while its cluster has no leader or is changing it (gRPC UNAVAILABLE with
 # these messages): worth asking again, on any member, once the election is over.
@@ -128,6 +133,9 @@ class EtcdStore:
         # Failed attempts by kind (see _classify) and calls that succeeded on a later
         # endpoint: what the fault tests report.
         self.stats: collections.Counter[str] = collections.Counter()
+        # Per thread: whether its last call succeeded only after a failed attempt, so an
+        # earlier attempt may have been applied without its answer arriving.
+        self._last = threading.local()
 
     def __repr__(self) -> str:
         return f"EtcdStore({','.join(self.endpoints)}, prefix={self.prefix!r})"
@@ -156,6 +164,7 @@ class EtcdStore:
                 client = etcd3.client(
                     host=host, port=port, timeout=self.timeout, grpc_options=GRPC_OPTIONS
                 )
+                client.metadata = REQUIRE_LEADER  # python-etcd3 sends it with every call
                 self._clients[url] = client
             return client
 
@@ -207,6 +216,7 @@ class EtcdStore:
                     log.warning("etcd %s failed on %s (%s); trying the next endpoint",
                                 what, url, detail)  # fmt: skip
                 continue
+            self._last.retried = attempt > 0
             if attempt:
                 self.stats["failed_over"] += 1
             if i != self._current:
@@ -304,10 +314,13 @@ class EtcdStore:
 
     def delete(self, mac: MAC, revision: int | None = None) -> bool:
         key = self._node_key(mac)
+        answer_lost = False
         while True:
             current = self.get(mac)
             if current is None:
-                return False
+                # Gone. If one of our deletes was retried, the first attempt may be what
+                # removed it (its answer lost on the way): it was there, and is not now.
+                return answer_lost
             if revision is not None and current.revision != revision:
                 raise Conflict(f"{mac} changed since revision {revision}")
             rev = current.revision
@@ -328,13 +341,16 @@ class EtcdStore:
                 )
 
             ok, _ = self._call("delete", txn)
+            answer_lost = answer_lost or self._last.retried
             if not ok:
                 # The hostname key may be missing (written by an older version): delete alone.
                 ok, _ = self._call("delete", plain)
+                answer_lost = answer_lost or self._last.retried
             if ok:
                 return True
-            if revision is not None:
+            if revision is not None and not answer_lost:
                 raise Conflict(f"{mac} changed since revision {revision}")
+            # Otherwise look again: changed by someone else, or deleted by our lost attempt.
 
     def ping(self) -> None:
         self._call("status", lambda c: c.status())
