@@ -64,7 +64,11 @@ HOSTILE = {
 def test_hostile_packet_then_a_real_offer(proxy: ProxyDhcp, case: str) -> None:
     assert exchange(proxy.ports["dhcp"], HOSTILE[case], 0.2) is None
     assert exchange(proxy.ports["pxe"], HOSTILE[case], 0.2) is None
-    reply = exchange(proxy.ports["dhcp"], GOOD)
+    reply = None
+    for _ in range(3):  # as firmware retries (a loaded machine may be slow to answer)
+        reply = exchange(proxy.ports["dhcp"], GOOD, 3.0)
+        if reply is not None:
+            break
     assert reply is not None and reply.file == b"undionly.kpxe" and reply.yiaddr == "0.0.0.0"
 
 
@@ -123,4 +127,6 @@ def test_a_flood_of_random_macs_is_not_a_flood_of_records(
         f"{waiting} new MACs made to wait, {proxy.counters['answered']} answered"
     )
     assert len(nodes) <= bound, (len(nodes), bound)
-    assert waiting >= proxy.counters["answered"] - bound
+    # Every answered flood MAC was either recorded (at most `bound`) or made to wait; the
+    # known and the new machine may each have been answered up to 3 times (retries).
+    assert waiting >= proxy.counters["answered"] - bound - 6

@@ -222,7 +222,8 @@ def test_serve_on_privileged_ports_drops_root_in_every_process(
         tracker = {p for p in pids if "resource_tracker" in command(p)}
         tftp = set(pids) - http - tracker - {main}
         assert len(http) == 2 and http <= set(pids), (http, pids, log)
-        assert len(tracker) == 1 and len(tftp) == tftp_workers(), {p: command(p) for p in pids}
+        # One transfer process while idle; more start on demand (pxeserver/tftp.py).
+        assert len(tracker) == 1 and 1 <= len(tftp) <= tftp_workers(), {p: command(p) for p in pids}
         for pid in http:
             pids[pid] = "HTTP worker"
         for pid in tftp:
