@@ -17,16 +17,15 @@ power cut may lose the last puts (the journal, not the cache, is what must survi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 from .errors import PxeError
 from .model import MAC, Node
+from .sqlitefile import ThreadConnections
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +44,7 @@ class NodeCache:
     def __init__(self, path: Path, timeout: float = 2.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._conns = ThreadConnections(self.path, timeout, "NORMAL")
         # What this process last put for each MAC, so that re-reading an unchanged node
         # from the store does not rewrite it.
         self._revisions: dict[MAC, int] = {}
@@ -68,16 +65,7 @@ class NodeCache:
         return f"NodeCache({str(self.path)!r})"
 
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-            with self._lock:
-                self._all.append(db)
-        return db
+        return self._conns.get()
 
     def get(self, mac: MAC) -> Node | None:
         """The node as last seen here, or None if it never was (or the file is unusable)."""
@@ -144,9 +132,4 @@ class NodeCache:
             return 0
 
     def close(self) -> None:
-        with self._lock:
-            for db in self._all:
-                with contextlib.suppress(sqlite3.Error):
-                    db.close()
-            self._all.clear()
-        self._local = threading.local()
+        self._conns.close()

@@ -22,12 +22,10 @@ append to the same file; only the main process replays.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from typing import Any
 from .errors import PxeError, StoreUnavailable
 from .model import MAC, EventKind, Machine
 from .registry import Change
+from .sqlitefile import ThreadConnections
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +99,7 @@ class Journal:
     def __init__(self, path: Path, timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._conns = ThreadConnections(self.path, timeout, "FULL")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = self._db()
@@ -117,17 +114,7 @@ class Journal:
         return f"Journal({str(self.path)!r})"
 
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
-            # FULL: each commit is fsync'd; an acknowledged write survives a power cut.
-            db.execute("PRAGMA synchronous=FULL")
-            self._local.db = db
-            with self._lock:
-                self._all.append(db)
-        return db
+        return self._conns.get()
 
     def _bump(self, db: sqlite3.Connection, name: str) -> None:
         db.execute(
@@ -247,9 +234,4 @@ class Journal:
         return {name: found.get(name, 0) for name in OUTCOMES}
 
     def close(self) -> None:
-        with self._lock:
-            for db in self._all:
-                with contextlib.suppress(sqlite3.Error):
-                    db.close()
-            self._all.clear()
-        self._local = threading.local()
+        self._conns.close()

@@ -127,4 +127,6 @@ def test_a_flood_of_random_macs_is_not_a_flood_of_records(
         f"{waiting} new MACs made to wait, {proxy.counters['answered']} answered"
     )
     assert len(nodes) <= bound, (len(nodes), bound)
-    assert waiting >= proxy.counters["answered"] - bound
+    # Every answered flood MAC was either recorded (at most `bound`) or made to wait; the
+    # known and the new machine may each have been answered up to 3 times (retries).
+    assert waiting >= proxy.counters["answered"] - bound - 6

@@ -27,7 +27,7 @@ from pxeserver.store.etcd import EtcdStore
 
 from .conftest import etcd_prefix
 from .support.etcd import EtcdMember
-from .support.net import free_port
+from .support.net import free_port, wait_for
 
 MAC1 = MAC.parse("52:54:00:fa:11:01")
 
@@ -64,6 +64,13 @@ def refused_endpoint() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
+def stopped(member: EtcdMember) -> bool:
+    """Whether the member's process is stopped now (SIGSTOP takes effect asynchronously)."""
+    assert member.proc is not None
+    stat = Path(f"/proc/{member.proc.pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
 @pytest.mark.etcd
 def test_a_frozen_member_costs_one_deadline_then_fails_over(etcd: Any, tmp_path: Path) -> None:
     """A real etcd stopped with SIGSTOP mid-session: the connection is up, nothing answers."""
@@ -75,6 +82,7 @@ def test_a_frozen_member_costs_one_deadline_then_fails_over(etcd: Any, tmp_path:
         assert not store.stats
         assert frozen.proc is not None
         os.kill(frozen.proc.pid, signal.SIGSTOP)
+        wait_for(lambda: stopped(frozen), 10, "etcd to stop on SIGSTOP")
         start = time.monotonic()
         assert store.get(MAC1) is None
         took = time.monotonic() - start

@@ -109,8 +109,9 @@ def test_etcd_stopped_is_503_then_recovers(tmp_path: Path) -> None:
         assert b"store is unavailable" in body
         assert "store unavailable" in s.log()
         member.start()
-        # iPXE retries after Retry-After; the server must be answering again by then
-        wait_for(lambda: s.get("/ipxe?mac=52:54:00:00:00:99")[0] == 200, 5, "recovery", 0.5)
+        # iPXE keeps retrying; the server answers again once etcd is up and the breaker
+        # (0.5 s doubling to 5 s) lets the next call through. Generous on a loaded machine.
+        wait_for(lambda: s.get("/ipxe?mac=52:54:00:00:00:99")[0] == 200, 30, "recovery", 0.5)
         nodes = s.json("/api/v1/nodes")["nodes"]
         assert sorted(n["hostname"] for n in nodes) == ["node-001", "node-002"]
     finally:
