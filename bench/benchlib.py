@@ -26,11 +26,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-# bench/http.py would hide the standard library's ``http`` package from anything run with
-# bench/ early on sys.path (``python bench/x.py`` puts it first): keep bench/ importable,
-# but last.
+# bench/'s modules import their neighbours by bare name.
 _BENCH = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _BENCH] + [_BENCH]
+if _BENCH not in sys.path:
+    sys.path.append(_BENCH)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

@@ -32,29 +32,22 @@ server is stopped by its PID. Importable: :func:`run` (tests/test_fuzz.py runs a
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import random
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-# bench/http.py (the HTTP benchmark) shadows the standard library's http package, which
-# urllib needs, for a script started as `python bench/fuzz_packets.py`: take this folder
-# off the path.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import selectors  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

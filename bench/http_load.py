@@ -1,7 +1,7 @@
 """HTTP: ``/ipxe`` and ``/cloud-config`` of registered nodes, pxeserver against nginx.
 
-    .venv/bin/python bench/http.py                 # 3 runs, 10,000 nodes, wrk 10 s
-    .venv/bin/python bench/http.py --runs 1 --quick
+    .venv/bin/python bench/http_load.py                 # 3 runs, 10,000 nodes, wrk 10 s
+    .venv/bin/python bench/http_load.py --runs 1 --quick
 
 For each store (SQLite, then etcd) the benchmark registers 10,000 nodes, starts ``pxeserver
 serve --no-dhcp --no-tftp`` (2 HTTP workers, the default) on a free loopback port, fetches
@@ -24,28 +24,24 @@ include the store. Requests that are not 2xx, socket errors and timeouts are err
 
 from __future__ import annotations
 
-# Run as ``python bench/http.py`` the script's folder comes first on sys.path, and a
-# runner may put it early too: there this file would hide the standard library's
-# ``http`` package (urllib needs it). Keep the folder importable, but last.
+import argparse
+import json
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
 
-_BENCH = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _BENCH] + [_BENCH]
+# bench/'s neighbours import by bare name, however this file is started.
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import urllib.request  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import benchlib  # noqa: E402
-import rate_load  # noqa: E402
+import benchlib
+import rate_load
 
 NAME = "http"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
