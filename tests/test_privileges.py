@@ -17,11 +17,13 @@ checks first that ``serve`` itself refuses the unreadable interpreter with a cle
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pwd
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,18 +75,28 @@ def python_for_user() -> tuple[str, dict[str, str]]:
     except PermissionError:
         pass
     same = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    if not Path(same).exists():
+        pytest.skip(f"user {USER} cannot run {sys.executable} and {same} does not exist")
     paths = [str(REPO), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    if Path(same).exists():
-        out = as_user([same, *probe], env)
-        if out.returncode == 0:
-            return same, env
-        reason = out.stderr.strip().splitlines()[-1:]
-    else:
-        reason = [f"{same} does not exist"]
+    out = as_user([same, *probe], env)
+    if out.returncode == 0:
+        return same, env
+    # The checkout or its .venv is where USER cannot read (a clone under /root, say): give
+    # USER a copy of pxeserver and the venv's packages, removed when the tests end.
+    copy = Path(tempfile.mkdtemp(prefix="pxeserver-privileges-pkgs-"))
+    atexit.register(shutil.rmtree, copy, ignore_errors=True)
+    for src in dict.fromkeys(paths[1:]):
+        shutil.copytree(src, copy, dirs_exist_ok=True, symlinks=True)
+    shutil.copytree(REPO / "pxeserver", copy / "pxeserver", dirs_exist_ok=True)
+    os.chmod(copy, 0o755)
+    env["PYTHONPATH"] = str(copy)
+    out = as_user([same, *probe], env)
+    if out.returncode == 0:
+        return same, env
     pytest.skip(
-        f"user {USER} can run neither {sys.executable} nor {same} with pxeserver's packages "
-        f"({reason}); put the checkout and its .venv where {USER} can read them"
+        f"user {USER} can run neither {sys.executable} nor {same} with pxeserver's packages, "
+        f"not even from a copy in {copy} ({out.stderr.strip().splitlines()[-1:]})"
     )
 
 
@@ -169,12 +181,13 @@ def test_serve_on_privileged_ports_drops_root_in_every_process(
     work = world_readable_dir
     root = work / "tftproot"
     copy_ipxe(root)
+    templates = shutil.copytree(REPO / "cloud-configs", work / "cloud-configs")
     settings = {
         "server": {"listen": ADDRESS, "http_workers": 2, "log_format": "json"},
         "paths": {
             "tftp_root": str(root),
             "data_dir": str(work / "var"),
-            "templates_dir": str(REPO / "cloud-configs"),
+            "templates_dir": str(templates),
         },
     }
     (work / "pxeserver.yaml").write_text(yaml.safe_dump(settings))
