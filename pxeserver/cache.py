@@ -49,13 +49,8 @@ class NodeCache:
         # from the store does not rewrite it.
         self._revisions: dict[MAC, int] = {}
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Node records carry the nodes' tokens: readable by pxeserver's user only
-            # (SQLite gives its -wal and -shm files the database file's mode).
-            self.path.touch(mode=0o600, exist_ok=True)
-            db = self._db()
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+            # Node records carry the nodes' tokens: readable by pxeserver's user only.
+            self._conns.create(SCHEMA, mode=0o600)
         except (sqlite3.Error, OSError) as exc:
             raise PxeError(
                 f"cannot open the node cache {self.path}: {exc}; the data dir must be writable"

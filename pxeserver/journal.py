@@ -101,10 +101,7 @@ class Journal:
         self.timeout = timeout
         self._conns = ThreadConnections(self.path, timeout, "FULL")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = self._db()
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+            self._conns.create(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise PxeError(
                 f"cannot open the journal {self.path}: {exc}; the data dir must be writable"

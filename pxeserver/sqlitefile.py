@@ -26,6 +26,17 @@ class ThreadConnections:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
+    def create(self, schema: str, mode: int | None = None) -> None:
+        """Make the file (with ``mode``, if given, before SQLite first opens it: its -wal
+        and -shm files take the file's mode), switch it to WAL and apply ``schema``. Raises
+        ``sqlite3.Error`` or ``OSError``; the caller says what the file is for."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if mode is not None:
+            self.path.touch(mode=mode, exist_ok=True)
+        db = self.get()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(schema)
+
     def get(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use (autocommit: callers say BEGIN)."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)

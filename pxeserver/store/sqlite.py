@@ -49,10 +49,7 @@ class SQLiteStore:
         # handler (BEGIN IMMEDIATE); within one process the lock hands over at once.
         self._write_lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = self._db()
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+            self._conns.create(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
 
