@@ -52,7 +52,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pxeserver import dhcp_packets as dp  # noqa: E402
+from pxeserver.dhcp import packets as dp  # noqa: E402
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
 GOLDEN = REPO / "tests" / "data" / "dhcp"

@@ -113,7 +113,7 @@ def register(config: Path, etcd: str | None, count: int) -> None:
     from pxeserver.config import load
     from pxeserver.daemon import make_store
     from pxeserver.model import MAC, EventKind
-    from pxeserver.registry import Change, Registry
+    from pxeserver.nodes.registry import Change, Registry
 
     overrides: dict[str, Any] = {}
     if etcd:

@@ -16,10 +16,10 @@ from . import metrics
 from .config import Settings, hostname_from_pattern, valid_hostname
 from .errors import InvalidInput, NotFound, RenderError, StoreUnavailable
 from .model import MAC, EventKind, Machine, Node, State
+from .nodes.registry import UNSET, Change, Registry
+from .nodes.sightings import Sightings
 from .profiles import BootChoice, Decision, Profile, decide, machine_facts
-from .registry import UNSET, Change, Registry
-from .render import Renderer
-from .sightings import Sightings
+from .render.templates import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ class BootService:
         decision and kernel arguments as its iPXE script. Serving it records the node as
         ``booting`` (an ``ipxe`` event: the boot script was served), like ``/ipxe`` does.
         Reads and writes the store: call it off any packet loop."""
-        from . import pxelinux
+        from .render import pxelinux
 
         existing = self.registry.get(machine.mac)
         before = self._with_facts(existing, machine) if existing else self._provisional(machine)

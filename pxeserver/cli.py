@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from . import checks
+from .commands.check import check_settings, default_base_url
 from .config import load
 from .errors import ConfigError, PxeError
 from .model import MAC, Machine
@@ -126,7 +126,7 @@ def check(config: Path | None) -> None:
         settings, warnings = load(config)
     except ConfigError as exc:
         config_failed(exc)
-    problems = warnings + checks.check_settings(settings)
+    problems = warnings + check_settings(settings)
     for problem in problems:
         click.echo(str(problem), err=True)
     errors = [p for p in problems if not p.warning]
@@ -163,7 +163,7 @@ def render(
         settings, _ = load(config)
         machine = Machine(MAC.parse(mac), parse_uuid(uuid), arch, platform)
         service = daemon.make_service(settings, local=False)
-        base = base_url or checks.default_base_url(settings)
+        base = base_url or default_base_url(settings)
         preview = service.preview(machine, base, use_registry=not no_registry)
     except ConfigError as exc:
         config_failed(exc)
@@ -419,7 +419,7 @@ def fetch_flatcar(
     ASSETS/flatcar/current pointing at the last version that verified. A file that fails
     verification is deleted and the command exits 1.
     """
-    from . import flatcar
+    from .commands import flatcar
 
     try:
         settings, _ = load(config)
@@ -443,7 +443,7 @@ def fetch_flatcar(
               help="Folder to copy into (default: paths.tftp_root of the settings).")  # fmt: skip
 def assets_ipxe(config: Path | None, target: Path | None) -> None:
     """Copy undionly.kpxe, ipxe.efi and snponly.efi from Debian's ipxe package."""
-    from .loaders import copy_ipxe
+    from .commands.ipxe import copy_ipxe
 
     try:
         if target is None:
@@ -474,7 +474,7 @@ def assets_ipxe(config: Path | None, target: Path | None) -> None:
 )
 def demo(server: str, mac: str | None, timeout: float, keep: bool, log_dir: Path | None) -> None:
     """Boot one QEMU VM against a running server and follow it to ready (no root needed)."""
-    from . import demo as demo_
+    from .commands import demo as demo_
 
     try:
         address = MAC.parse(mac) if mac else None

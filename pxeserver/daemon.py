@@ -28,14 +28,13 @@ from . import metrics
 from .boot import BootService
 from .config import Settings, load
 from .errors import PxeError, StoreUnavailable
-from .logs import JsonFormatter as JsonFormatter  # where callers found it before logs.py
 from .logs import configure
-from .registry import Registry
-from .render import Renderer
+from .nodes.registry import Registry
+from .render.templates import Renderer
 from .store import NodeStore
 
 if TYPE_CHECKING:
-    from .resilient import Replayer
+    from .nodes.resilient import Replayer
 
 log = logging.getLogger(__name__)
 WORKERS_KILL_TIMEOUT_S = 5
@@ -55,7 +54,7 @@ def make_store(settings: Settings) -> NodeStore:
 
 def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = None) -> Registry:
     """The registry over ``store``. With ``local`` (default: for the etcd backend), a
-    :class:`~pxeserver.resilient.ResilientRegistry` whose node cache and journal live in
+    :class:`~pxeserver.nodes.resilient.ResilientRegistry` whose node cache and journal live in
     the data dir, so that known machines boot through a store outage."""
     c = settings.cluster
     kwargs: dict[str, Any] = {
@@ -68,9 +67,9 @@ def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = 
         local = settings.store.backend == "etcd"
     if not local:
         return Registry(store, **kwargs)
-    from .cache import NodeCache
-    from .journal import Journal
-    from .resilient import ResilientRegistry
+    from .nodes.cache import NodeCache
+    from .nodes.journal import Journal
+    from .nodes.resilient import ResilientRegistry
 
     data = settings.paths.data_dir
     return ResilientRegistry(store, NodeCache(data / "cache.db"), Journal(data / "journal.db"),
@@ -98,7 +97,7 @@ def _worker_app(spec: str) -> Any:
     from .web import create_app
 
     args = json.loads(spec)
-    from .children import die_with_parent
+    from .host.children import die_with_parent
 
     die_with_parent(args["parent"])  # no orphan holding the HTTP port if we are SIGKILLed
     path = Path(args["config"]) if args["config"] else None
@@ -165,7 +164,7 @@ def reaper_interval(settings: Settings) -> float:
 
 def listen_address(settings: Settings) -> str:
     """The address UDP services bind: the interface's, if one is named, else ``listen``."""
-    from .netif import interface_address
+    from .host.netif import interface_address
 
     if settings.server.interface:
         return interface_address(settings.server.interface)
@@ -208,8 +207,8 @@ class UdpServices:
 
     def bind(self) -> None:
         """Bind every socket, or raise PxeError with what to do (privileged ports)."""
-        from .netif import bind_error
-        from .tftp import TftpServer
+        from .host.netif import bind_error
+        from .tftp.server import TftpServer
 
         s = self.settings.server
         address = listen_address(self.settings)
@@ -235,7 +234,7 @@ class UdpServices:
                 raise bind_error("TFTP", address, s.tftp_port, exc) from exc
             self.services.append(tftp)
         if s.dhcp:
-            from .dhcp import ProxyDhcp
+            from .dhcp.proxy import ProxyDhcp
 
             dhcp = ProxyDhcp(
                 self.service,
@@ -275,7 +274,7 @@ def local_state(registry: Registry, service: BootService) -> Replayer | None:
     """For a registry with a local cache and journal (main process): teach ProxyDHCP the
     cached nodes, so that it decides about them as before a restart even while the store
     is down, and return the journal's replayer (None for a plain registry)."""
-    from .resilient import Replayer, ResilientRegistry
+    from .nodes.resilient import Replayer, ResilientRegistry
 
     if not isinstance(registry, ResilientRegistry):
         return None
@@ -320,8 +319,8 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     udp = UdpServices(settings, service)
     try:
         if settings.server.user:
-            from .netif import check_user
-            from .privileges import check_user_can_serve
+            from .host.netif import check_user
+            from .host.privileges import check_user_can_serve
 
             check_user(settings.server.user)
             paths = settings.paths
@@ -376,10 +375,10 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
         # Ports are bound (HTTP by granian, UDP above) and no worker exists yet: the
         # moment to stop being root, so the workers spawn unprivileged.
         if settings.server.user:
-            from .netif import drop_privileges
+            from .host.netif import drop_privileges
 
             # granian's workers bind the HTTP port themselves, after this: below 1024
-            # they need CAP_NET_BIND_SERVICE (pxeserver.privileges says why).
+            # they need CAP_NET_BIND_SERVICE (pxeserver.host.privileges says why).
             drop_privileges(
                 settings.server.user,
                 [settings.paths.data_dir],

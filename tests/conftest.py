@@ -12,7 +12,7 @@ import pytest
 from pxeserver import config
 from pxeserver.boot import BootService
 from pxeserver.daemon import make_registry
-from pxeserver.render import Renderer
+from pxeserver.render.templates import Renderer
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 

@@ -19,7 +19,7 @@ import yaml
 from pxeserver import config
 from pxeserver.boot import BootService
 from pxeserver.model import MAC, EventKind, Machine
-from pxeserver.render import Renderer
+from pxeserver.render.templates import Renderer
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
@@ -373,10 +373,10 @@ def test_an_install_phoned_home_during_a_store_outage_is_journalled_and_kept(
     # A disk install that finishes while etcd is down: the ready is journalled with what
     # the disk now holds, the cached node boots from disk at once, and the replay (from a
     # reopened journal, as after a restart) writes it to the store.
-    from pxeserver.cache import NodeCache
-    from pxeserver.journal import Journal
-    from pxeserver.registry import Change
-    from pxeserver.resilient import Replayer, ResilientRegistry
+    from pxeserver.nodes.cache import NodeCache
+    from pxeserver.nodes.journal import Journal
+    from pxeserver.nodes.registry import Change
+    from pxeserver.nodes.resilient import Replayer, ResilientRegistry
 
     from .test_resilient import SwitchedStore
 

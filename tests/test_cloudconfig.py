@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from pxeserver.cloudconfig import validate
+from pxeserver.render.cloudconfig import validate
 
 GOOD = """#cloud-config
 hostname: node-001

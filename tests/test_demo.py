@@ -1,4 +1,4 @@
-"""pxeserver.demo's pure parts; the demo itself boots a VM in tests/lab/test_demo.py."""
+"""pxeserver.commands.demo's pure parts; the demo itself boots a VM in tests/lab/test_demo.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver import demo
+from pxeserver.commands import demo
 from pxeserver.model import MAC
 
 

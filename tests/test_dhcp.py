@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver import dhcp_packets as dp
 from pxeserver.boot import BootService
-from pxeserver.dhcp import ProxyDhcp, machine_of
+from pxeserver.dhcp import packets as dp
+from pxeserver.dhcp.proxy import ProxyDhcp, machine_of
 from pxeserver.model import MAC
 
 from .conftest import make_service, make_settings

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from pxeserver.boot import BootService
-from pxeserver.dhcp import ProxyDhcp
+from pxeserver.dhcp.proxy import ProxyDhcp
 from pxeserver.model import MAC, EventKind, Machine
-from pxeserver.registry import Change
+from pxeserver.nodes.registry import Change
 
 from .test_dhcp import exchange
 from .test_dhcp_packets import golden

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver import dhcp_packets as dp
+from pxeserver.dhcp import packets as dp
 
 from .support.net import wait_for
 from .test_dhcp_packets import golden
@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 SERVER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from pxeserver.dhcp import ProxyDhcp
-    from pxeserver.netif import interface_address
+    from pxeserver.dhcp.proxy import ProxyDhcp
+    from pxeserver.host.netif import interface_address
 
     class Boot:  # the boot policy's answers; the real one is tested on loopback
         def boot_refusal(self, machine): return None

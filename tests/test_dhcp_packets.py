@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver import dhcp_packets as dp
-from pxeserver.dhcp import Loaders, Offer, choose, is_pxe_client, machine_of
+from pxeserver.dhcp import packets as dp
+from pxeserver.dhcp.proxy import Loaders, Offer, choose, is_pxe_client, machine_of
 from pxeserver.model import MAC
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "dhcp"

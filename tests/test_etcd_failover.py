@@ -21,7 +21,7 @@ import pytest
 
 from pxeserver.errors import AlreadyExists, Conflict, StoreUnavailable
 from pxeserver.model import MAC, EventKind, Node, Versioned
-from pxeserver.registry import Change, Registry
+from pxeserver.nodes.registry import Change, Registry
 from pxeserver.store import HostnameFor
 from pxeserver.store.etcd import EtcdStore
 

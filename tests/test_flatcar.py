@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pxeserver import config
-from pxeserver.flatcar import FILES
+from pxeserver.commands.flatcar import FILES
 from pxeserver.model import MAC, Machine
 
 from .conftest import REPO, make_service

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pxeserver import dhcp_packets as dp
-from pxeserver import tftp_packets as tp
-from pxeserver.dhcp import Loaders, choose, is_pxe_client, machine_of
-from pxeserver.tftp_files import Refused, locate
+from pxeserver.dhcp import packets as dp
+from pxeserver.dhcp.proxy import Loaders, choose, is_pxe_client, machine_of
+from pxeserver.tftp import packets as tp
+from pxeserver.tftp.files import Refused, locate
 
 from .test_dhcp_packets import GOLDEN
 

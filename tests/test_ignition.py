@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from pxeserver import checks, ignition
+from pxeserver.commands.check import check_settings
+from pxeserver.render import ignition
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
@@ -144,11 +145,11 @@ def test_a_broken_template_is_500_changes_nothing_and_fails_check(tmp_path: Path
     r = client.get(f"/ignition?mac={MAC}")
     assert r.status_code == 500 and "not a spec 3 version" in r.text
     assert client.get(f"/api/v1/nodes/{MAC}").json["state"] == "booting"
-    problems = checks.check_settings(settings)
+    problems = check_settings(settings)
     assert any(p.key == "profiles.ign.ignition" and "2.3.0" in p.what for p in problems)
 
 
 def test_the_shipped_template_passes_check(tmp_path: Path) -> None:
     settings = ignition_settings(tmp_path)
-    assert not [p for p in checks.check_settings(settings) if "ignition" in p.key]
+    assert not [p for p in check_settings(settings) if "ignition" in p.key]
     assert (REPO / "cloud-configs" / "flatcar.ign.j2").exists()

@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from pxeserver.netif import UDP_RECEIVE_BUFFER, enlarge_receive_buffer
+from pxeserver.host.netif import UDP_RECEIVE_BUFFER, enlarge_receive_buffer
 
 
 def rmem_max() -> int:

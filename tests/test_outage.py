@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from pxeserver import daemon
-from pxeserver import dhcp_packets as dp
 from pxeserver.boot import BootService
 from pxeserver.config import Settings
-from pxeserver.dhcp import ProxyDhcp
+from pxeserver.dhcp import packets as dp
+from pxeserver.dhcp.proxy import ProxyDhcp
 from pxeserver.errors import StoreUnavailable
 from pxeserver.model import MAC, EventKind, Machine, Node, State
-from pxeserver.resilient import Replayer, ResilientRegistry
+from pxeserver.nodes.resilient import Replayer, ResilientRegistry
 from pxeserver.store import NodeStore
 from pxeserver.store.etcd import EtcdStore
 from pxeserver.web import create_app

@@ -7,7 +7,7 @@ every thread of the main process, each HTTP worker, each TFTP transfer process a
 multiprocessing's resource tracker: uid, gid, supplementary groups, capabilities and
 no_new_privs. With HTTP on port 80 the one capability kept is CAP_NET_BIND_SERVICE
 (granian's workers bind the HTTP port themselves, after the drop: see
-pxeserver/privileges.py); with HTTP on 8080, none.
+pxeserver/host/privileges.py); with HTTP on 8080, none.
 
 The dropped user must be able to run the interpreter. Where this one lives under a
 folder closed to that user (pyenv under /root), the test runs the server with Debian's
@@ -35,9 +35,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pxeserver import dhcp_packets as dp
+from pxeserver.commands.ipxe import copy_ipxe
 from pxeserver.daemon import tftp_workers
-from pxeserver.loaders import copy_ipxe
+from pxeserver.dhcp import packets as dp
 
 from .support.net import wait_for
 from .test_dhcp_packets import golden
@@ -235,7 +235,7 @@ def test_serve_on_privileged_ports_drops_root_in_every_process(
         tracker = {p for p in pids if "resource_tracker" in command(p)}
         tftp = set(pids) - http - tracker - {main}
         assert len(http) == 2 and http <= set(pids), (http, pids, log)
-        # One transfer process while idle; more start on demand (pxeserver/tftp.py).
+        # One transfer process while idle; more start on demand (pxeserver/tftp/server.py).
         assert len(tracker) == 1 and 1 <= len(tftp) <= tftp_workers(), {p: command(p) for p in pids}
         for pid in http:
             pids[pid] = "HTTP worker"

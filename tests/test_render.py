@@ -6,7 +6,7 @@ import yaml
 from pxeserver.errors import RenderError
 from pxeserver.model import MAC, Node, State
 from pxeserver.profiles import Decision, Group, Profile
-from pxeserver.render import Renderer
+from pxeserver.render.templates import Renderer
 
 from .conftest import make_settings
 

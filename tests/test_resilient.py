@@ -10,13 +10,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pxeserver import metrics, resilient
-from pxeserver.cache import NodeCache
+from pxeserver import metrics
 from pxeserver.errors import NotFound, StoreUnavailable
-from pxeserver.journal import Journal, change_from_dict, change_to_dict
 from pxeserver.model import MAC, EventKind, Machine, Node, State, Versioned
-from pxeserver.registry import Change
-from pxeserver.resilient import Replayer, ResilientRegistry
+from pxeserver.nodes import resilient
+from pxeserver.nodes.cache import NodeCache
+from pxeserver.nodes.journal import Journal, change_from_dict, change_to_dict
+from pxeserver.nodes.registry import Change
+from pxeserver.nodes.resilient import Replayer, ResilientRegistry
 from pxeserver.store import HostnameFor
 from pxeserver.store.sqlite import SQLiteStore
 
@@ -260,7 +261,7 @@ def test_the_journal_depth_is_a_metric(registry: ResilientRegistry, store: Switc
 
 def test_the_daemon_wires_the_cache_and_journal_for_etcd_only(tmp_path: Path) -> None:
     from pxeserver import daemon
-    from pxeserver.registry import Registry
+    from pxeserver.nodes.registry import Registry
 
     from .conftest import make_settings
 

@@ -2,7 +2,7 @@
 
 Found here: the HTTP workers (granian) lived on as orphans holding the HTTP port, and
 multiprocessing's resource tracker with them, so a restarted server could not bind.
-The workers now ask the kernel for SIGKILL when their parent dies (pxeserver.children);
+The workers now ask the kernel for SIGKILL when their parent dies (pxeserver.host.children);
 TFTP transfer processes end when their job pipe closes.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver.loaders import copy_ipxe
+from pxeserver.commands.ipxe import copy_ipxe
 
 from .support.net import free_port, port_open, wait_for
 from .support.server import ServerProcess
@@ -103,13 +103,13 @@ def test_sigkill_of_the_main_process_leaves_no_child_behind(tmp_path: Path) -> N
 def test_a_worker_whose_parent_is_already_gone_exits() -> None:
     # The race prctl cannot cover: the parent died before the worker asked. The worker
     # checks its parent right after asking and goes.
-    code = "from pxeserver.children import die_with_parent; die_with_parent(1); print('lived')"
+    code = "from pxeserver.host.children import die_with_parent; die_with_parent(1); print('lived')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=False)  # fmt: skip
     assert out.returncode == 1 and "lived" not in out.stdout
     assert "the main process 1 is gone; exiting" in out.stderr
     code = (
-        "import os; from pxeserver.children import die_with_parent; "
+        "import os; from pxeserver.host.children import die_with_parent; "
         "print(die_with_parent(os.getppid()))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -16,15 +16,15 @@ import pytest
 
 # Imported here, as root: after dropping to nobody the child may not read an interpreter
 # installed under /root (pyenv), so everything the check uses must be loaded already.
-import pxeserver.dhcp
-import pxeserver.tftp  # noqa: F401
-from pxeserver import dhcp_packets as dp
+import pxeserver.dhcp.proxy
+import pxeserver.tftp.server  # noqa: F401
+from pxeserver.commands.ipxe import copy_ipxe
 from pxeserver.config import parse
 from pxeserver.daemon import UdpServices, make_service
+from pxeserver.dhcp import packets as dp
 from pxeserver.errors import PxeError
-from pxeserver.loaders import copy_ipxe
+from pxeserver.host.netif import drop_privileges
 from pxeserver.model import MAC
-from pxeserver.netif import drop_privileges
 from pxeserver.store.sqlite import SQLiteStore
 
 from .support.net import free_port, wait_for

@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pxeserver import dhcp_packets as dp
 from pxeserver.boot import BootService
-from pxeserver.dhcp import ProxyDhcp
+from pxeserver.dhcp import packets as dp
+from pxeserver.dhcp.proxy import ProxyDhcp
 from pxeserver.errors import StoreUnavailable
 from pxeserver.model import MAC, EventKind, Machine
+from pxeserver.nodes.registry import Change
+from pxeserver.nodes.sightings import Sightings
 from pxeserver.ratelimit import TokenBucket
-from pxeserver.registry import Change
-from pxeserver.sightings import Sightings
 from pxeserver.store.sqlite import SQLiteStore
 
 from .conftest import make_service, make_settings

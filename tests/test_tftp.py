@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver import tftp
-from pxeserver import tftp_packets as tp
 from pxeserver.boot import BootService
 from pxeserver.model import MAC, Machine
-from pxeserver.tftp import TftpServer
-from pxeserver.tftp_transfers import TransferLoop
+from pxeserver.tftp import packets as tp
+from pxeserver.tftp import server as tftp
+from pxeserver.tftp.server import TftpServer
+from pxeserver.tftp.transfers import TransferLoop
 
 from .support.net import wait_for
 
@@ -201,13 +201,15 @@ def raw(server: TftpServer) -> Iterator[RawClient]:
 def test_refusals_are_error_packets_logged_once(
     raw: RawClient, server: TftpServer, name: str, code: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pxeserver.tftp")
+    caplog.set_level(logging.INFO, logger="pxeserver.tftp.server")
     packet = b"\x00\x01" + name.encode() + b"\x00octet\x00"
     for _ in range(3):  # a client that retries gets the same answer, the log one line
         raw.send(packet)
         answer = raw.recv()
         assert isinstance(answer, tp.Error) and answer.code == code
-    lines = [r for r in caplog.records if r.name == "pxeserver.tftp" and "refused" in r.message]
+    lines = [
+        r for r in caplog.records if r.name == "pxeserver.tftp.server" and "refused" in r.message
+    ]
     assert len(lines) == 1, [r.message for r in lines]
     # a missing file is routine (PXELINUX probes names); anything else is a warning
     assert lines[0].levelno == (logging.INFO if code == tp.FILE_NOT_FOUND else logging.WARNING)

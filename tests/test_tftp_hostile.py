@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver import tftp_packets as tp
-from pxeserver.tftp import TftpServer
+from pxeserver.tftp import packets as tp
+from pxeserver.tftp.server import TftpServer
 
 from .support.net import wait_for
 from .test_tftp import CURL, RawClient, curl, need

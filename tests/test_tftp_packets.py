@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pxeserver import tftp_packets as tp
-from pxeserver.tftp_files import Refused, check_name, netascii
+from pxeserver.tftp import packets as tp
+from pxeserver.tftp.files import Refused, check_name, netascii
 
 
 def test_request_options_are_lower_cased_and_kept_in_order() -> None:

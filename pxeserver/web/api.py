@@ -19,7 +19,7 @@ from .. import timeline
 from ..config import Settings
 from ..errors import Forbidden, InvalidInput, StoreUnavailable
 from ..model import MAC, EventKind, Node, State
-from ..registry import UNSET
+from ..nodes.registry import UNSET
 from . import service
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")

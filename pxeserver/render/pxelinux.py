@@ -1,17 +1,17 @@
 """PXELINUX configuration files (``pxelinux.cfg/01-<mac>``), for sites that boot PXELINUX.
 
 The same decision and the same kernel arguments as the machine's iPXE script
-(:meth:`pxeserver.render.Renderer.kernel_args`); kernel and initrds are named by their TFTP
-path under the virtual ``assets/`` folder (relative, so PXELINUX fetches them from the
+(:meth:`pxeserver.render.templates.Renderer.kernel_args`); kernel and initrds are named by
+their TFTP path under the virtual ``assets/`` folder (relative, so PXELINUX fetches them from the
 server and folder it came from), or by URL when the profile gives a URL (lpxelinux.0
 fetches http:// itself).
 """
 
 from __future__ import annotations
 
-from .model import Node
-from .profiles import Decision, Profile
-from .render import Renderer, template_vars
+from ..model import Node
+from ..profiles import Decision, Profile
+from .templates import Renderer, template_vars
 
 
 def _location(path: str) -> str:

@@ -3,12 +3,12 @@
 While etcd does not answer, a known node still boots, and what happens to it (a DHCP
 sighting, its iPXE script and cloud-config served, ``ready``, heartbeats) is a change the
 registry must not lose. Each such change is appended here, durably, before the caller is
-told it succeeded; :class:`pxeserver.resilient.Replayer` applies the entries to the store
+told it succeeded; :class:`pxeserver.nodes.resilient.Replayer` applies the entries to the store
 in the order they were appended once it answers again, and removes each one after the
 store took it.
 
 Replaying is idempotent: an entry carries the event id the change will have in the
-registry (:class:`pxeserver.registry.Change` ``event_id``), and the registry skips an
+registry (:class:`pxeserver.nodes.registry.Change` ``event_id``), and the registry skips an
 event whose id the node has applied lately. So an entry replayed twice (pxeserver killed
 between the store's write and the entry's removal) is applied once, and an entry whose
 first write did land although its answer was lost is not applied again either.
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import PxeError, StoreUnavailable
-from .model import MAC, EventKind, Machine
+from ..errors import PxeError, StoreUnavailable
+from ..model import MAC, EventKind, Machine
+from ..store.sqlitefile import ThreadConnections
 from .registry import Change
-from .sqlitefile import ThreadConnections
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Entry:
 
 def change_to_dict(change: Change) -> dict[str, Any]:
     """Every field of ``change``, JSON-ready. Generic over the fields, so that one added
-    to :class:`~pxeserver.registry.Change` (e.g. ``installs``) is journalled too; a field
+    to :class:`~pxeserver.nodes.registry.Change` (e.g. ``installs``) is journalled too; a field
     whose value JSON cannot hold is an error here, not a write lost on replay."""
     if change.event_id is None or change.at is None:
         raise ValueError("a journalled change needs its event id and time")

@@ -2,7 +2,7 @@
 
 The environment is strict (a missing variable is an error, never an empty string) and the
 variables every template sees come from one function, :func:`template_vars`. A rendered
-cloud-config is validated (see :mod:`pxeserver.cloudconfig`) before it is returned.
+cloud-config is validated (see :mod:`pxeserver.render.cloudconfig`) before it is returned.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from urllib.parse import quote, urlsplit
 import jinja2
 import yaml
 
+from ..config import ClusterSettings, Settings, peer_urls
+from ..errors import RenderError
+from ..model import Node
+from ..profiles import BootChoice, Decision, Group, Profile, boot_choice
 from . import cloudconfig, ignition
-from .config import ClusterSettings, Settings, peer_urls
-from .errors import RenderError
-from .model import Node
-from .profiles import BootChoice, Decision, Group, Profile, boot_choice
 
 log = logging.getLogger(__name__)
 

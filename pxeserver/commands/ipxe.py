@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import PxeError
+from ..errors import PxeError
 
 DEBIAN_IPXE = Path("/usr/lib/ipxe")
 # name in the TFTP root → where Debian keeps it (first found wins); arm64 only if shipped

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from . import tftp_packets as tp
-from .tftp_files import CACHE_TOTAL_MAX, Content, FileCache, Refused, netascii
+from . import packets as tp
+from .files import CACHE_TOTAL_MAX, Content, FileCache, Refused, netascii
 
 log = logging.getLogger(__name__)
 

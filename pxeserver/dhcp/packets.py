@@ -15,7 +15,7 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .model import MAC
+from ..model import MAC
 
 MAGIC = b"\x63\x82\x53\x63"
 HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")  # 236 bytes, RFC 2131 figure 1

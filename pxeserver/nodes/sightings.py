@@ -7,7 +7,7 @@ they never write to it themselves. They tell :class:`Sightings` what they saw:
   :meth:`Sightings.node`) answers at once: which MAC had this IP address, what its firmware
   said, and the node record as it was last written;
 - the changes go into a bounded queue that one writer thread applies with
-  :meth:`pxeserver.registry.Registry.apply`, in order, each with its own event id so that a
+  :meth:`pxeserver.nodes.registry.Registry.apply`, in order, each with its own event id so that a
   retried write is applied once. Repeated sightings of a MAC still waiting in the queue are
   merged into one (a firmware retries DISCOVER every few seconds; a flood of them is one
   write). When the store is unavailable the writer waits and retries; when the queue is
@@ -38,10 +38,10 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from . import metrics
-from .errors import PxeError, StoreUnavailable
-from .model import MAC, Machine, Node, new_event_id
-from .ratelimit import TokenBucket
+from .. import metrics
+from ..errors import PxeError, StoreUnavailable
+from ..model import MAC, Machine, Node, new_event_id
+from ..ratelimit import TokenBucket
 from .registry import Change, Registry
 
 log = logging.getLogger(__name__)

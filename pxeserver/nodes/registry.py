@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from . import model, timeline
-from .config import hostname_from_pattern
-from .errors import AlreadyExists, Conflict, Forbidden, HostnameTaken, NotFound, StoreUnavailable
-from .model import MAC, Event, EventKind, Machine, Node, State, Versioned
-from .store import NodeStore
+from .. import model, timeline
+from ..config import hostname_from_pattern
+from ..errors import AlreadyExists, Conflict, Forbidden, HostnameTaken, NotFound, StoreUnavailable
+from ..model import MAC, Event, EventKind, Machine, Node, State, Versioned
+from ..store import NodeStore
 
 log = logging.getLogger(__name__)
 

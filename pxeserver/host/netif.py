@@ -11,7 +11,7 @@ from pathlib import Path
 
 import netifaces
 
-from .errors import PxeError
+from ..errors import PxeError
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def drop_privileges(user: str, writable: list[Path], *, keep_bind: bool = False)
     folders it must write (the embedded store). Every thread of the process changes with
     the call (glibc applies setuid to all threads). No capability is kept, unless
     ``keep_bind``: then CAP_NET_BIND_SERVICE alone, also for the processes started later
-    (see :func:`pxeserver.privileges.keep_only_bind`). Either way no later program can
+    (see :func:`pxeserver.host.privileges.keep_only_bind`). Either way no later program can
     gain privileges (no_new_privs: a set-user-ID program runs as the caller)."""
     from . import privileges
 

@@ -5,8 +5,8 @@ profile. What it boots is a pure function of its node record and the settings
 (:meth:`pxeserver.boot.BootService.decide`), so the record is the one thing to keep: with
 it, the decision, the iPXE script and the cloud-config render exactly as they would with
 the store up. The cache is read-through: every node read from or written to the store is
-put here (:class:`pxeserver.resilient.GuardedStore`), and a node changed while the store
-was down is put here as the journal left it (:mod:`pxeserver.journal`).
+put here (:class:`pxeserver.nodes.resilient.GuardedStore`), and a node changed while the store
+was down is put here as the journal left it (:mod:`pxeserver.nodes.journal`).
 
 It is one SQLite file (``<data_dir>/cache.db``, WAL mode) shared by the main process and
 every HTTP worker, so a worker started during an outage still knows every node that any
@@ -23,9 +23,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from .errors import PxeError
-from .model import MAC, Node
-from .sqlitefile import ThreadConnections
+from ..errors import PxeError
+from ..model import MAC, Node
+from ..store.sqlitefile import ThreadConnections
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from typing import Any, BinaryIO
 
 import click
 
-from .config import Settings
-from .errors import PxeError
+from ..config import Settings
+from ..errors import PxeError
 
 FILES = ("flatcar_production_pxe.vmlinuz", "flatcar_production_pxe_image.cpio.gz")
 CHANNELS = ("stable", "beta", "alpha", "lts")

@@ -13,7 +13,7 @@ tftpd-hpa's process per transfer uses all. So the work is split (docs/BENCHMARKS
   what must be refused (writes, names outside the root, malformed packets), renders the
   per-machine files through the boot policy in a small thread pool (never on a packet
   loop), and hands each accepted request to a transfer loop;
-- :class:`pxeserver.tftp_transfers.TransferLoop` runs transfers, in a thread of this process
+- :class:`pxeserver.tftp.transfers.TransferLoop` runs transfers, in a thread of this process
   (``workers=0``: tests, small sites) or in up to ``workers`` spawned processes, each with
   its own epoll loop; the daemon chooses. One process runs from the start; another starts
   when every running one is busy, and stops after ``idle_retire`` seconds without work.
@@ -28,7 +28,7 @@ stalled or spoofed client), so stalled clients cannot lock real machines out.
 Every finished transfer is logged with the MAC when ProxyDHCP saw the client's address, and
 handed to the boot policy as a TFTP event on that node. Refusals get an error packet
 ("file not found" / "access violation") and one log line per client, name and reason a
-minute. Options follow :func:`pxeserver.tftp_packets.negotiate`.
+minute. Options follow :func:`pxeserver.tftp.packets.negotiate`.
 """
 
 from __future__ import annotations
@@ -49,22 +49,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import metrics
-from . import tftp_packets as tp
-from .errors import NotFound, PxeError, StoreUnavailable
-from .model import MAC, Machine
-from .netif import enlarge_receive_buffer
-from .ratelimit import KeyedBuckets, LogBudget, left_out
-from .tftp_files import CACHE_TOTAL_MAX, Refused, locate
-from .tftp_transfers import (
-    UNANSWERED_RETRIES,
-    Cancel,
-    Heard,
-    Job,
-    Outcome,
-    TransferLoop,
-    worker_main,
-)
+from .. import metrics
+from ..errors import NotFound, PxeError, StoreUnavailable
+from ..host.netif import enlarge_receive_buffer
+from ..model import MAC, Machine
+from ..ratelimit import KeyedBuckets, LogBudget, left_out
+from . import packets as tp
+from .files import CACHE_TOTAL_MAX, Refused, locate
+from .transfers import UNANSWERED_RETRIES, Cancel, Heard, Job, Outcome, TransferLoop, worker_main
 
 log = logging.getLogger(__name__)
 

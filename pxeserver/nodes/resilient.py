@@ -4,7 +4,7 @@ The daemon uses this for the etcd backend (the embedded SQLite store is on the s
 as the journal would be, so it has nothing to fall back to). Three pieces:
 
 - :class:`GuardedStore` wraps the real store. Every node read from or written to it is put
-  in the local :class:`~pxeserver.cache.NodeCache`. After a call failed with
+  in the local :class:`~pxeserver.nodes.cache.NodeCache`. After a call failed with
   ``StoreUnavailable`` it fails the next calls at once for a short, growing while (0.5 s
   up to 5 s) instead of letting each one wait out the store deadline; when the while is
   over, one call probes the store. A hung etcd costs one deadline per while, not one per
@@ -12,7 +12,7 @@ as the journal would be, so it has nothing to fall back to). Three pieces:
 - :class:`ResilientRegistry` is the registry the boot service talks to. When the store
   does not answer, ``get`` returns the cached node, and ``apply`` (sightings, iPXE script
   and cloud-config served, ``ready``, heartbeats) appends the change to the durable
-  :class:`~pxeserver.journal.Journal`, puts the changed node in the cache and returns it:
+  :class:`~pxeserver.nodes.journal.Journal`, puts the changed node in the cache and returns it:
   a known machine boots with its profile and the caller sees success. A machine the cache
   does not know still gets ``StoreUnavailable`` (``/ipxe`` answers 503 with
   ``Retry-After``; iPXE retries): without its record pxeserver cannot know whether an
@@ -24,7 +24,7 @@ as the journal would be, so it has nothing to fall back to). Three pieces:
 - :class:`Replayer`, a thread of the main process only, applies the journal to the store
   in order once it answers again and removes the entries the store took, a batch at a
   time. Entries carry their event ids, so replaying one twice changes nothing (see
-  :mod:`pxeserver.journal`).
+  :mod:`pxeserver.nodes.journal`).
 
 The reaper skips its rounds while the journal is not empty: the stored ``last_seen`` and
 heartbeat times are behind until it is replayed, and would make live nodes look lost.
@@ -39,13 +39,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import metrics, timeline
+from .. import metrics, timeline
+from ..errors import NotFound, PxeError, StoreUnavailable
+from ..model import MAC, EventKind, Node, Versioned, new_event_id
+from ..store import HostnameFor, NodeStore
 from .cache import NodeCache
-from .errors import NotFound, PxeError, StoreUnavailable
 from .journal import Entry, Journal
-from .model import MAC, EventKind, Node, Versioned, new_event_id
 from .registry import RECENT_IDS, Change, Registry
-from .store import HostnameFor, NodeStore
 
 log = logging.getLogger(__name__)
 

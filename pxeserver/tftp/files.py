@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tftp_packets import ACCESS_VIOLATION, FILE_NOT_FOUND, MAX_FILENAME
+from .packets import ACCESS_VIOLATION, FILE_NOT_FOUND, MAX_FILENAME
 
 ASSETS_PREFIX = "assets/"
 CACHE_FILE_MAX = 64 * 1024 * 1024

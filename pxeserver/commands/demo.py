@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import PxeError
-from .model import MAC
+from ..errors import PxeError
+from ..model import MAC
 
 QEMU = "qemu-system-x86_64"
 # QEMU's default option ROM for virtio-net-pci, from Debian's ipxe-qemu.

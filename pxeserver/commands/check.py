@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
-from .config import Settings, hostname_from_pattern
-from .errors import Problem, RenderError
-from .model import MAC, Node
-from .profiles import Decision, Group, Profile
-from .render import Renderer
+from ..config import Settings, hostname_from_pattern
+from ..errors import Problem, RenderError
+from ..model import MAC, Node
+from ..profiles import Decision, Group, Profile
+from ..render.templates import Renderer
 
 SAMPLE_MAC = MAC.parse("52:54:00:00:00:01")
 BOOT_LOADERS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")

@@ -1,7 +1,7 @@
 """Running without root: what the dropped user must be able to do, and capabilities.
 
 ``pxeserver serve --user USER`` binds its ports as root, then becomes USER
-(:func:`pxeserver.netif.drop_privileges`): uid, gid, no supplementary groups, no
+(:func:`pxeserver.host.netif.drop_privileges`): uid, gid, no supplementary groups, no
 capabilities, and no_new_privs, so that no program it starts can gain privileges again.
 
 One exception, taken deliberately and only when needed: with an HTTP port below 1024
@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import PxeError
+from ..errors import PxeError
 
 # <linux/prctl.h>, <linux/capability.h>
 PR_SET_KEEPCAPS = 8
@@ -92,7 +92,7 @@ def no_new_privs() -> None:
 # handed over (drop_privileges chowns it).
 _USER_PROBE = """
 import os, sys
-import flask, granian, jinja2, yaml, pxeserver.web, pxeserver.tftp, pxeserver.dhcp
+import flask, granian, jinja2, yaml, pxeserver.web, pxeserver.tftp.server, pxeserver.dhcp.proxy
 readable, data_dir = sys.argv[1:-1], os.path.abspath(sys.argv[-1])
 bad = []
 for path in readable:

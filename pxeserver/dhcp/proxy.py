@@ -39,11 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from . import dhcp_packets as dp
-from . import metrics
-from .model import MAC, Machine
-from .netif import address_of_index, enlarge_receive_buffer, interface_of, is_loopback
-from .ratelimit import LogBudget, left_out
+from .. import metrics
+from ..host.netif import address_of_index, enlarge_receive_buffer, interface_of, is_loopback
+from ..model import MAC, Machine
+from ..ratelimit import LogBudget, left_out
+from . import packets as dp
 
 log = logging.getLogger(__name__)
 
