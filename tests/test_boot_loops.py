@@ -378,7 +378,7 @@ def test_an_install_phoned_home_during_a_store_outage_is_journalled_and_kept(
     from pxeserver.nodes.registry import Change
     from pxeserver.nodes.resilient import Replayer, ResilientRegistry
 
-    from .test_resilient import SwitchedStore
+    from .nodes.test_resilient import SwitchedStore
 
     settings = make_settings(
         tmp_path, {"profiles": DISK_PROFILES, "groups": [{"name": "d", "profile": "install"}]}

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the whole HTTP API, served at ``/api/v1/openapi.json``.
 
 Written by hand next to the code it describes, and held to it by a schemathesis run
-against a live server in the test suite (tests/test_openapi.py): every response's status,
+against a live server in the test suite (tests/web/test_openapi.py): every response's status,
 content type and body must match what is written here.
 """
 
