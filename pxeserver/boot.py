@@ -13,10 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import metrics
-from .config import Settings, hostname_from_pattern, valid_hostname
+from .config import Settings
 from .errors import InvalidInput, NotFound, RenderError, StoreUnavailable
-from .model import MAC, EventKind, Machine, Node, State
-from .nodes.registry import UNSET, Change, Registry
+from .model import (
+    MAC,
+    UNSET,
+    EventKind,
+    Machine,
+    Node,
+    State,
+    hostname_from_pattern,
+    valid_hostname,
+)
+from .nodes.registry import Change, Registry
 from .nodes.sightings import Sightings
 from .profiles import BootChoice, Decision, Profile, decide, machine_facts
 from .render.templates import Renderer

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from .errors import ConfigError, InvalidInput, Problem
-from .model import MAC
+from .model import HOSTNAME_FIELDS, MAC, hostname_from_pattern, valid_hostname
 from .profiles import INSTALL_MODES, Group, Profile
 
 DEFAULTS_SOURCE = "<built-in defaults>"
@@ -255,39 +255,22 @@ def _url_problem(url: str) -> str | None:
 
 
 def _pattern_problem(pattern: str) -> str | None:
-    allowed = {"index", "mac", "mac_hex", "mac_suffix"}
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
     except ValueError as exc:
         return f"is not a valid pattern ({exc})"
     for name in fields:
-        if name not in allowed:
+        if name not in HOSTNAME_FIELDS:
             return f"uses {{{name}}}"
     try:
         sample = hostname_from_pattern(pattern, 7, MAC.parse("52:54:00:12:34:56"))
     except (ValueError, KeyError, IndexError) as exc:
         return f"does not format ({exc})"
-    if not _valid_hostname(sample):
+    if not valid_hostname(sample):
         return f"gives {sample!r}, which is not a valid hostname"
-    if not {"index", "mac", "mac_hex", "mac_suffix"} & set(fields):
+    if not set(HOSTNAME_FIELDS) & set(fields):
         return "gives every node the same name"
     return None
-
-
-def hostname_from_pattern(pattern: str, index: int, mac: MAC) -> str:
-    return pattern.format(index=index, mac=mac.hex, mac_hex=mac.hex, mac_suffix=mac.hex[6:])
-
-
-def _valid_hostname(name: str) -> bool:
-    if not 0 < len(name) <= 63:
-        return False
-    ok = set(string.ascii_lowercase + string.digits + "-")
-    return set(name) <= ok and not name.startswith("-") and not name.endswith("-")
-
-
-def valid_hostname(name: str) -> bool:
-    """A single DNS label in lower case: what a hostname pattern or an operator may set."""
-    return _valid_hostname(name)
 
 
 def _server(c: _Checker, raw: Mapping[str, Any]) -> ServerSettings:

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
-from ..config import Settings, hostname_from_pattern
+from ..config import Settings
 from ..errors import Problem, RenderError
-from ..model import MAC, Node
+from ..model import MAC, Node, hostname_from_pattern
 from ..profiles import Decision, Group, Profile
 from ..render.templates import Renderer
 

@@ -24,9 +24,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .. import model, timeline
-from ..config import hostname_from_pattern
 from ..errors import AlreadyExists, Conflict, Forbidden, HostnameTaken, NotFound, StoreUnavailable
-from ..model import MAC, Event, EventKind, Machine, Node, State, Versioned
+from ..model import (
+    MAC,
+    UNSET,
+    Event,
+    EventKind,
+    Machine,
+    Node,
+    State,
+    Versioned,
+    hostname_from_pattern,
+)
 from ..store import NodeStore
 
 log = logging.getLogger(__name__)
@@ -36,8 +45,6 @@ RECENT_IDS = 64
 # Repeats of these within this many seconds bump the last event's count instead of
 # growing the timeline (firmware retries DHCP; heartbeats come every few seconds).
 COALESCE = {EventKind.DHCP: 120.0, EventKind.HEARTBEAT: float("inf")}
-
-UNSET = object()
 # How long a thread's last read may stand in for the read a write starts with (see
 # Registry._mutate): the length of one request, not more.
 READ_REUSE_S = 1.0

@@ -18,8 +18,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from .. import timeline
 from ..config import Settings
 from ..errors import Forbidden, InvalidInput, StoreUnavailable
-from ..model import MAC, EventKind, Node, State
-from ..nodes.registry import UNSET
+from ..model import MAC, UNSET, EventKind, Node, State
 from . import service
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")

@@ -11,7 +11,7 @@ what this server has: profiles, groups, states, and whether writes need a token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -20,18 +20,17 @@ from .. import __version__
 from ..boot import NoMatch
 from ..config import Settings
 from ..errors import InvalidInput
-from ..model import MAC, Machine, Node, State
+from ..model import KNOWN_ARCHES, KNOWN_PLATFORMS, MAC, Machine, Node, State
 from ..profiles import Verdict, machine_facts, verdicts
 from . import base_url, service
 from .api import operator_authorized
-from .boot import KNOWN_ARCHES, KNOWN_PLATFORMS
 
 bp = Blueprint("explain", __name__, url_prefix="/api/v1")
 
 HIDDEN = "<node token: hidden; give the API token to see it>"
 
 
-def _fact(name: str, allowed: set[str]) -> str | None:
+def _fact(name: str, allowed: Set[str]) -> str | None:
     value = request.args.get(name, "").strip().lower()
     if not value:
         return None

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from .. import __version__
 from ..config import Settings
-from .boot import KNOWN_ARCHES
+from ..model import KNOWN_ARCHES
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
