@@ -27,14 +27,19 @@ from .model import (
 )
 from .nodes.registry import Change, Registry
 from .nodes.sightings import Sightings
-from .profiles import BootChoice, Decision, Profile, decide, machine_facts
+from .profiles import BootChoice, Decision, Profile, Verdict, decide, machine_facts, verdicts
 from .render.templates import Renderer
 
 log = logging.getLogger(__name__)
 
 
 class NoMatch(NotFound):
-    """No group selects this machine and there is no default group: ignore it."""
+    """No group selects this machine and there is no default group: ignore it.
+    ``verdicts`` says how every group fared, for explaining."""
+
+    def __init__(self, message: str, verdicts: tuple[Verdict, ...] = ()) -> None:
+        super().__init__(message)
+        self.verdicts = verdicts
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,16 @@ class Preview:
     cloud_config: str | None
     ignition: str | None = None
     boot: BootChoice | None = None  # network boot or boot from disk, and why
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a registered machine boots what it boots, from the policy's own decision."""
+
+    node: Node
+    reason: str  # the decision's reason, or why no group selects the machine
+    verdicts: tuple[Verdict, ...]  # every group's verdict, also when none matched
+    preview: Preview | None  # what it would be served; None when nothing selects it
 
 
 class BootService:
@@ -76,7 +91,8 @@ class BootService:
         decision = decide(self.settings.groups, facts, node.profile)
         if decision is None:
             raise NoMatch(
-                f"{node.mac}: no group selects this machine and there is no default group"
+                f"{node.mac}: no group selects this machine and there is no default group",
+                verdicts(self.settings.groups, facts),
             )
         return decision
 
@@ -195,7 +211,21 @@ class BootService:
             except StoreUnavailable as exc:
                 log.warning("previewing %s without its record: %s", machine.mac, exc)
         node = self._with_facts(existing, machine) if existing else self._provisional(machine)
-        decision = self.decide(node)
+        return self._preview(node, existing is not None, self.decide(node), base)
+
+    def explain(self, machine: Machine, base: str) -> Explanation:
+        """Why the registered machine ``machine`` boots what it boots (facts it sends now,
+        such as its platform, count as in :meth:`ipxe_script`), and what it would be
+        served. Records nothing. Raises NotFound for a machine not in the registry."""
+        node = self._with_facts(self.node(machine.mac), machine)
+        try:
+            decision = self.decide(node)
+        except NoMatch as exc:
+            return Explanation(node, str(exc), exc.verdicts, None)
+        preview = self._preview(node, True, decision, base)
+        return Explanation(node, decision.reason, decision.verdicts, preview)
+
+    def _preview(self, node: Node, known: bool, decision: Decision, base: str) -> Preview:
         profile = self.profile(decision, node)
         ipxe = self.renderer.ipxe_script(node, profile, decision, base)
         cloud = None
@@ -205,9 +235,21 @@ class BootService:
         if profile.ignition:
             ignition = self.renderer.ignition(node, profile, decision.group, base)
         boot = self.renderer.boot_choice(node, profile)
-        return Preview(node, existing is not None, decision, ipxe, cloud, ignition, boot)
+        return Preview(node, known, decision, ipxe, cloud, ignition, boot)
 
     # -- operators ---------------------------------------------------------------------------
+
+    def node(self, mac: MAC) -> Node:
+        """The registered node ``mac``; NotFound if there is none."""
+        return self.registry.require(mac)
+
+    def health(self) -> str | None:
+        """None when the store answers; otherwise what is wrong with it."""
+        try:
+            self.registry.ping()
+        except StoreUnavailable as exc:
+            return f"unavailable: {exc}"
+        return None
 
     def effective_profile(self, node: Node) -> tuple[str | None, str]:
         """The profile the node boots now and where that comes from."""

@@ -138,6 +138,10 @@ class Registry:
     def all(self) -> list[Node]:
         return [v.node for v in self.store.scan()]
 
+    def ping(self) -> None:
+        """Raise StoreUnavailable if the store does not answer."""
+        self.store.ping()
+
     # -- the one write path ---------------------------------------------------------------
 
     def _mutate(

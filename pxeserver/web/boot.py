@@ -10,7 +10,7 @@ from flask import Blueprint, Response, request
 
 from ..errors import InvalidInput
 from ..model import KNOWN_ARCHES, KNOWN_PLATFORMS, MAC, Machine, parse_uuid
-from . import base_url, service
+from .context import base_url, service
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from .. import __version__
-from ..config import Settings
 from ..model import KNOWN_ARCHES
+from .context import settings
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
@@ -578,5 +578,4 @@ def document(profiles: list[str]) -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    settings: Settings = current_app.extensions["pxeserver.settings"]
-    return jsonify(document(sorted(settings.profiles)))
+    return jsonify(document(sorted(settings().profiles)))

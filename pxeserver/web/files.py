@@ -1,6 +1,8 @@
-"""Kernels, initrds and other boot assets, streamed from the assets folder.
+"""Files served from disk: kernels, initrds and other boot assets under ``/assets/``, and
+boot loaders from the TFTP root under ``/boot/`` (``ipxe.efi`` for UEFI HTTP boot: ProxyDHCP
+answers arch 16 with ``http://<server>:<port>/boot/ipxe.efi``).
 
-Confined to the folder: ``..``, absolute paths and symlinks that lead outside it are
+Confined to their folder: ``..``, absolute paths and symlinks that lead outside it are
 answered 404 as if the file did not exist. Flask's ``send_file`` gives Content-Length,
 Range requests, ETag and Last-Modified, and streams through the server's file wrapper.
 """
@@ -11,13 +13,13 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, send_file
+from flask import Blueprint, Response, send_file
 
-from ..config import Settings
 from ..errors import NotFound
+from .context import settings
 
 log = logging.getLogger(__name__)
-bp = Blueprint("assets", __name__)
+bp = Blueprint("files", __name__)
 
 
 def confined(root: Path, relative: str) -> Path:
@@ -39,6 +41,11 @@ def confined(root: Path, relative: str) -> Path:
 
 @bp.get("/assets/<path:relative>")
 def asset(relative: str) -> Response:
-    settings: Settings = current_app.extensions["pxeserver.settings"]
-    path = confined(settings.paths.assets_dir, relative)
-    return send_file(path, conditional=True, etag=True, max_age=300)
+    return send_file(confined(settings().paths.assets_dir, relative), conditional=True,
+                     etag=True, max_age=300)  # fmt: skip
+
+
+@bp.get("/boot/<path:relative>")
+def loader(relative: str) -> Response:
+    return send_file(confined(settings().paths.tftp_root, relative), conditional=True,
+                     etag=True, max_age=300)  # fmt: skip

@@ -1,7 +1,8 @@
-"""``GET /metrics``: Prometheus exposition of this server, summed over its processes.
+"""What monitoring asks: ``GET /metrics`` (Prometheus exposition of this server, summed
+over its processes) and ``GET /healthz`` (200, or 503 when the store does not answer).
 
 Counters and histograms come from :mod:`pxeserver.metrics` (multiprocess files when
-serving). Node counts by state are read from the store at scrape time, so every HTTP
+serving). Node counts by state are asked of the boot policy at scrape time, so every HTTP
 worker answers the same; a store that does not answer shows as ``pxeserver_store_up 0``
 and a store error, not as a failed scrape.
 """
@@ -12,21 +13,20 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, jsonify
 
 from .. import metrics
-from ..boot import BootService
 from ..errors import StoreUnavailable
 from ..model import State
-from . import service
+from .context import WebBoot, service
 
-bp = Blueprint("metrics", __name__)
+bp = Blueprint("monitoring", __name__)
 
 
 class NodesCollector:
-    """``pxeserver_nodes{state}`` and ``pxeserver_store_up``, read from the store."""
+    """``pxeserver_nodes{state}`` and ``pxeserver_store_up``, asked of the boot policy."""
 
-    def __init__(self, boot: BootService) -> None:
+    def __init__(self, boot: WebBoot) -> None:
         self.boot = boot
 
     def collect(self) -> Iterator[Any]:
@@ -34,7 +34,7 @@ class NodesCollector:
 
         up = GaugeMetricFamily("pxeserver_store_up", "1 if the node store answered this scrape")
         try:
-            nodes = self.boot.registry.all()
+            nodes = self.boot.nodes()
         except StoreUnavailable:
             metrics.store_errors.labels(where="metrics").inc()
             up.add_metric([], 0)
@@ -55,3 +55,13 @@ class NodesCollector:
 def scrape() -> Response:
     body, content_type = metrics.exposition([NodesCollector(service())])
     return Response(body, content_type=content_type)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    problem = service().health()
+    if problem is not None:
+        resp = jsonify(status="degraded", store=problem)
+        resp.status_code = 503
+        return resp
+    return jsonify(status="ok", store="ok")
