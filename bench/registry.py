@@ -158,7 +158,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         th.start()
     for th in threads:
         th.join()
-    registry.store.close()
+    registry.close()
     lat = [x for per in latencies for x in per]
     return {
         "applies": len(lat),
@@ -174,11 +174,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def populate(kind: str, where: str, count: int) -> None:
+    from pxeserver.config import load
+    from pxeserver.daemon import make_registry
     from pxeserver.model import MAC, EventKind
-    from pxeserver.nodes.registry import Change, Registry
+    from pxeserver.nodes.registry import Change
 
     store = make_store(kind, where)
-    registry = Registry(store)
+    registry = make_registry(load(None)[0], store, local=False)
     for i in range(count):
         mac = MAC.parse(mac_of(i))
         if registry.get(mac) is None:

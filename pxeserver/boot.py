@@ -66,15 +66,22 @@ class Explanation:
 
 
 class BootService:
-    def __init__(self, settings: Settings, registry: Registry, renderer: Renderer) -> None:
+    """The boot policy over a registry, a renderer and the sightings writer; built by
+    :func:`pxeserver.daemon.make_service` and nowhere else."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, renderer: Renderer, sightings: Sightings
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.renderer = renderer
         # What ProxyDHCP and TFTP saw; written to the registry by a background thread
         # that only the daemon's main process starts (start_background).
-        self.sightings = Sightings(
-            registry, new_macs_per_second=settings.limits.new_macs_per_second
-        )
+        self.sightings = sightings
+
+    def close(self) -> None:
+        """Release the store (and the local cache and journal, if the registry has them)."""
+        self.registry.close()
 
     # -- deciding ----------------------------------------------------------------------------
 

@@ -11,8 +11,7 @@ import pytest
 
 from pxeserver import config
 from pxeserver.boot import BootService
-from pxeserver.daemon import make_registry
-from pxeserver.render.templates import Renderer
+from pxeserver.daemon import make_service
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
@@ -93,10 +92,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         s = EtcdStore((member.client_url,), etcd_prefix(), timeout=3.0)
     yield s
     s.close()
-
-
-def make_service(settings: config.Settings, store: Any) -> BootService:
-    return BootService(settings, make_registry(settings, store), Renderer(settings))
 
 
 @pytest.fixture

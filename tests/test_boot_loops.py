@@ -19,7 +19,6 @@ import yaml
 from pxeserver import config
 from pxeserver.boot import BootService
 from pxeserver.model import MAC, EventKind, Machine
-from pxeserver.render.templates import Renderer
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
@@ -373,7 +372,6 @@ def test_an_install_phoned_home_during_a_store_outage_is_journalled_and_kept(
     # A disk install that finishes while etcd is down: the ready is journalled with what
     # the disk now holds, the cached node boots from disk at once, and the replay (from a
     # reopened journal, as after a restart) writes it to the store.
-    from pxeserver.nodes.cache import NodeCache
     from pxeserver.nodes.journal import Journal
     from pxeserver.nodes.registry import Change
     from pxeserver.nodes.resilient import Replayer, ResilientRegistry
@@ -384,10 +382,11 @@ def test_an_install_phoned_home_during_a_store_outage_is_journalled_and_kept(
         tmp_path, {"profiles": DISK_PROFILES, "groups": [{"name": "d", "profile": "install"}]}
     )
     store = SwitchedStore(tmp_path / "store.db")
-    cache, journal = NodeCache(tmp_path / "cache.db"), Journal(tmp_path / "journal.db")
-    registry = ResilientRegistry(store, cache, journal)
+    service = make_service(settings, store, local=True)  # cache and journal in the data dir
+    registry = service.registry
+    assert isinstance(registry, ResilientRegistry)
+    cache, journal = registry.cache, registry.journal
     registry.guarded.break_min = registry.guarded.break_max = 0.0
-    service = BootService(settings, registry, Renderer(settings))
     mac = MAC.parse(NODE)
     registry.apply(mac, Change(EventKind.IPXE, "profile install", count_boot=True))
     token = registry.require(mac).token
@@ -399,7 +398,7 @@ def test_an_install_phoned_home_during_a_store_outage_is_journalled_and_kept(
     journal.close()
     store.up = True
     registry.guarded._down_until = 0.0
-    reopened = ResilientRegistry(store, cache, Journal(tmp_path / "journal.db"))
+    reopened = ResilientRegistry(store, cache, Journal(settings.paths.data_dir / "journal.db"))
     assert Replayer(reopened).replay() == 2
     stored = store.inner.get(mac)
     assert stored is not None and stored.node.installed == "install"

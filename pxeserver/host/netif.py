@@ -1,13 +1,11 @@
-"""The server's own addresses (netifaces), and dropping root after the ports are bound."""
+"""The server's own addresses (netifaces), and what a socket bound to them needs: a receive
+buffer a rack's burst fits in, and one sentence when it cannot be bound."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import os
-import pwd
 import socket
-from pathlib import Path
 
 import netifaces
 
@@ -93,54 +91,4 @@ def bind_error(service: str, address: str, port: int, exc: OSError) -> PxeError:
     return PxeError(
         f"cannot bind {service} to {address}:{port}: {exc.strerror or exc}; "
         "is another server using that port? choose another with the port flags"
-    )
-
-
-def check_user(user: str) -> None:
-    """Fail before binding anything if ``--user`` names no user or cannot be switched to."""
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError as exc:
-        raise PxeError(f"no user {user!r} to drop privileges to; create it or fix --user") from exc
-    if os.getuid() not in (0, entry.pw_uid):
-        raise PxeError(f"--user {user}: only root can change user; start as root or drop --user")
-
-
-def drop_privileges(user: str, writable: list[Path], *, keep_bind: bool = False) -> None:
-    """Become ``user`` (its uid, gid and no supplementary groups), after handing it the
-    folders it must write (the embedded store). Every thread of the process changes with
-    the call (glibc applies setuid to all threads). No capability is kept, unless
-    ``keep_bind``: then CAP_NET_BIND_SERVICE alone, also for the processes started later
-    (see :func:`pxeserver.host.privileges.keep_only_bind`). Either way no later program can
-    gain privileges (no_new_privs: a set-user-ID program runs as the caller)."""
-    from . import privileges
-
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError as exc:
-        raise PxeError(f"no user {user!r} to drop privileges to; create it or fix --user") from exc
-    if os.getuid() != 0:
-        if os.getuid() == entry.pw_uid:
-            return
-        raise PxeError(f"--user {user}: only root can change user; start as root or drop --user")
-    for folder in writable:  # the embedded store and the metrics files under it
-        for top, dirs, files in os.walk(folder):
-            for name in [top, *(os.path.join(top, n) for n in dirs + files)]:
-                os.chown(name, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
-    keep_bind = keep_bind and entry.pw_uid != 0  # "--user root" stays root: nothing to keep
-    if keep_bind:
-        privileges.keep_caps(True)
-    os.setgroups([])
-    os.setgid(entry.pw_gid)
-    os.setuid(entry.pw_uid)
-    if keep_bind:
-        privileges.keep_only_bind()
-    privileges.no_new_privs()
-    kept = ", keeping only CAP_NET_BIND_SERVICE" if keep_bind else ", no capabilities"
-    log.info(
-        "dropped privileges: now user %s (uid %d, gid %d)%s",
-        user,
-        entry.pw_uid,
-        entry.pw_gid,
-        kept,
     )

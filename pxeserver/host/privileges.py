@@ -1,7 +1,7 @@
 """Running without root: what the dropped user must be able to do, and capabilities.
 
 ``pxeserver serve --user USER`` binds its ports as root, then becomes USER
-(:func:`pxeserver.host.netif.drop_privileges`): uid, gid, no supplementary groups, no
+(:func:`drop_privileges`): uid, gid, no supplementary groups, no
 capabilities, and no_new_privs, so that no program it starts can gain privileges again.
 
 One exception, taken deliberately and only when needed: with an HTTP port below 1024
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import pwd
 import subprocess
@@ -29,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import PxeError
+
+log = logging.getLogger(__name__)
 
 # <linux/prctl.h>, <linux/capability.h>
 PR_SET_KEEPCAPS = 8
@@ -117,12 +120,15 @@ sys.exit(1 if bad else 0)
 
 
 def check_user_can_serve(user: str, readable: Sequence[Path], data_dir: Path) -> None:
-    """Fail before binding anything if ``user`` could not run the server once root is
-    dropped: the interpreter and pxeserver's packages, the settings file and the folders
-    to read, and the way to the data dir. Only root can switch users; elsewhere a no-op."""
+    """Fail before binding anything if ``--user`` names no user that can be switched to,
+    or one that could not run the server once root is dropped: the interpreter and
+    pxeserver's packages, the settings file and the folders to read, and the way to the
+    data dir (that probe only as root: only root can switch users)."""
+    entry = _user(user)
+    if os.getuid() not in (0, entry.pw_uid):
+        raise PxeError(f"--user {user}: only root can change user; start as root or drop --user")
     if os.getuid() != 0:
         return
-    entry = pwd.getpwnam(user)
     # Absolute: the probe runs in /, the server in the current folder.
     paths = [os.path.abspath(p) for p in (*readable, data_dir)]
     cmd = [sys.executable, "-c", _USER_PROBE, *paths]
@@ -154,4 +160,46 @@ def check_user_can_serve(user: str, readable: Sequence[Path], data_dir: Path) ->
     raise PxeError(
         f"--user {user}: after dropping root {said}; make these readable by {user} (or "
         "reachable, for the data dir), or choose another user"
+    )
+
+
+def _user(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(user)
+    except KeyError as exc:
+        raise PxeError(f"no user {user!r} to drop privileges to; create it or fix --user") from exc
+
+
+def drop_privileges(user: str, writable: list[Path], *, keep_bind: bool = False) -> None:
+    """Become ``user`` (its uid, gid and no supplementary groups), after handing it the
+    folders it must write (the embedded store). Every thread of the process changes with
+    the call (glibc applies setuid to all threads). No capability is kept, unless
+    ``keep_bind``: then CAP_NET_BIND_SERVICE alone, also for the processes started later
+    (see :func:`keep_only_bind`). Either way no later program can
+    gain privileges (no_new_privs: a set-user-ID program runs as the caller)."""
+    entry = _user(user)
+    if os.getuid() != 0:
+        if os.getuid() == entry.pw_uid:
+            return
+        raise PxeError(f"--user {user}: only root can change user; start as root or drop --user")
+    for folder in writable:  # the embedded store and the metrics files under it
+        for top, dirs, files in os.walk(folder):
+            for name in [top, *(os.path.join(top, n) for n in dirs + files)]:
+                os.chown(name, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    keep_bind = keep_bind and entry.pw_uid != 0  # "--user root" stays root: nothing to keep
+    if keep_bind:
+        keep_caps(True)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    if keep_bind:
+        keep_only_bind()
+    no_new_privs()
+    kept = ", keeping only CAP_NET_BIND_SERVICE" if keep_bind else ", no capabilities"
+    log.info(
+        "dropped privileges: now user %s (uid %d, gid %d)%s",
+        user,
+        entry.pw_uid,
+        entry.pw_gid,
+        kept,
     )

@@ -142,6 +142,9 @@ class Registry:
         """Raise StoreUnavailable if the store does not answer."""
         self.store.ping()
 
+    def close(self) -> None:
+        self.store.close()
+
     # -- the one write path ---------------------------------------------------------------
 
     def _mutate(

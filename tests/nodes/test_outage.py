@@ -188,7 +188,7 @@ def test_known_machines_boot_through_an_etcd_outage_and_nothing_is_lost(
     # the sightings writer and the replayer, and an HTTP worker of its own.
     main = daemon.make_service(settings)
     assert isinstance(main.registry, ResilientRegistry)
-    replayer = daemon.local_state(main.registry, main)
+    replayer = daemon.local_state(main)
     assert isinstance(replayer, Replayer)
     replayer.max_delay = 1.0  # the test waits for the replay; the daemon backs off to 5 s
     main.start_background()

@@ -23,7 +23,7 @@ from pxeserver.config import parse
 from pxeserver.daemon import UdpServices, make_service
 from pxeserver.dhcp import packets as dp
 from pxeserver.errors import PxeError
-from pxeserver.host.netif import drop_privileges
+from pxeserver.host.privileges import drop_privileges
 from pxeserver.model import MAC
 from pxeserver.store.sqlite import SQLiteStore
 
