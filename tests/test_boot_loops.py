@@ -18,13 +18,14 @@ import yaml
 
 from pxeserver import config
 from pxeserver.boot import BootService
+from pxeserver.daemon import make_service
 from pxeserver.model import MAC, EventKind, Machine
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
-from .conftest import LAB_PROFILES, make_service, make_settings
+from .support.cli import run, write
 from .support.server import ServerProcess
-from .test_cli import run, write
+from .support.settings import LAB_PROFILES, REPO, make_settings
 
 NODE = "52:54:00:0d:15:c0"
 TOKEN = "operator-secret-1"
@@ -278,7 +279,7 @@ def test_check_and_render_say_it(tmp_path: Path) -> None:
         "profiles": {"p": {"kernel": "k", "cloud_config": "coreos.yaml.j2", "install": "usb"}},
         "groups": [{"name": "d", "profile": "p"}],
         "paths": {
-            "templates_dir": str(Path(__file__).parent.parent / "cloud-configs"),
+            "templates_dir": str(REPO / "cloud-configs"),
             "data_dir": str(tmp_path / "var"),
         },
     }
@@ -310,7 +311,7 @@ def test_the_cli_shows_the_install_and_asks_for_a_reinstall(tmp_path: Path) -> N
         "server": {"listen": "127.0.0.1", "dhcp": False, "tftp": False, "api_token": TOKEN},
         "paths": {
             "data_dir": str(tmp_path / "var"),
-            "templates_dir": str(Path(__file__).parent.parent / "cloud-configs"),
+            "templates_dir": str(REPO / "cloud-configs"),
         },
         "profiles": DISK_PROFILES,
         "groups": [{"name": "d", "profile": "install"}],
@@ -343,7 +344,7 @@ def test_the_cli_shows_the_install_and_asks_for_a_reinstall(tmp_path: Path) -> N
 
 def test_check_warns_of_a_disk_profile_that_never_phones_home(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
-    shutil.copytree(Path(__file__).parent.parent / "cloud-configs", templates)
+    shutil.copytree(REPO / "cloud-configs", templates)
     (templates / "quiet.yaml.j2").write_text("#cloud-config\nhostname: {{ node.hostname }}\n")
     disk = {"kernel": "k", "install": "disk"}
     raw = {
@@ -376,7 +377,7 @@ def test_an_install_phoned_home_during_a_store_outage_is_journalled_and_kept(
     from pxeserver.nodes.registry import Change
     from pxeserver.nodes.resilient import Replayer, ResilientRegistry
 
-    from .nodes.test_resilient import SwitchedStore
+    from .support.fakes import SwitchedStore
 
     settings = make_settings(
         tmp_path, {"profiles": DISK_PROFILES, "groups": [{"name": "d", "profile": "install"}]}

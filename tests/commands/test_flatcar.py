@@ -14,11 +14,12 @@ import yaml
 
 from pxeserver import config
 from pxeserver.commands.flatcar import FILES
+from pxeserver.daemon import make_service
 from pxeserver.model import MAC, Machine
 
-from ..conftest import REPO, make_service
 from ..support.gpgkeys import Signer
 from ..support.httpfiles import Files
+from ..support.settings import REPO
 
 KERNEL, INITRD = FILES
 

@@ -16,8 +16,7 @@ from pxeserver.dhcp.proxy import ProxyDhcp
 from pxeserver.model import MAC, EventKind, Machine
 from pxeserver.nodes.registry import Change
 
-from ..dhcp.test_packets import golden
-from ..dhcp.test_proxy import exchange
+from ..support.dhcp import exchange, golden
 
 KNOWN = MAC.parse("52:54:00:aa:00:01")
 

@@ -16,10 +16,9 @@ import pytest
 
 from pxeserver.dhcp import packets as dp
 
-from ..dhcp.test_packets import golden
+from ..support.dhcp import golden
 from ..support.net import wait_for
-
-REPO = Path(__file__).resolve().parent.parent.parent
+from ..support.settings import REPO
 
 SERVER = textwrap.dedent("""
     import sys, time

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 import pytest
 
@@ -11,12 +10,7 @@ from pxeserver.dhcp import packets as dp
 from pxeserver.dhcp.proxy import Loaders, Offer, choose, is_pxe_client, machine_of
 from pxeserver.model import MAC
 
-GOLDEN = Path(__file__).resolve().parent.parent / "data" / "dhcp"
-UUID = "6fb9d0e1-3c2a-4e1b-8f00-00000000abcd"
-
-
-def golden(name: str) -> bytes:
-    return bytes.fromhex((GOLDEN / f"{name}.hex").read_text().replace("\n", ""))
+from ..support.dhcp import UUID, golden
 
 
 def loaders(**kw: object) -> Loaders:

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from pxeserver.boot import BootService
+from pxeserver.daemon import make_service
 from pxeserver.dhcp import packets as dp
 from pxeserver.dhcp.proxy import ProxyDhcp, machine_of
 from pxeserver.model import MAC
 
-from ..conftest import make_service, make_settings
-from ..dhcp.test_packets import UUID, golden
+from ..support.dhcp import UUID, exchange, golden
 from ..support.net import wait_for
+from ..support.settings import make_settings
 
 
 @pytest.fixture
@@ -28,19 +29,6 @@ def proxy(service: BootService, tmp_path: Path) -> Iterator[ProxyDhcp]:
     yield p
     p.stop()
     service.stop_background()
-
-
-def exchange(port: int, packet: bytes, timeout: float = 2.0) -> dp.DhcpPacket | None:
-    """Send from a loopback socket (the service answers the sender) and read one reply."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(timeout)
-        s.sendto(packet, ("127.0.0.1", port))
-        try:
-            data = s.recv(4096)
-        except TimeoutError:
-            return None
-    return dp.parse(data)
 
 
 @pytest.mark.parametrize(

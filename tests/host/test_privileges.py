@@ -39,11 +39,11 @@ from pxeserver.commands.ipxe import copy_ipxe
 from pxeserver.daemon import tftp_workers
 from pxeserver.dhcp import packets as dp
 
-from ..dhcp.test_packets import golden
-from ..serve.test_orphans import children, command, started
+from ..support.dhcp import golden
 from ..support.net import wait_for
+from ..support.processes import children, command, started
+from ..support.settings import REPO
 
-REPO = Path(__file__).resolve().parent.parent.parent
 USER = "nobody"
 ADDRESS = "192.0.2.1"
 

@@ -27,14 +27,13 @@ from pxeserver.dhcp.proxy import ProxyDhcp
 from pxeserver.errors import StoreUnavailable
 from pxeserver.model import MAC, EventKind, Machine, Node, State
 from pxeserver.nodes.resilient import Replayer, ResilientRegistry
-from pxeserver.store import NodeStore
 from pxeserver.store.etcd import EtcdStore
 from pxeserver.web import create_app
 
-from ..conftest import make_settings
-from ..dhcp.test_packets import golden
-from ..support.etcd import EtcdMember
+from ..support.dhcp import golden
+from ..support.etcd import EtcdMember, answers, wait_answers
 from ..support.net import wait_for
+from ..support.settings import make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -327,7 +326,7 @@ def test_a_hung_etcd_fails_calls_within_the_deadline(tmp_path: Path, member: Etc
         os.kill(member.proc.pid, signal.SIGCONT)
     # Once etcd answers again, so does the store, and the journal goes in.
     guarded = registry.guarded
-    wait_for(lambda: _answers(guarded), 20, "etcd to answer after SIGCONT", interval=0.2)
+    wait_for(lambda: answers(guarded), 20, "etcd to answer after SIGCONT", interval=0.2)
     Replayer(registry).replay()
     node = registry.get(mac)
     assert node is not None and node.state is State.CONFIGURED and node.boot_count == 2
@@ -349,20 +348,3 @@ def freeze(pid: int) -> None:
         return True
 
     wait_for(stopped, 10, f"etcd (pid {pid}) to stop", interval=0.01)
-
-
-def _answers(store: NodeStore) -> bool:
-    try:
-        store.ping()
-    except StoreUnavailable:
-        return False
-    return True
-
-
-def wait_answers(member: EtcdMember) -> None:
-    """etcd's port opens before it serves; wait until it does."""
-    store = EtcdStore((member.client_url,), timeout=2)
-    try:
-        wait_for(lambda: _answers(store), 30, f"etcd on {member.client_url}", interval=0.1)
-    finally:
-        store.close()

@@ -4,7 +4,7 @@ switch takes down (the etcd outage itself is tests/nodes/test_outage.py, against
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,55 +12,19 @@ import pytest
 
 from pxeserver import metrics
 from pxeserver.errors import NotFound, StoreUnavailable
-from pxeserver.model import MAC, EventKind, Machine, Node, State, Versioned
+from pxeserver.model import MAC, EventKind, Machine, Node, State
 from pxeserver.nodes import resilient
 from pxeserver.nodes.cache import NodeCache
 from pxeserver.nodes.journal import Journal, change_from_dict, change_to_dict
 from pxeserver.nodes.registry import Change
 from pxeserver.nodes.resilient import Replayer, ResilientRegistry
-from pxeserver.store import HostnameFor
 from pxeserver.store.sqlite import SQLiteStore
+
+from ..support.fakes import SwitchedStore
 
 T = TypeVar("T")
 MAC1 = MAC.parse("52:54:00:00:10:01")
 MAC2 = MAC.parse("52:54:00:00:10:02")
-
-
-class SwitchedStore:
-    """A real SQLite store that answers only while ``up``: a stand-in for an etcd that
-    goes away, so that every ordering case can be set up exactly. Counts the calls."""
-
-    def __init__(self, path: Path) -> None:
-        self.inner = SQLiteStore(path)
-        self.up = True
-        self.calls = 0
-
-    def _do(self, fn: Callable[[], T]) -> T:
-        self.calls += 1
-        if not self.up:
-            raise StoreUnavailable("switched off")
-        return fn()
-
-    def get(self, mac: MAC) -> Versioned | None:
-        return self._do(lambda: self.inner.get(mac))
-
-    def scan(self) -> list[Versioned]:
-        return self._do(self.inner.scan)
-
-    def create(self, node: Node, hostname_for: HostnameFor) -> Versioned:
-        return self._do(lambda: self.inner.create(node, hostname_for))
-
-    def update(self, old: Versioned, node: Node) -> Versioned:
-        return self._do(lambda: self.inner.update(old, node))
-
-    def delete(self, mac: MAC, revision: int | None = None) -> bool:
-        return self._do(lambda: self.inner.delete(mac, revision))
-
-    def ping(self) -> None:
-        self._do(self.inner.ping)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @pytest.fixture
@@ -263,7 +227,7 @@ def test_the_daemon_wires_the_cache_and_journal_for_etcd_only(tmp_path: Path) ->
     from pxeserver import daemon
     from pxeserver.nodes.registry import Registry
 
-    from ..conftest import make_settings
+    from ..support.settings import make_settings
 
     settings = make_settings(tmp_path)
     plain: Any = daemon.make_registry(settings, SQLiteStore(tmp_path / "s.db"))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pxeserver.boot import BootService
+from pxeserver.daemon import make_service
 from pxeserver.dhcp import packets as dp
 from pxeserver.dhcp.proxy import ProxyDhcp
 from pxeserver.errors import StoreUnavailable
@@ -17,11 +18,10 @@ from pxeserver.nodes.sightings import Sightings
 from pxeserver.ratelimit import TokenBucket
 from pxeserver.store.sqlite import SQLiteStore
 
-from ..conftest import make_service, make_settings
-from ..dhcp.test_packets import golden
-from ..dhcp.test_proxy import exchange
+from ..support.dhcp import exchange, golden
 from ..support.fakes import BrokenStore
 from ..support.net import wait_for
+from ..support.settings import make_settings
 
 MAC1 = MAC.parse("52:54:00:00:01:01")
 

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from pxeserver.commands.check import check_settings
+from pxeserver.daemon import make_service
 from pxeserver.render import ignition
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
-from ..conftest import LAB_PROFILES, REPO, make_service, make_settings
+from ..support.settings import LAB_PROFILES, REPO, make_settings
 
 MAC = "52:54:00:00:00:51"
 GOOD: dict[str, Any] = {

@@ -8,7 +8,7 @@ from pxeserver.model import MAC, Node, State
 from pxeserver.profiles import Decision, Group, Profile
 from pxeserver.render.templates import Renderer
 
-from ..conftest import make_settings
+from ..support.settings import make_settings
 
 NODE = Node(
     mac=MAC.parse("52:54:00:12:34:56"),

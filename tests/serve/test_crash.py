@@ -29,8 +29,7 @@ from pxeserver.model import Node
 from pxeserver.store.etcd import EtcdStore
 from pxeserver.store.sqlite import SQLiteStore
 
-from ..nodes.test_outage import wait_answers
-from ..support.etcd import EtcdMember
+from ..support.etcd import EtcdMember, wait_answers
 from ..support.net import wait_for
 from ..support.server import ServerProcess
 

@@ -19,7 +19,7 @@ import yaml
 
 from pxeserver import cli, config
 
-from ..conftest import REPO
+from ..support.settings import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 README = (REPO / "README.md").read_text()

@@ -23,9 +23,9 @@ from pxeserver.dhcp.proxy import Loaders, choose, is_pxe_client, machine_of
 from pxeserver.tftp import packets as tp
 from pxeserver.tftp.files import Refused, locate
 
-from ..dhcp.test_packets import GOLDEN
+from ..support.dhcp import GOLDEN
+from ..support.settings import REPO
 
-REPO = Path(__file__).resolve().parent.parent.parent
 FUZZ = settings(max_examples=1000, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 SOME = settings(FUZZ, max_examples=300)

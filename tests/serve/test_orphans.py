@@ -20,36 +20,10 @@ import pytest
 
 from pxeserver.commands.ipxe import copy_ipxe
 
-from ..serve.test_udp import curl_tftp
 from ..support.net import free_port, port_open, wait_for
+from ..support.processes import children, command, started
 from ..support.server import ServerProcess
-
-
-def children(pid: int) -> dict[int, str]:
-    """The child processes of ``pid``: pid → start time (so a reused pid is not taken)."""
-    found = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            found[int(child)] = started(int(child))
-    return found
-
-
-def started(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":  # a zombie has ended; only its parent's wait is missing
-        return ""
-    return fields[19]  # field 22 of stat: start time in clock ticks after boot
-
-
-def command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return "(gone)"
+from ..support.tftp import fetch
 
 
 @pytest.mark.slow
@@ -68,7 +42,7 @@ def test_sigkill_of_the_main_process_leaves_no_child_behind(tmp_path: Path) -> N
     kids: dict[int, str] = {}
     try:
         # TFTP transfer processes are up and have served (the TFTP log line says so)
-        assert curl_tftp(tftp_port, "undionly.kpxe") == (root / "undionly.kpxe").read_bytes()
+        assert fetch(tftp_port, "undionly.kpxe") == (root / "undionly.kpxe").read_bytes()
         kids = children(main)
         kinds = {pid: command(pid) for pid in kids}
         # 2 HTTP workers + TFTP transfer processes + multiprocessing's resource tracker

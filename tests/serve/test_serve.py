@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ..conftest import etcd_prefix
+from ..support.etcd import etcd_prefix
 from ..support.net import wait_for
 from ..support.server import ServerProcess
 

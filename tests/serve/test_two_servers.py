@@ -23,7 +23,7 @@ import pytest
 from pxeserver.model import MAC, State
 from pxeserver.store.etcd import EtcdStore
 
-from ..conftest import etcd_prefix
+from ..support.etcd import etcd_prefix
 from ..support.net import wait_for
 from ..support.server import ServerProcess
 

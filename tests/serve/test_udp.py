@@ -27,16 +27,10 @@ from pxeserver.host.privileges import drop_privileges
 from pxeserver.model import MAC
 from pxeserver.store.sqlite import SQLiteStore
 
-from ..dhcp.test_packets import golden
-from ..dhcp.test_proxy import exchange
+from ..support.dhcp import exchange, golden
 from ..support.net import free_port, wait_for
 from ..support.server import ServerProcess
-
-
-def curl_tftp(port: int, name: str) -> bytes:
-    out = subprocess.run(["curl", "-s", "--max-time", "30", f"tftp://127.0.0.1:{port}/{name}"],
-                         capture_output=True, timeout=60, check=True)  # fmt: skip
-    return out.stdout
+from ..support.tftp import fetch
 
 
 @pytest.fixture
@@ -55,7 +49,7 @@ def served(tmp_path: Path) -> Any:
 def test_the_readme_promise_and_a_boot_recorded(served: Any) -> None:
     s, root, tftp_port, dhcp_port, pxe_port = served
     # Done-when: curl -s tftp://127.0.0.1:PORT/undionly.kpxe | cmp - tftproot/undionly.kpxe
-    assert curl_tftp(tftp_port, "undionly.kpxe") == (root / "undionly.kpxe").read_bytes()
+    assert fetch(tftp_port, "undionly.kpxe") == (root / "undionly.kpxe").read_bytes()
     # A BIOS PXE ROM asks; the answer names the loader over TFTP, with no address
     reply = exchange(dhcp_port, golden("bios-pxe-discover"))
     assert reply is not None and reply.file == b"undionly.kpxe" and reply.yiaddr == "0.0.0.0"
@@ -66,7 +60,7 @@ def test_the_readme_promise_and_a_boot_recorded(served: Any) -> None:
     options = dict(dp.parse(golden("bios-pxe-discover")).options)
     options.update({53: b"\x03", 50: socket.inet_aton("127.0.0.1"), 54: bytes([192, 0, 2, 1])})
     assert exchange(dhcp_port, dp.request_packet(mac, options), 0.3) is None
-    assert curl_tftp(tftp_port, "undionly.kpxe") == (root / "undionly.kpxe").read_bytes()
+    assert fetch(tftp_port, "undionly.kpxe") == (root / "undionly.kpxe").read_bytes()
 
     def recorded() -> bool:
         status, _, _ = s.get(f"/api/v1/nodes/{mac}")

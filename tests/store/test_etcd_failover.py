@@ -25,8 +25,7 @@ from pxeserver.nodes.registry import Change, Registry
 from pxeserver.store import HostnameFor
 from pxeserver.store.etcd import EtcdStore
 
-from ..conftest import etcd_prefix
-from ..support.etcd import EtcdMember
+from ..support.etcd import EtcdMember, etcd_prefix
 from ..support.net import free_port, wait_for
 
 MAC1 = MAC.parse("52:54:00:fa:11:01")

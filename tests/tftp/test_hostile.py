@@ -16,7 +16,7 @@ from pxeserver.tftp import packets as tp
 from pxeserver.tftp.server import TftpServer
 
 from ..support.net import wait_for
-from ..tftp.test_server import CURL, RawClient, curl, need
+from ..support.tftp import CURL, RawClient, curl, need
 
 MIB = bytes(range(256)) * 4096
 

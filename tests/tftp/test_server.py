@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,15 +23,10 @@ from pxeserver.tftp.server import TftpServer
 from pxeserver.tftp.transfers import TransferLoop
 
 from ..support.net import wait_for
+from ..support.tftp import RawClient, curl, need
 
-CURL = shutil.which("curl") or "curl"
 TFTP_HPA = shutil.which("tftp") or "tftp"
 ATFTP = shutil.which("atftp") or "atftp"
-
-
-def need(tool: str) -> None:
-    if not os.access(tool, os.X_OK) and shutil.which(tool) is None:
-        raise RuntimeError(f"{tool} is missing: scripts/setup test installs it from Debian")
 
 
 @pytest.fixture
@@ -69,13 +63,6 @@ def server(root: Path, service: BootService, tmp_path: Path) -> Iterator[TftpSer
 # Load tests run many clients from one address (127.0.0.1); a real site has one address per
 # machine, so the per-client limits (tests/tftp/test_hostile.py) are raised for them.
 SHARED_ADDRESS = {"max_per_client": 64, "client_rate": 1000.0}
-
-
-def curl(port: int, name: str, *args: str) -> subprocess.CompletedProcess[bytes]:
-    need(CURL)
-    return subprocess.run([CURL, "-s", "--max-time", "60", *args,
-                           f"tftp://127.0.0.1:{port}/{name}"], capture_output=True,
-                          timeout=90, check=False)  # fmt: skip
 
 
 @pytest.mark.parametrize("blksize", [512, 1468, 8192])
@@ -147,41 +134,6 @@ def test_write_request_is_refused_and_nothing_written(
         "small.bin",
         "sub",
     ]
-
-
-class RawClient:
-    """A TFTP client that sends exactly the bytes a test wants."""
-
-    def __init__(self, port: int) -> None:
-        self.server = ("127.0.0.1", port)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(2)
-        self.peer: tuple[str, int] | None = None
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendto(data, self.peer or self.server)
-
-    def recv(self, timeout: float = 2.0) -> tp.Packet | tp.Request | None:
-        self.sock.settimeout(timeout)
-        try:
-            data, self.peer = self.sock.recvfrom(70000)
-        except TimeoutError:
-            return None
-        if data[:2] == b"\x00\x06":
-            return tp.Request(tp.OACK, "", "", dict(_pairs(data[2:])))
-        packet = tp.parse(data)
-        if isinstance(packet, tp.Error):
-            self.peer = None  # that transfer is over; a new request goes to the server port
-        return packet
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _pairs(body: bytes) -> list[tuple[str, str]]:
-    fields = body.rstrip(b"\0").split(b"\0")
-    return [(fields[i].decode(), fields[i + 1].decode()) for i in range(0, len(fields) - 1, 2)]
 
 
 @pytest.fixture

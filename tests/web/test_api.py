@@ -4,23 +4,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from pxeserver.daemon import make_service
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
-from ..conftest import make_service, make_settings
-
-MAC = "52:54:00:12:34:56"
-
-
-def boot(client: Any, mac: str = MAC) -> str:
-    """The node goes through ipxe and cloud-config; returns its token."""
-    client.get(f"/ipxe?mac={mac}")
-    doc = yaml.safe_load(client.get(f"/cloud-config?mac={mac}").text)
-    units = {u["name"]: u for u in doc["coreos"]["units"]}
-    content = units["pxeserver-ready.service"]["content"]
-    return content.split("Authorization: Bearer ")[1].split('"')[0]
+from ..support.settings import make_settings
+from ..support.web import MAC, boot
 
 
 def test_list_and_filters(client: Any) -> None:

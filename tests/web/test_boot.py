@@ -6,10 +6,11 @@ from typing import Any
 import pytest
 import yaml
 
+from pxeserver.daemon import make_service
 from pxeserver.web import create_app
 
-from ..conftest import make_service, make_settings
 from ..support.fakes import BrokenStore
+from ..support.settings import make_settings
 
 
 def test_chain_script(client: Any) -> None:

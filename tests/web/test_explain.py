@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pxeserver.daemon import make_service
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
-from ..conftest import make_service, make_settings
+from ..support.settings import make_settings
 
 MAC = "52:54:00:00:00:61"
 GROUPS = [

@@ -11,12 +11,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pxeserver import metrics
+from pxeserver.daemon import make_service
 from pxeserver.web import create_app
 
-from ..conftest import make_service, make_settings
 from ..support.fakes import BrokenStore
 from ..support.server import ServerProcess
-from ..web.test_api import boot
+from ..support.settings import make_settings
+from ..support.web import boot
 
 
 def sample(text: str, name: str, **labels: str) -> float:

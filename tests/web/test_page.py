@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from ..conftest import REPO
 from ..support import browser
 from ..support.server import ServerProcess
+from ..support.settings import REPO
 
 pytestmark = [
     pytest.mark.slow,
