@@ -13,17 +13,12 @@ tftpd-hpa's process per transfer uses all. So the work is split (docs/BENCHMARKS
   what must be refused (writes, names outside the root, malformed packets), renders the
   per-machine files through the boot policy in a small thread pool (never on a packet
   loop), and hands each accepted request to a transfer loop;
-- :class:`pxeserver.tftp.transfers.TransferLoop` runs transfers, in a thread of this process
-  (``workers=0``: tests, small sites) or in up to ``workers`` spawned processes, each with
-  its own epoll loop; the daemon chooses. One process runs from the start; another starts
-  when every running one is busy, and stops after ``idle_retire`` seconds without work.
-
-Limits (``limits.tftp_*`` in the settings; docs/RELIABILITY.md): at most
-``max_per_client`` transfers at once from one address and ``max_transfers`` in all; at most
-``client_rate`` new requests a second from one address (twice that in a burst), the rest
-dropped without an answer. When all ``max_transfers`` are held, a new request takes the place
-of the oldest transfer whose client has not answered anything for a whole timeout (a
-stalled or spoofed client), so stalled clients cannot lock real machines out.
+- :class:`pxeserver.tftp.pool.TransferPool` runs transfers, in a thread of this process or
+  in spawned processes (the daemon chooses), started and retired on demand;
+- :class:`pxeserver.tftp.slots.Slots` counts the transfers against the limits
+  (``limits.tftp_*`` in the settings; docs/RELIABILITY.md): per client, in all, and which
+  stalled client gives way when all are held. At most ``client_rate`` new requests a second
+  from one address (twice that in a burst) are taken; the rest are dropped unanswered.
 
 Every finished transfer is logged with the MAC when ProxyDHCP saw the client's address, and
 handed to the boot policy as a TFTP event on that node. Refusals get an error packet
@@ -36,7 +31,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-import multiprocessing
 import os
 import re
 import socket
@@ -45,9 +39,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from .. import metrics
 from ..errors import NotFound, PxeError, StoreUnavailable
@@ -55,8 +48,10 @@ from ..host.netif import enlarge_receive_buffer
 from ..model import MAC, Machine
 from ..ratelimit import KeyedBuckets, LogBudget, left_out
 from . import packets as tp
-from .files import CACHE_TOTAL_MAX, Refused, locate
-from .transfers import UNANSWERED_RETRIES, Cancel, Heard, Job, Outcome, TransferLoop, worker_main
+from .files import Refused, locate
+from .pool import IDLE_RETIRE, TransferPool
+from .slots import Slots
+from .transfers import UNANSWERED_RETRIES, Heard, Job, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +59,6 @@ IP_PKTINFO = 8  # Linux <netinet/in.h>; Python 3.11's socket module does not exp
 _PKTINFO = struct.Struct("=I4s4s")
 _PXELINUX_MAC = re.compile(r"pxelinux\.cfg/01-([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})")
 REFUSAL_LOG_WINDOW = 60.0
-QUICK_DEATH = 10.0  # a transfer process that dies this soon after starting died "at start"
-# Transfer processes beyond the first start when every running one is busy and stop after
-# this long without a transfer: an idle server keeps one (docs/BENCHMARKS.md, "Resource use").
-IDLE_RETIRE = 60.0
-MAX_QUICK_DEATHS = 3
 # pxeserver_tftp_errors_total{reason} for the error packets sent
 _ERROR_REASONS = {tp.FILE_NOT_FOUND: "not-found", tp.ACCESS_VIOLATION: "access-violation",
                   tp.ILLEGAL_OPERATION: "malformed", tp.NOT_DEFINED: "busy-or-store"}  # fmt: skip
@@ -78,17 +68,6 @@ _ERROR_REASONS = {tp.FILE_NOT_FOUND: "not-found", tp.ACCESS_VIOLATION: "access-v
 MAX_TRANSFERS = 1024
 MAX_PER_CLIENT = 4
 CLIENT_RATE = 10.0
-
-
-@dataclass
-class _Slot:
-    """A transfer the server counts: its loop (-1 while rendering), when it began, whether
-    its client has answered, whether the server asked its loop to cancel it."""
-
-    index: int
-    started: float
-    heard: bool = False
-    cancelling: bool = False
 
 
 class TftpBoot(Protocol):
@@ -101,60 +80,6 @@ class TftpBoot(Protocol):
     def machine_at(self, ip: str) -> Machine | None: ...
 
     def note_transfer(self, ip: str, detail: str) -> None: ...
-
-
-class _Worker:
-    """A transfer loop in a spawned process, fed jobs through a pipe."""
-
-    def __init__(self, index: int, params: dict[str, Any], init: Callable[[], None] | None,
-                 on_done: Callable[[Outcome | Heard], None],
-                 on_exit: Callable[[int], None]) -> None:  # fmt: skip
-        ctx = multiprocessing.get_context("spawn")
-        self.jobs_r, self.jobs_w = ctx.Pipe(duplex=False)
-        self.done_r, self.done_w = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(
-            target=worker_main, args=(self.jobs_r, self.done_w, params, init),
-            name=f"pxeserver-tftp-{index}", daemon=True,
-        )  # fmt: skip
-        self.process.start()
-        self.jobs_r.close()
-        self.done_w.close()
-        self.index = index
-        self.started = time.monotonic()
-        self.last_used = self.started
-        self.active = 0
-        self.stopping = False
-        self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, args=(on_done, on_exit), daemon=True,
-                                       name=f"tftp-worker-{index}")  # fmt: skip
-        self.reader.start()
-
-    def _read(self, on_done: Callable[[Outcome | Heard], None],
-              on_exit: Callable[[int], None]) -> None:  # fmt: skip
-        while True:
-            try:
-                outcome = self.done_r.recv()
-            except (EOFError, OSError):
-                break
-            on_done(outcome)
-        if not self.stopping:
-            on_exit(self.index)
-
-    def submit(self, job: Job | Cancel | None) -> None:
-        with self.lock:
-            self.jobs_w.send(job)
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.submit(None)
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(timeout=5)
-        self.jobs_w.close()
-        if threading.current_thread() is not self.reader:
-            self.reader.join(timeout=5)
-        self.done_r.close()
 
 
 class TftpServer:
@@ -187,14 +112,10 @@ class TftpServer:
         self.port = port
         self.boot = boot
         self.base_url = base_url or (lambda host: f"http://{host}:8080")
-        self.max_transfers = max_transfers
         self.max_per_client = max_per_client
         self.timeout = timeout
         self._rate = KeyedBuckets(client_rate, max(1.0, 2 * client_rate))
-        self.workers = workers
-        self.worker_init = worker_init
-        self.idle_retire = idle_retire
-        self.params: dict[str, Any] = {
+        params = {
             "timeout": timeout,
             "retries": retries,
             "unanswered_retries": unanswered_retries,
@@ -203,20 +124,17 @@ class TftpServer:
         self.counters = {"requests": 0, "completed": 0, "failed": 0, "refused": 0, "bad": 0,
                          "limited": 0, "cancelled": 0}  # fmt: skip
         self.sock: socket.socket | None = None
-        self._active: dict[tuple[str, int], _Slot] = {}
-        self._per_ip: dict[str, int] = {}
-        self._cancelling = 0  # slots whose loop was asked to cancel them
+        self._slots = Slots(max_transfers, max_per_client, timeout)
         self._lock = threading.Lock()
-        # Transfer loops by index; None: a worker slot with no process now (started on demand).
-        self._loops: list[TransferLoop | _Worker | None] = []
-        self._retired_check = 0.0
+        # The transfer loops; slots and loops change together, under the same lock.
+        self.pool = TransferPool(params, self._on_done, self._slots.lost, self._lock,
+                                 workers=workers, init=worker_init,
+                                 idle_retire=idle_retire)  # fmt: skip
         self._refusals: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._log_budget = LogBudget()  # refusal lines a second, whatever their kind
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._worker_params: dict[str, Any] = {}
-        self._quick_deaths = 0
+        self._renderers: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -238,71 +156,24 @@ class TftpServer:
     def start(self) -> TftpServer:
         if self.sock is None:
             self.bind()
-        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="tftp-render")
-        if self.workers > 0:
-            cache_max = CACHE_TOTAL_MAX // self.workers
-            params = {**self.params, "cache_total": cache_max}
-            self._worker_params = params
-            self._loops = [self._spawn(0), *([None] * (self.workers - 1))]
-        else:
-            self._loops = [TransferLoop(self._on_done, **self.params).start()]
+        self._renderers = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="tftp-render")
+        self.pool.start()
         self._thread = threading.Thread(target=self._listen, name="tftp", daemon=True)
         self._thread.start()
-        where = f"{self.workers} worker processes" if self.workers else "a thread"
+        where = f"{self.pool.workers} worker processes" if self.pool.workers else "a thread"
         log.info("TFTP on %s:%d serving %s (transfers in %s)", self.address, self.port,
                  self.root, where)  # fmt: skip
         return self
-
-    def _spawn(self, index: int) -> _Worker:
-        return _Worker(index, self._worker_params, self.worker_init, self._on_done,
-                       self._worker_gone)  # fmt: skip
-
-    def _worker_gone(self, index: int) -> None:
-        """A transfer process died (a bug or a kill): its transfers are lost, start another."""
-        if self._stopping.is_set():
-            return
-        with self._lock:
-            lost = [peer for peer, slot in self._active.items() if slot.index == index]
-            for peer in lost:
-                self._drop_locked(peer)
-            old = self._loops[index]
-            if not isinstance(old, _Worker):
-                return  # retired meanwhile (stopping is set before a retired one stops)
-            old.stopping = True
-            old.process.join(timeout=5)
-            quick = time.monotonic() - old.started < QUICK_DEATH
-            self._quick_deaths = self._quick_deaths + 1 if quick else 0
-            # A process that cannot even start (an interpreter the dropped user may not
-            # read, say) would be respawned forever: serve from a thread instead.
-            fallback = self._quick_deaths >= MAX_QUICK_DEATHS
-            if fallback:
-                self._loops[index] = TransferLoop(self._on_done, **self.params).start()
-            else:
-                self._loops[index] = self._spawn(index)
-        if fallback:
-            log.error(
-                "TFTP: transfer processes keep exiting at start (exit code %s); serving "
-                "transfers in a thread of the main process instead",
-                old.process.exitcode,
-            )
-        else:
-            log.error("TFTP: transfer process %d (pid %s) exited with %s; %d transfers lost "
-                      "(their clients will retry); started a new one", index, old.process.pid,
-                      old.process.exitcode, len(lost))  # fmt: skip
-        old.stop()
 
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        for loop in self._loops:
-            if loop is not None:
-                loop.stop()
-        self._loops = []
+        if self._renderers is not None:
+            self._renderers.shutdown(wait=True, cancel_futures=True)
+            self._renderers = None
+        self.pool.stop()
         self.close()
 
     def close(self) -> None:
@@ -319,7 +190,7 @@ class TftpServer:
             try:
                 packet, anc, _, peer = self.sock.recvmsg(tp.MAX_REQUEST + 1, socket.CMSG_SPACE(12))
             except (TimeoutError, InterruptedError):
-                self._retire_idle()
+                self.pool.retire_idle()
                 continue
             except OSError as exc:
                 if self._stopping.is_set():
@@ -330,25 +201,7 @@ class TftpServer:
                 self._on_request(packet, self._local_address(anc), peer)
             except Exception:  # a bug, not a packet: say so and keep serving
                 log.exception("TFTP: unexpected error on a request from %s", peer[0])
-            self._retire_idle()
-
-    def _retire_idle(self) -> None:
-        """Stop transfer processes (beyond the first) that had nothing to do for a while."""
-        now = time.monotonic()
-        if now - self._retired_check < 1.0:
-            return
-        self._retired_check = now
-        retired = []
-        with self._lock:
-            for i, loop in enumerate(self._loops):
-                if (i > 0 and isinstance(loop, _Worker) and loop.active == 0
-                        and now - loop.last_used > self.idle_retire):  # fmt: skip
-                    loop.stopping = True
-                    self._loops[i] = None
-                    retired.append(loop)
-        for loop in retired:
-            log.debug("TFTP: transfer process %d idle; stopped", loop.index)
-            threading.Thread(target=loop.stop, name="tftp-retire", daemon=True).start()
+            self.pool.retire_idle()
 
     @staticmethod
     def _local_address(ancillary: list[tuple[int, int, bytes]]) -> str:
@@ -386,11 +239,11 @@ class TftpServer:
                          req.filename)  # fmt: skip
             return
         with self._lock:
-            if peer in self._active:
+            if peer in self._slots:
                 return  # the client repeated its request before our first answer reached it
-            busy, victim = self._admit_locked(peer)
+            busy, victim = self._slots.admit(peer)
         if victim is not None:
-            self._cancel(*victim)
+            self.pool.cancel(*victim)
         if busy is not None:
             metrics.limited.labels(what="tftp-session").inc()
             self._refuse(peer, tp.NOT_DEFINED, busy, busy, req.filename)
@@ -398,8 +251,8 @@ class TftpServer:
         job = Job(peer, local, req.filename, req.mode, dict(req.options))
         render = self._dynamic(req.filename, peer[0], local)
         if render is not None:
-            assert self._pool is not None
-            self._pool.submit(self._render, job, render)
+            assert self._renderers is not None
+            self._renderers.submit(self._render, job, render)
             return
         try:
             path = locate(self.root, self.assets_dir, req.filename)
@@ -411,78 +264,14 @@ class TftpServer:
             return
         self._dispatch(Job(peer, local, req.filename, req.mode, dict(req.options), path=path))
 
-    # -- limits ------------------------------------------------------------------------------
-
-    def _admit_locked(
-        self, peer: tuple[str, int]
-    ) -> tuple[str | None, tuple[tuple[str, int], int] | None]:
-        """Count a new transfer for ``peer`` (the lock is held). Returns why it is refused
-        (None: admitted) and the silent transfer to cancel to make room, if any."""
-        if self._per_ip.get(peer[0], 0) >= self.max_per_client:
-            return "too many transfers from your address at once, try again", None
-        victim = None
-        if len(self._active) - self._cancelling >= self.max_transfers:
-            victim = self._silent_victim_locked()
-            if victim is None:
-                return "server busy, try again", None
-        self._add_locked(peer, -1)
-        return None, victim
-
-    def _silent_victim_locked(self) -> tuple[tuple[str, int], int] | None:
-        """The oldest transfer whose client has not answered for a whole timeout, marked as
-        being cancelled; None if every transfer's client has answered or is too new."""
-        limit = time.monotonic() - self.timeout
-        best: tuple[str, int] | None = None
-        best_slot: _Slot | None = None
-        for peer, slot in self._active.items():
-            if slot.heard or slot.cancelling or slot.index < 0 or slot.started > limit:
-                continue
-            if best_slot is None or slot.started < best_slot.started:
-                best, best_slot = peer, slot
-        if best is None or best_slot is None:
-            return None
-        best_slot.cancelling = True
-        self._cancelling += 1
-        return best, best_slot.index
-
-    def _cancel(self, peer: tuple[str, int], index: int) -> None:
-        loop = self._loops[index] if index < len(self._loops) else None
-        if loop is None:
-            return
-        with contextlib.suppress(OSError):  # a worker that is gone: its slots go with it
-            loop.submit(Cancel(peer, "cancelled to make room: the client had not answered"))
-
-    def _add_locked(self, peer: tuple[str, int], index: int) -> _Slot:
-        slot = _Slot(index, time.monotonic())
-        self._active[peer] = slot
-        self._per_ip[peer[0]] = self._per_ip.get(peer[0], 0) + 1
-        return slot
-
-    def _drop_locked(self, peer: tuple[str, int]) -> _Slot | None:
-        slot = self._active.pop(peer, None)
-        if slot is None:
-            return None
-        if slot.cancelling:
-            self._cancelling -= 1
-        left = self._per_ip.get(peer[0], 1) - 1
-        if left > 0:
-            self._per_ip[peer[0]] = left
-        else:
-            self._per_ip.pop(peer[0], None)
-        return slot
-
     def _dispatch(self, job: Job) -> None:
         with self._lock:
-            index = self._choose_loop()
-            slot = self._active.get(job.peer) or self._add_locked(job.peer, index)
+            index = self.pool.choose_locked()
+            slot = self._slots.get(job.peer) or self._slots.add(job.peer, index)
             slot.index = index
-            loop = self._loops[index]
-            assert loop is not None
-            if isinstance(loop, _Worker):
-                loop.active += 1
-                loop.last_used = time.monotonic()
+            self.pool.began_locked(index)
         try:
-            loop.submit(job)
+            self.pool.submit(index, job)
         except OSError as exc:  # the worker is gone; its reader thread starts another
             log.warning("TFTP: transfer process %d is gone (%s); %s refused", index, exc,
                         job.name)  # fmt: skip
@@ -490,26 +279,11 @@ class TftpServer:
             self._refuse(job.peer, tp.NOT_DEFINED, "server busy, try again",
                          "transfer process gone", job.name)  # fmt: skip
 
-    def _choose_loop(self) -> int:
-        """The least busy transfer loop; a new process in a free slot if all are busy.
-        Called with the lock held."""
-        running = [i for i, loop in enumerate(self._loops) if loop is not None]
-        index = min(running, key=lambda i: _load(self._loops[i]))
-        if _load(self._loops[index]) > 0:
-            free = next((i for i, loop in enumerate(self._loops) if loop is None), None)
-            if free is not None:
-                self._loops[free] = self._spawn(free)
-                return free
-        return index
-
     def _release(self, peer: tuple[str, int]) -> None:
         with self._lock:
-            slot = self._drop_locked(peer)
+            slot = self._slots.drop(peer)
             if slot is not None and slot.index >= 0:
-                loop = self._loops[slot.index] if slot.index < len(self._loops) else None
-                if isinstance(loop, _Worker):
-                    loop.active -= 1
-                    loop.last_used = time.monotonic()
+                self.pool.ended_locked(slot.index)
 
     def _refuse(self, peer: tuple[str, int], code: int, message: str, reason: str,
                 name: str) -> None:  # fmt: skip
@@ -588,7 +362,7 @@ class TftpServer:
         thread or a worker's reader thread)."""
         if isinstance(o, Heard):
             with self._lock:
-                slot = self._active.get(o.peer)
+                slot = self._slots.get(o.peer)
                 if slot is not None:
                     slot.heard = True
             return
@@ -639,10 +413,4 @@ class TftpServer:
     @property
     def active(self) -> int:
         with self._lock:
-            return len(self._active)
-
-
-def _load(loop: TransferLoop | _Worker | None) -> int:
-    if loop is None:
-        return 1 << 30
-    return loop.active if isinstance(loop, _Worker) else len(loop.transfers)
+            return len(self._slots)

@@ -18,7 +18,7 @@ import pytest
 from pxeserver.boot import BootService
 from pxeserver.model import MAC, Machine
 from pxeserver.tftp import packets as tp
-from pxeserver.tftp import server as tftp
+from pxeserver.tftp.pool import Worker
 from pxeserver.tftp.server import TftpServer
 from pxeserver.tftp.transfers import TransferLoop
 
@@ -274,10 +274,10 @@ def test_worker_processes_serve_the_same(root: Path, service: BootService) -> No
             time.sleep(0.05)
         assert s.counters["completed"] == 8 and s.active == 0
         # a transfer process that dies is replaced; clients are served again
-        first = s._loops[0]
+        first = s.pool.loops[0]
         assert not isinstance(first, TransferLoop)
         os.kill(first.process.pid, signal.SIGKILL)
-        wait_for(lambda: s._loops[0] is not first, 10, "a new transfer process")
+        wait_for(lambda: s.pool.loops[0] is not first, 10, "a new transfer process")
         outs = [curl(s.port, "small.bin") for _ in range(4)]
         assert all(o.stdout == (root / "small.bin").read_bytes() for o in outs)
     finally:
@@ -287,18 +287,18 @@ def test_worker_processes_serve_the_same(root: Path, service: BootService) -> No
 def test_transfer_processes_start_when_busy_and_stop_when_idle(root: Path) -> None:
     s = TftpServer(root, address="127.0.0.1", port=0, workers=2, idle_retire=0.5).start()
     try:
-        first = s._loops[0]
-        assert isinstance(first, tftp._Worker) and s._loops[1] is None  # one while idle
+        first = s.pool.loops[0]
+        assert isinstance(first, Worker) and s.pool.loops[1] is None  # one while idle
         expected = (root / "medium.bin").read_bytes()
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
             outs = list(pool.map(lambda _: curl(s.port, "medium.bin"), range(4)))
         assert all(o.returncode == 0 and o.stdout == expected for o in outs)
-        second = s._loops[1]
-        assert isinstance(second, tftp._Worker), "a second process for concurrent transfers"
-        wait_for(lambda: s._loops[1] is None, 10, "the idle second process to stop")
+        second = s.pool.loops[1]
+        assert isinstance(second, Worker), "a second process for concurrent transfers"
+        wait_for(lambda: s.pool.loops[1] is None, 10, "the idle second process to stop")
         # Retiring asks it to stop and, after 5 s, terminates it: allow for a loaded machine.
         second.process.join(timeout=30)
-        assert not second.process.is_alive() and s._loops[0] is first
+        assert not second.process.is_alive() and s.pool.loops[0] is first
         assert curl(s.port, "small.bin").stdout == (root / "small.bin").read_bytes()
     finally:
         s.stop()
@@ -363,7 +363,7 @@ def test_transfer_processes_that_cannot_start_fall_back_to_a_thread(
     s = TftpServer(root, address="127.0.0.1", port=0, workers=1,
                    worker_init=functools.partial(os._exit, 3)).start()  # fmt: skip
     try:
-        wait_for(lambda: isinstance(s._loops[0], TransferLoop), 30, "the fallback to a thread")
+        wait_for(lambda: isinstance(s.pool.loops[0], TransferLoop), 30, "the fallback to a thread")
         out = curl(s.port, "small.bin")
         assert out.returncode == 0 and out.stdout == (root / "small.bin").read_bytes()
         assert "serving transfers in a thread of the main process instead" in caplog.text
