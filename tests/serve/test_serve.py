@@ -56,6 +56,10 @@ def test_embedded_default(server: ServerProcess, tmp_path: Path) -> None:
     shown = json.loads(cli(server, "show", MAC, "--json").stdout)
     assert shown["labels"] == {"rack": "r1"} and shown["hostname"] == "web-1"
     assert "web-1" in cli(server, "list", "--label", "rack=r1").stdout
+    text = cli(server, "show", MAC).stdout
+    assert "hostname:    web-1\n" in text and "labels:      rack=r1\n" in text
+    assert "\ntimeline:\n" in text and "operator" in text.split("timeline:")[1]
+    assert cli(server, "set", MAC).returncode == 1  # nothing to set: one line, status 1
     assert cli(server, "forget", MAC).returncode == 0
     out = cli(server, "show", MAC)
     assert out.returncode == 1 and "404 no node with MAC" in out.stderr
