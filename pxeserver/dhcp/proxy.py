@@ -241,25 +241,10 @@ class ProxyDhcp:
 
     def _on_packet(self, sock: socket.socket, pxe_port: bool, data: bytes,
                    anc: list[tuple[int, int, bytes]], source: tuple[str, int]) -> None:  # fmt: skip
-        try:
-            packet = dp.parse(data)
-        except dp.PacketError as exc:
-            self.counters["bad"] += 1
-            metrics.dhcp_ignored.labels(reason="malformed").inc()
-            log.debug("ProxyDHCP: dropped a bad packet from %s: %s", source[0], exc)
+        packet = self._pxe_request(data, source)
+        if packet is None or packet.mac is None or packet.message_type is None:
             return
-        mac = packet.mac
-        kind = packet.message_type
-        if packet.op != dp.BOOTREQUEST or mac is None or kind is None:
-            self.counters["bad"] += 1
-            metrics.dhcp_ignored.labels(reason="malformed").inc()
-            return
-        if not is_pxe_client(packet):
-            self.counters["ignored"] += 1
-            metrics.dhcp_ignored.labels(reason="not-pxe").inc()
-            log.debug("ProxyDHCP %s: not a PXE client (option 60 %r); ignored", mac,
-                      packet.vendor_class[:40])  # fmt: skip
-            return
+        mac, kind = packet.mac, packet.message_type
         ifindex, local = self._arrival(anc)
         server_ip = self._server_ip(local, ifindex)
         answer = self._answer_kind(packet, kind, pxe_port, server_ip)
@@ -271,7 +256,6 @@ class ProxyDhcp:
             metrics.dhcp_ignored.labels(reason="excluded" if excluded else "no-group").inc()
             self._log_once(mac, refusal, f"ProxyDHCP {mac}: not answering: {refusal}")
             return
-        what = dp.MESSAGE_NAMES.get(kind, str(kind))
         if answer is None:
             if kind == dp.REQUEST and machine.ip:
                 # A REQUEST to the site's DHCP server: no answer from us, but now we know
@@ -285,14 +269,44 @@ class ProxyDhcp:
             metrics.dhcp_ignored.labels(reason="unsupported-arch").inc()
             self._log_once(mac, offer, f"ProxyDHCP {mac}: ignored: {offer}")
             return
-        reply = dp.build_reply(
-            packet,
-            message_type=answer,
-            server_ip=server_ip,
-            boot_file=offer.boot_file,
-            vendor_class=offer.vendor_class,
-            bypass_discovery=offer.bypass_discovery and answer == dp.OFFER,
-        )
+        reply = dp.build_reply(packet, message_type=answer, server_ip=server_ip,
+                               boot_file=offer.boot_file, vendor_class=offer.vendor_class,
+                               bypass_discovery=offer.bypass_discovery
+                               and answer == dp.OFFER)  # fmt: skip
+        if self._answered(sock, reply, packet, mac, source, ifindex):
+            port = "4011" if pxe_port else "67"
+            metrics.dhcp_offers.labels(port=port).inc()
+            what = dp.MESSAGE_NAMES.get(kind, str(kind))
+            detail = f"ProxyDHCP {what} on port {port}: {offer.firmware} → {offer.boot_file}"
+            allowed, skipped = self._log_budget.allow()
+            if allowed:
+                log.info("%s %s%s", mac, detail, left_out(skipped))
+            self.boot.note_dhcp(machine, detail)
+
+    def _pxe_request(self, data: bytes, source: tuple[str, int]) -> dp.DhcpPacket | None:
+        """The packet, if it is a request from a PXE client; otherwise None (counted)."""
+        try:
+            packet = dp.parse(data)
+        except dp.PacketError as exc:
+            self.counters["bad"] += 1
+            metrics.dhcp_ignored.labels(reason="malformed").inc()
+            log.debug("ProxyDHCP: dropped a bad packet from %s: %s", source[0], exc)
+            return None
+        if packet.op != dp.BOOTREQUEST or packet.mac is None or packet.message_type is None:
+            self.counters["bad"] += 1
+            metrics.dhcp_ignored.labels(reason="malformed").inc()
+            return None
+        if not is_pxe_client(packet):
+            self.counters["ignored"] += 1
+            metrics.dhcp_ignored.labels(reason="not-pxe").inc()
+            log.debug("ProxyDHCP %s: not a PXE client (option 60 %r); ignored", packet.mac,
+                      packet.vendor_class[:40])  # fmt: skip
+            return None
+        return packet
+
+    def _answered(self, sock: socket.socket, reply: bytes, packet: dp.DhcpPacket, mac: MAC,
+                  source: tuple[str, int], ifindex: int) -> bool:  # fmt: skip
+        """Send ``reply``; False (counted, logged) if it cannot go where it must."""
         try:
             self._send(sock, reply, packet, source, ifindex)
         except OSError as exc:  # e.g. a relay address (giaddr) no packet can go to
@@ -300,15 +314,9 @@ class ProxyDhcp:
             metrics.dhcp_ignored.labels(reason="unsendable").inc()
             self._log_once(mac, "unsendable", f"ProxyDHCP {mac}: cannot answer to relay "
                            f"{packet.giaddr} / {source[0]}: {exc.strerror or exc}")  # fmt: skip
-            return
+            return False
         self.counters["answered"] += 1
-        port = "4011" if pxe_port else "67"
-        metrics.dhcp_offers.labels(port=port).inc()
-        detail = f"ProxyDHCP {what} on port {port}: {offer.firmware} → {offer.boot_file}"
-        allowed, skipped = self._log_budget.allow()
-        if allowed:
-            log.info("%s %s%s", mac, detail, left_out(skipped))
-        self.boot.note_dhcp(machine, detail)
+        return True
 
     @staticmethod
     def _answer_kind(packet: dp.DhcpPacket, kind: int, pxe_port: bool,
