@@ -83,6 +83,34 @@ def test_check_template_that_renders_invalid_cloud_config(tmp_path: Path) -> Non
     assert r.returncode == 1 and "command: 'launch' is not one of" in r.stderr
 
 
+def test_check_refuses_a_template_that_pastes_a_value_raw(tmp_path: Path) -> None:
+    """The hole of issue 16: a value pasted into YAML without the quoting filter."""
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "raw.yaml.j2").write_text(
+        "#cloud-config\nhostname: {{ node.hostname | yaml_scalar }}\nwrite_files:\n"
+        "  - path: /etc/fleet/fleet.conf\n    content: |\n"
+        '      public_ip="{{ node.ip }}"\n'
+    )
+    (tmp_path / "t" / "quoted.yaml.j2").write_text(
+        "#cloud-config\nhostname: {{ node.hostname | yaml_scalar }}\nwrite_files:\n"
+        "  - path: /etc/fleet/fleet.conf\n    content: |\n"
+        "      public_ip={{ node.ip | conf_string }}\n"
+    )
+    raw = {
+        "paths": {"templates_dir": "t"},
+        "profiles": {"a": {"kernel": "k", "cloud_config": "raw.yaml.j2"}},
+        "groups": [{"name": "d", "profile": "a"}],
+    }
+    r = run("check", "--config", str(write(tmp_path, raw)), cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "profiles.a.cloud_config: template raw.yaml.j2, line 6: " in r.stderr
+    assert "{{ node.ip }}" in r.stderr and "yaml_scalar" in r.stderr
+    # positive control: the same template with the value through its filter passes
+    raw["profiles"]["a"]["cloud_config"] = "quoted.yaml.j2"  # type: ignore[index]
+    r = run("check", "--config", str(write(tmp_path, raw)), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
 def test_render_explains_and_registers_nothing(tmp_path: Path) -> None:
     path = write(
         tmp_path,
