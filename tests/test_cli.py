@@ -61,8 +61,8 @@ def test_check_template_typo(tmp_path: Path) -> None:
     )
     r = run("check", "--config", str(path), cwd=tmp_path)
     assert r.returncode == 1
-    where = f"{path}: profiles.a.cloud_config: template x.yaml.j2: "
-    assert where + "'dict object' has no attribute 'hostnaem'" in r.stderr
+    where = f"{path}: profiles.a.cloud_config: template x.yaml.j2, line 2: "
+    assert where + "`hostname: {{ node.hostnaem }}`: 'dict object' has no attribute" in r.stderr
     assert "— fix " in r.stderr
 
 
@@ -169,3 +169,25 @@ def test_serve_with_a_bad_config_says_why(tmp_path: Path) -> None:
     r = run("serve", "--config", str(path), cwd=tmp_path)
     assert r.returncode == 1
     assert f"{path}: server.http_port: is 'eighty' — use a whole number" in r.stderr
+
+
+def test_nodes_set_with_a_line_separator_in_a_label_says_which_label(tmp_path: Path) -> None:
+    """Labels from the CLI go through the API: its 400 is the CLI's one line."""
+    from .support.server import ServerProcess
+
+    mac = "52:54:00:0c:11:01"
+    server = ServerProcess(tmp_path, args=["--no-dhcp", "--no-tftp"]).start()
+    try:
+        assert server.get(f"/ipxe?mac={mac}")[0] == 200
+        cli = ("nodes", "--server", server.url, "set", mac)
+        r = run(*cli, "--label", "rack=r1\u2028write_files:", cwd=tmp_path)
+        assert r.returncode == 1
+        assert r.stderr.strip() == (
+            f"pxeserver: PATCH /api/v1/nodes/{mac}: 400 label rack: the value holds U+2028 "
+            "(LINE SEPARATOR): a label is one line of text without quotes, commas, '=' or "
+            "backslashes (labels become fleet metadata, written as key=value,key=value)"
+        )
+        ok = run(*cli, "--label", "rack=r1 # - path: x", cwd=tmp_path)  # positive control
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        server.stop()

@@ -171,7 +171,7 @@ groups:
     for key in (
         "cluster.fleet_metadata.region",
         "cluster.domain",
-        "cluster.ssh_authorized_keys",
+        "cluster.ssh_authorized_keys[0]",
         "profiles.p.metadata.etcd_binary",
         "profiles.p.metadata.nested.list[0]",
         "groups[0] (g).selectors.rack",
