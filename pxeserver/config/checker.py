@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import Problem
+from ..model import unsafe_character
 
 
 class Checker:
@@ -78,6 +79,21 @@ class Checker:
             return tuple(value)
         self.problem(f"{where}.{key}", f"is {value!r}", "write a string or a list of strings")
         return None
+
+    def text(self, value: Any, where: str) -> None:
+        """Every string in ``value`` (a metadata tree, a list) is one line: no control
+        characters or line separators, which would reach templates and scripts."""
+        if isinstance(value, str):
+            bad = unsafe_character(value)
+            if bad:
+                self.problem(where, f"holds {bad}", "write it on one line, without it")
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                self.text(key, where)
+                self.text(item, f"{where}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                self.text(item, f"{where}[{i}]")
 
     def path(self, raw: Mapping[str, Any], key: str, where: str, base: Path | None) -> Path | None:
         value = self.str_(raw, key, where, None)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidInput
-from ..model import MAC
+from ..model import MAC, unsafe_character
 from ..profiles import INSTALL_MODES, Group, Profile
 from .checker import Checker
 from .settings import TRANSPORTS
@@ -59,6 +59,7 @@ def profiles(c: Checker, raw: Mapping[str, Any]) -> dict[str, Profile]:
         if not isinstance(args, list) or not all(isinstance(a, (str, int)) for a in args):
             c.problem(f"{w}.args", f"is {args!r}", "write a list of kernel arguments")
             args = []
+        c.text(body.get("metadata"), f"{w}.metadata")
         profiles[str(name)] = Profile(
             name=str(name),
             kernel=kernel,
@@ -81,6 +82,10 @@ def _selector_values(c: Checker, key: str, value: Any, where: str) -> tuple[str,
     out = []
     for v in values:
         text = str(v)
+        bad = unsafe_character(text)
+        if bad:
+            c.problem(where, f"holds {bad}", "write it on one line, without it")
+            return None
         if key == "mac":
             try:
                 text = MAC.parse(text).value
@@ -130,6 +135,7 @@ def groups(c: Checker, raw: Any, profiles: Mapping[str, Profile]) -> tuple[Group
             values = _selector_values(c, str(key), value, f"{w}.selectors.{key}")
             if values is not None:
                 selectors[str(key)] = values
+        c.text(body.get("metadata"), f"{w}.metadata")
         group = Group(name, profile, selectors, dict(c.section(body, "metadata")))
         if group.is_default:
             if default is not None:

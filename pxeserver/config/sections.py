@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
-from ..model import HOSTNAME_FIELDS, MAC, hostname_from_pattern, valid_hostname
+from ..model import (
+    HOSTNAME_FIELDS,
+    MAC,
+    hostname_from_pattern,
+    label_name_problem,
+    label_value_problem,
+    valid_hostname,
+)
 from .checker import Checker, url_problem
 from .settings import (
     BACKENDS,
@@ -190,14 +197,23 @@ def cluster(c: Checker, raw: Mapping[str, Any]) -> ClusterSettings:
             "use {index}, {mac_hex} or {mac_suffix}, e.g. node-{index:03d}",
         )
         pattern = d.hostname_pattern
-    metadata = c.section(raw, "fleet_metadata")
+    metadata = {str(k): str(v) for k, v in c.section(raw, "fleet_metadata").items()}
+    for key, value in metadata.items():
+        why = label_name_problem(key) or label_value_problem(value)
+        if why:
+            where = f"{w}.fleet_metadata" + ("" if label_name_problem(key) else f".{key}")
+            c.problem(where, why, "fleet metadata follows the rules of node labels")
+    keys = c.str_list(raw, "ssh_authorized_keys", w) or ()
+    c.text(keys, f"{w}.ssh_authorized_keys")
+    domain = c.str_(raw, "domain", w, None)
+    c.text(domain, f"{w}.domain")
     return ClusterSettings(
         etcd_endpoints=endpoints if endpoints is not None else d.etcd_endpoints,
         etcd_peer_urls=peers or (),
-        fleet_metadata={str(k): str(v) for k, v in metadata.items()},
-        ssh_authorized_keys=c.str_list(raw, "ssh_authorized_keys", w) or (),
+        fleet_metadata=metadata,
+        ssh_authorized_keys=keys,
         hostname_pattern=pattern,
-        domain=c.str_(raw, "domain", w, None),
+        domain=domain,
         heartbeat_interval=c.int_(raw, "heartbeat_interval", w, d.heartbeat_interval, 1, 3600),
         heartbeat_ttl=c.int_(raw, "heartbeat_ttl", w, d.heartbeat_ttl, 1, 86400),
         boot_timeout=c.int_(raw, "boot_timeout", w, d.boot_timeout, 1, 86400),
