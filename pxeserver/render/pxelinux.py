@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from ..model import Node
 from ..profiles import Decision, Profile
-from .templates import Renderer, one_line, template_vars
+from .placing import one_line
+from .templates import Renderer, template_vars
 
 
 def _location(path: str) -> str:

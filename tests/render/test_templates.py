@@ -9,7 +9,8 @@ from pxeserver.errors import RenderError
 from pxeserver.model import MAC, Node, State
 from pxeserver.profiles import Decision, Group, Profile
 from pxeserver.render.cloudconfig import SAFE_LOADER
-from pxeserver.render.templates import Renderer, conf_string, to_json, word, yaml_scalar
+from pxeserver.render.placing import conf_string, to_json, word, yaml_scalar
+from pxeserver.render.templates import Renderer
 
 from ..support.settings import make_settings
 
