@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .model import unsafe_character
+
 HEADER = "#cloud-config"
 
 TOP_KEYS = {
@@ -101,6 +103,9 @@ def validate(text: str) -> tuple[dict[str, Any], list[str]]:
     first = text.split("\n", 1)[0].rstrip()
     if first != HEADER:
         errors.append(f"the first line must be exactly {HEADER!r}, found {first[:40]!r}")
+    bad = unsafe_character(text.replace("\n", "").replace("\t", ""))
+    if bad:
+        return {}, [*errors, f"holds {bad}; a cloud-config is text with LF line ends"]
     try:
         doc = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
@@ -137,8 +142,14 @@ def _hostname(value: Any, errors: list[str]) -> None:
 
 
 def _string_list(value: Any, where: str, errors: list[str]) -> None:
+    """Each item is one line of a file (authorized_keys, group): no line breaks."""
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         errors.append(f"{where}: must be a list of non-empty strings")
+        return
+    for i, item in enumerate(value):
+        bad = unsafe_character(item)
+        if bad:
+            errors.append(f"{where}[{i}]: holds {bad}; each item is one line of a file")
 
 
 def _mappings(value: Any, where: str, errors: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -200,6 +211,21 @@ def _scalars(value: Any, where: str, errors: list[str], known: set[str] | None =
     for key, v in value.items():
         if isinstance(v, (dict, list)):
             errors.append(f"{where}.{key}: must be a single value, not a {type(v).__name__}")
+        elif isinstance(v, str):
+            _env_value(v, f"{where}.{key}", errors)
+
+
+def _env_value(value: str, where: str, errors: list[str]) -> None:
+    """coreos-cloudinit writes these values into a unit's drop-in as ``Environment="K=V"``
+    (update.conf: ``K=V``): a line break there is a new line of the unit, a quote or a
+    backslash ends or escapes the quoting."""
+    bad = unsafe_character(value) or ('a quote (")' if '"' in value else None)
+    bad = bad or ("a backslash" if "\\" in value else None)
+    if bad:
+        errors.append(
+            f"{where}: {value[:40]!r} holds {bad}, which coreos-cloudinit would write into "
+            "a unit file as it is"
+        )
 
 
 def _coreos(value: Any, errors: list[str]) -> None:

@@ -137,3 +137,43 @@ def test_a_broken_template_is_500_and_leaves_the_node_as_it_was(
 def test_huge_query_strings_are_refused(client: Any) -> None:
     r = client.get("/ipxe?mac=52:54:00:12:34:56&x=" + "a" * 10000)
     assert r.status_code == 414
+
+
+# The ip= attack of issue 16: Python's ipaddress takes an IPv6 scope ID (after "%") with
+# newlines and quotes in it; the flatcar template put the address in fleet.conf's block.
+SCOPE_ATTACK = (
+    'fe80::1%"\n  - path: "\\x2fhome\\x2fcore\\x2f.ssh\\x2fauthorized_keys"\n'
+    "    content: |\n      ssh-ed25519 AAAAC3 evil\n      x"
+)
+
+
+def _files(client: Any, mac: str) -> dict[str, str]:
+    r = client.get(f"/cloud-config?mac={mac}")
+    assert r.status_code == 200, r.text
+    return {f["path"]: f["content"] for f in yaml.safe_load(r.text)["write_files"]}
+
+
+@pytest.mark.parametrize("ip", [SCOPE_ATTACK, "fe80::1%eth0", "fe80::1%\u2028x"])
+def test_an_ip_with_a_scope_id_is_dropped_and_adds_no_files(
+    tmp_path: Path, ip: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pxeserver.store.sqlite import SQLiteStore
+
+    settings = make_settings(tmp_path, {"groups": [{"name": "d", "profile": "flatcar"}]})
+    store = SQLiteStore(tmp_path / "s.db")
+    client = create_app(settings, make_service(settings, store)).test_client()
+    # positive control: a plain address is recorded and reaches fleet.conf
+    assert client.get("/ipxe?mac=52:54:00:00:00:01&ip=192.0.2.33").status_code == 200
+    assert client.get("/api/v1/nodes/52:54:00:00:00:01").json["ip"] == "192.0.2.33"
+    benign = _files(client, "52:54:00:00:00:01")
+    assert 'public_ip="192.0.2.33"' in benign["/etc/fleet/fleet.conf"]
+
+    r = client.get("/ipxe", query_string={"mac": "52:54:00:00:00:02", "ip": ip})
+    assert r.status_code == 200, r.text
+    # the scoped address is dropped like other garbage: the address the request came from
+    assert client.get("/api/v1/nodes/52:54:00:00:00:02").json["ip"] == "127.0.0.1"
+    assert "ignoring ip=" in caplog.text and "scope" in caplog.text
+    hostile = _files(client, "52:54:00:00:00:02")
+    assert sorted(hostile) == sorted(benign)
+    assert 'public_ip="127.0.0.1"' in hostile["/etc/fleet/fleet.conf"]
+    store.close()

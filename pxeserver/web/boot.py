@@ -48,13 +48,24 @@ def _uuid(mac: MAC) -> str | None:
 
 
 def _ip(mac: MAC) -> str | None:
+    """The address the machine reports (iPXE's ``${netX/ip}``), else the one it came from.
+
+    A plain address only: Python's ``ipaddress`` accepts an IPv6 scope ID (``fe80::1%eth0``)
+    holding any character but ``/`` (newlines and quotes included), and a scope ID means
+    nothing to another machine, so such an address is dropped like other garbage.
+    """
     for text in (request.args.get("ip"), request.remote_addr):
         if not text:
             continue
         try:
-            return str(ipaddress.ip_address(text))
+            address = ipaddress.ip_address(text)
         except ValueError:
             log.warning("%s: ignoring ip=%r, not an IP address", mac, text[:45])
+            continue
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            log.warning("%s: ignoring ip=%r, an address with a scope ID (%%…)", mac, text[:45])
+            continue
+        return str(address)
     return None
 
 
