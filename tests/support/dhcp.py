@@ -13,7 +13,17 @@ UUID = "6fb9d0e1-3c2a-4e1b-8f00-00000000abcd"
 
 
 def golden(name: str) -> bytes:
-    return bytes.fromhex((GOLDEN / f"{name}.hex").read_text().replace("\n", ""))
+    """A golden packet of tests/data/dhcp/ (see tests/data/dhcp/craft.py)."""
+    return _hex(GOLDEN / f"{name}.hex")
+
+
+def captured_bytes(name: str) -> bytes:
+    """A packet captured from real firmware in the lab (tests/data/dhcp/captured/)."""
+    return _hex(GOLDEN / "captured" / f"{name}.hex")
+
+
+def _hex(path: Path) -> bytes:
+    return bytes.fromhex(path.read_text().replace("\n", ""))
 
 
 def exchange(port: int, packet: bytes, timeout: float = 2.0) -> dp.DhcpPacket | None:
