@@ -27,7 +27,7 @@ from .model import (
 )
 from .nodes.registry import Change, Registry
 from .nodes.sightings import Sightings
-from .profiles import BootChoice, Decision, Profile, Verdict, decide, machine_facts, verdicts
+from .profiles import BootChoice, Decision, Profile, Verdict, choose, machine_facts, verdicts
 from .render.templates import Renderer
 
 log = logging.getLogger(__name__)
@@ -95,11 +95,12 @@ class BootService:
             hostname=node.hostname,
             labels=node.labels,
         )
-        decision = decide(self.settings.groups, facts, node.profile)
+        judged = verdicts(self.settings.groups, facts)
+        decision = choose(self.settings.groups, judged, node.profile)
         if decision is None:
             raise NoMatch(
                 f"{node.mac}: no group selects this machine and there is no default group",
-                verdicts(self.settings.groups, facts),
+                judged,
             )
         return decision
 
