@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Set
 
 from flask import Blueprint, Response, request
 
 from ..errors import InvalidInput
-from ..model import MAC, Machine, parse_uuid
-from . import base_url, service
+from ..model import KNOWN_ARCHES, KNOWN_PLATFORMS, MAC, Machine, parse_uuid
+from .context import base_url, service
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
 
 IPXE_TYPE = "text/plain; charset=utf-8"
-KNOWN_ARCHES = {"i386", "x86_64", "arm32", "arm64", "riscv32", "riscv64", "loong64"}
-KNOWN_PLATFORMS = {"pcbios", "efi"}
 
 
 def _mac() -> MAC:
@@ -26,7 +25,7 @@ def _mac() -> MAC:
     return MAC.parse(text)
 
 
-def _optional(mac: MAC, name: str, allowed: set[str]) -> str | None:
+def _optional(mac: MAC, name: str, allowed: Set[str]) -> str | None:
     """An optional fact from firmware. Garbage is dropped, not fatal: the machine must boot."""
     value = request.args.get(name, "").strip().lower()
     if not value:

@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 import pytest
 import yaml
 
-from pxeserver.loaders import copy_ipxe
+from pxeserver.commands.ipxe import copy_ipxe
 from pxeserver.model import MAC
 from tests.support.etcd import EtcdMember
 

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pxeserver.daemon import make_service
+from pxeserver.store.sqlite import SQLiteStore
+from pxeserver.web import create_app
+
+from ..support.settings import make_settings
+from ..support.web import MAC, boot
+
+
+def test_list_and_filters(client: Any) -> None:
+    boot(client, "52:54:00:00:00:01")
+    client.get("/ipxe?mac=52:54:00:00:00:02")
+    client.patch(
+        "/api/v1/nodes/52:54:00:00:00:02", json={"labels": {"rack": "r1"}, "profile": "debug"}
+    )
+    all_ = client.get("/api/v1/nodes").json
+    assert all_["count"] == 2
+    assert "token" not in all_["nodes"][0] and "events" not in all_["nodes"][0]
+    assert [n["mac"] for n in client.get("/api/v1/nodes?state=configured").json["nodes"]] == [
+        "52:54:00:00:00:01"
+    ]
+    assert [n["mac"] for n in client.get("/api/v1/nodes?profile=debug").json["nodes"]] == [
+        "52:54:00:00:00:02"
+    ]
+    assert [n["mac"] for n in client.get("/api/v1/nodes?label=rack=r1").json["nodes"]] == [
+        "52:54:00:00:00:02"
+    ]
+    assert client.get("/api/v1/nodes?label=rack=r2").json["count"] == 0
+    assert client.get("/api/v1/nodes?state=sleeping").status_code == 400
+    assert client.get("/api/v1/nodes?label=rack").status_code == 400
+
+
+def test_show_has_the_timeline_and_no_token(client: Any) -> None:
+    boot(client)
+    node = client.get(f"/api/v1/nodes/{MAC}").json
+    assert "token" not in str(node)
+    assert [e["kind"] for e in node["events"]] == ["ipxe", "cloud-config"]
+    assert node["events"][0]["at"].endswith("Z")
+    assert node["profile"] == "coreos" and node["profile_source"] == "group default"
+
+
+def test_unknown_node_is_404(client: Any) -> None:
+    r = client.get("/api/v1/nodes/52:54:00:99:99:99")
+    assert r.status_code == 404 and r.json["error"] == "no node with MAC 52:54:00:99:99:99"
+    assert (
+        client.patch("/api/v1/nodes/52:54:00:99:99:99", json={"hostname": "x"}).status_code == 404
+    )
+    assert client.delete("/api/v1/nodes/52:54:00:99:99:99").status_code == 404
+    assert client.get("/api/v1/nodes/garbage").status_code == 400
+
+
+def test_patch_profile_overrides_groups_and_shows_in_the_script(client: Any) -> None:
+    client.get(f"/ipxe?mac={MAC}")
+    r = client.patch(f"/api/v1/nodes/{MAC}", json={"profile": "debug", "labels": {"rack": "r7"}})
+    assert (
+        r.status_code == 200
+        and r.json["profile"] == "debug"
+        and r.json["profile_source"] == "operator"
+    )
+    script = client.get(f"/ipxe?mac={MAC}").text
+    assert " debug rack=r7 " in script
+    r = client.patch(f"/api/v1/nodes/{MAC}", json={"profile": None})
+    assert r.json["profile"] == "coreos"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"profile": "nope"}, "no profile named 'nope'"),
+        ({"hostname": "Bad_Name"}, "not a valid hostname"),
+        ({"labels": {"bad key!": "x"}}, "label name"),
+        ({"labels": {"k": ["x"]}}, "must be a string"),
+        ({"labels": "rack=r1"}, "labels must be an object"),
+        ({"colour": "blue"}, "unknown fields"),
+        ("not an object", "send a JSON object"),
+    ],
+)
+def test_patch_rejects_bad_bodies_and_changes_nothing(client: Any, body: Any, message: str) -> None:
+    client.get(f"/ipxe?mac={MAC}")
+    before = client.get(f"/api/v1/nodes/{MAC}").json
+    r = client.patch(f"/api/v1/nodes/{MAC}", json=body)
+    assert r.status_code == 400 and message in r.json["error"]
+    assert client.get(f"/api/v1/nodes/{MAC}").json == before
+
+
+def test_rename_to_a_taken_hostname_is_409(client: Any) -> None:
+    client.get("/ipxe?mac=52:54:00:00:00:01")
+    client.get("/ipxe?mac=52:54:00:00:00:02")
+    r = client.patch("/api/v1/nodes/52:54:00:00:00:02", json={"hostname": "node-001"})
+    assert r.status_code == 409
+    assert client.get("/api/v1/nodes/52:54:00:00:00:02").json["hostname"] == "node-002"
+
+
+def test_forget(client: Any) -> None:
+    client.get(f"/ipxe?mac={MAC}")
+    assert client.delete(f"/api/v1/nodes/{MAC}").status_code == 204
+    assert client.get(f"/api/v1/nodes/{MAC}").status_code == 404
+
+
+def test_ready_and_heartbeat_need_the_nodes_token(client: Any) -> None:
+    token = boot(client)
+    assert client.post(f"/api/v1/nodes/{MAC}/ready").status_code == 401
+    assert (
+        client.post(
+            f"/api/v1/nodes/{MAC}/ready", headers={"Authorization": "Bearer nope"}
+        ).status_code
+        == 403
+    )
+    assert client.get(f"/api/v1/nodes/{MAC}").json["state"] == "configured"
+    r = client.post(f"/api/v1/nodes/{MAC}/ready", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json["state"] == "ready"
+    r = client.post(f"/api/v1/nodes/{MAC}/heartbeat", data={"token": token})
+    assert r.status_code == 200
+    r = client.post(f"/api/v1/nodes/{MAC}/heartbeat", json={"token": token})
+    assert r.status_code == 200
+    events = client.get(f"/api/v1/nodes/{MAC}").json["events"]
+    assert [e["kind"] for e in events] == ["ipxe", "cloud-config", "ready", "heartbeat"]
+    assert events[-1]["count"] == 2
+
+
+def test_writes_need_the_api_token_when_one_is_set(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, {"server": {"api_token": "op-secret"}})
+    client = create_app(
+        settings, make_service(settings, SQLiteStore(tmp_path / "s.db"))
+    ).test_client()
+    client.get(f"/ipxe?mac={MAC}")
+    r = client.patch(f"/api/v1/nodes/{MAC}", json={"labels": {"a": "b"}})
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (
+        client.delete(f"/api/v1/nodes/{MAC}", headers={"Authorization": "Bearer wrong"}).status_code
+        == 403
+    )
+    ok = client.patch(
+        f"/api/v1/nodes/{MAC}",
+        json={"labels": {"a": "b"}},
+        headers={"Authorization": "Bearer op-secret"},
+    )
+    assert ok.status_code == 200
+    assert client.get("/api/v1/nodes").status_code == 200  # reads stay open
+
+
+def test_body_size_is_limited(client: Any) -> None:
+    client.get(f"/ipxe?mac={MAC}")
+    r = client.patch(
+        f"/api/v1/nodes/{MAC}", data=b"{" + b" " * 70000 + b"}", content_type="application/json"
+    )
+    assert r.status_code == 413
+
+
+def test_healthz(client: Any) -> None:
+    assert client.get("/healthz").json == {"status": "ok", "store": "ok"}
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85", "\r", "\n", "\x0b", "\x00", "\x7f"])
+def test_a_line_break_or_control_character_in_a_label_is_400_naming_it(
+    client: Any, char: str
+) -> None:
+    client.get(f"/ipxe?mac={MAC}")
+    # positive control: YAML-hostile text that is one line is a label like any other
+    r = client.patch(f"/api/v1/nodes/{MAC}", json={"labels": {"note": "- path: x # | > ---"}})
+    assert r.status_code == 200 and r.json["labels"]["note"] == "- path: x # | > ---"
+    before = client.get(f"/api/v1/nodes/{MAC}").json
+    r = client.patch(f"/api/v1/nodes/{MAC}", json={"labels": {"rack": f"r1{char}write_files:"}})
+    assert r.status_code == 400, r.json
+    assert "label rack" in r.json["error"] and f"U+{ord(char):04X}" in r.json["error"]
+    assert client.get(f"/api/v1/nodes/{MAC}").json == before
+
+
+def test_a_line_separator_in_a_hostname_is_400_naming_it(client: Any) -> None:
+    client.get(f"/ipxe?mac={MAC}")
+    r = client.patch(f"/api/v1/nodes/{MAC}", json={"hostname": "node-9\u2028write_files:"})
+    assert r.status_code == 400 and r.json["error"].startswith("hostname ")
+    assert client.patch(f"/api/v1/nodes/{MAC}", json={"hostname": "node-9"}).status_code == 200
