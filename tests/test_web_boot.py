@@ -48,6 +48,26 @@ def test_cloud_config_is_the_nodes_own_and_marks_it_configured(client: Any) -> N
     assert client.get("/api/v1/nodes/52:54:00:12:34:56").json["state"] == "booting"
 
 
+def test_cloud_config_names_the_address_the_os_fetched_it_from(client: Any) -> None:
+    # The firmware's lease (iPXE's ${netX/ip}) and the booted OS's lease may differ:
+    # systemd-networkd asks DHCP with a DUID, not 01:MAC. The OS fetches its own config,
+    # so that request's address is the one fleet must advertise and pxeserver record.
+    mac = "52:54:00:12:34:58"
+    client.get(f"/ipxe?mac={mac}&ip=192.0.2.101")
+    assert client.get(f"/api/v1/nodes/{mac}").json["ip"] == "192.0.2.101"
+    os_side = {"REMOTE_ADDR": "192.0.2.140"}
+    r = client.get(f"/cloud-config?mac={mac}", environ_base=os_side)
+    assert r.status_code == 200, r.text
+    assert yaml.safe_load(r.text)["coreos"]["fleet"]["public_ip"] == "192.0.2.140"
+    node = client.get(f"/api/v1/nodes/{mac}").json
+    assert node["ip"] == "192.0.2.140" and node["state"] == "configured"
+    # A machine pxeserver first sees at its cloud-config is recorded with that address too.
+    first = "52:54:00:12:34:59"
+    r = client.get(f"/cloud-config?mac={first}", environ_base={"REMOTE_ADDR": "192.0.2.141"})
+    assert yaml.safe_load(r.text)["coreos"]["fleet"]["public_ip"] == "192.0.2.141"
+    assert client.get(f"/api/v1/nodes/{first}").json["ip"] == "192.0.2.141"
+
+
 def test_second_boot_keeps_the_hostname_and_counts(client: Any) -> None:
     for _ in range(2):
         client.get("/ipxe?mac=52:54:00:12:34:56")

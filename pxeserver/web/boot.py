@@ -81,7 +81,8 @@ def ipxe() -> Response:
 
 @bp.get("/cloud-config")
 def cloud_config() -> Response:
-    text = service().cloud_config(_mac(), base_url())
+    mac = _mac()
+    text = service().cloud_config(mac, base_url(), _ip(mac))
     return Response(text, mimetype="text/cloud-config; charset=utf-8")
 
 
