@@ -250,8 +250,8 @@ class BootService:
             raise InvalidInput(f"no profile named {profile!r}; the profiles are: {known}")
         if hostname is not None and not valid_hostname(hostname):
             raise InvalidInput(
-                f"{hostname!r} is not a valid hostname: use 1-63 lower-case letters, digits "
-                "and dashes, not starting or ending with a dash"
+                f"hostname {hostname[:70]!r} is not a valid hostname: use 1-63 lower-case "
+                "letters, digits and dashes, not starting or ending with a dash"
             )
         return self.registry.set(
             mac, profile=profile, labels=labels, hostname=hostname, reinstall=reinstall

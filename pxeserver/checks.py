@@ -189,7 +189,7 @@ def _install_problems(settings: Settings, renderer: Renderer, base: str) -> list
                     "is disk, but the profile's config never phones home ready (no "
                     "{{ urls.ready }} in it), so the install is never recorded and the "
                     "node reinstalls at every boot",
-                    "POST to {{ urls.ready }} once installed, as the shipped templates do, "
+                    "POST to {{ urls.ready | word }} once installed, as the shipped templates do, "
                     "or use install: ram",
                     warning=True,
                 )

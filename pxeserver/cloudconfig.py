@@ -13,7 +13,10 @@ on a corpus of good and bad ones (tests/test_cloudconfig_engine.py). Deliberatel
 stricter than the real engine, because the engine accepts them and the node then fails:
 the ``#cloud-config`` first line exactly; a valid host name; unit names with a type
 suffix, each once; drop-in names ending in ``.conf``; absolute file paths and decodable
-contents; users with names; ``manage_etc_hosts`` only ``localhost``. The real engine's
+contents; users with names; ``manage_etc_hosts`` only ``localhost``; no control or
+line-break characters but LF and tab anywhere, none at all in an item that becomes a line
+of a file (SSH keys, groups), and no quote or backslash in a value that coreos-cloudinit
+writes into a unit's ``Environment="K=V"`` as it is (the coreos sections). The real engine's
 deprecation warnings (``etcd2`` and ``fleet`` are what these nodes run) are not errors.
 
 Every error names the line of the config it is about. :func:`engine_report` runs the
@@ -32,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import yaml
+
+from .model import unsafe_character
 
 HEADER = "#cloud-config"
 
@@ -216,6 +221,9 @@ def validate(text: str) -> tuple[dict[str, Any], list[str]]:
     first = text.split("\n", 1)[0].rstrip()
     if first != HEADER:
         errors.append(f"line 1: the first line must be exactly {HEADER!r}, found {first[:40]!r}")
+    bad = unsafe_character(text.replace("\n", "").replace("\t", ""))
+    if bad:
+        return {}, [*errors, f"holds {bad}; a cloud-config is text with LF line ends"]
     loader = SAFE_LOADER(text)
     try:
         root = loader.get_single_node()
@@ -316,12 +324,7 @@ def _stricter(root: yaml.MappingNode, errors: list[str]) -> None:
     name = _scalar(hostname)
     if hostname is not None and (name is None or not _valid_hostname(name)):
         errors.append(f"line {_line(hostname)}: hostname: {name!r} is not a valid host name")
-    for key in ("ssh_authorized_keys",):
-        keys = _value(root, key)
-        if isinstance(keys, yaml.SequenceNode):
-            for i, item in enumerate(keys.value):
-                if not _scalar(item):
-                    errors.append(f"line {_line(item)}: {key}[{i}]: must be a non-empty key")
+    _lines_of_a_file(_value(root, "ssh_authorized_keys"), "ssh_authorized_keys", errors)
     etc_hosts = _value(root, "manage_etc_hosts")
     if _scalar(etc_hosts) not in (None, "localhost"):
         assert etc_hosts is not None
@@ -329,11 +332,46 @@ def _stricter(root: yaml.MappingNode, errors: list[str]) -> None:
     for where, user in _mappings(_value(root, "users"), "users"):
         if not _scalar(_value(user, "name")):
             errors.append(f"line {_line(user)}: {where}.name: is required")
+        for key in ("groups", "ssh_authorized_keys"):
+            _lines_of_a_file(_value(user, key), f"{where}.{key}", errors)
     for where, f in _mappings(_value(root, "write_files"), "write_files"):
         _file(where, f, errors)
     coreos = _value(root, "coreos")
     if isinstance(coreos, yaml.MappingNode):
         _units(_value(coreos, "units"), errors)
+        for _, section, settings in _items(coreos):
+            if section in ENV_SECTIONS and isinstance(settings, yaml.MappingNode):
+                for written, _, value in _items(settings):
+                    text = _scalar(value)
+                    if text is not None:
+                        _env_value(text, f"line {_line(value)}: coreos.{section}.{written}", errors)
+
+
+def _lines_of_a_file(node: yaml.Node | None, where: str, errors: list[str]) -> None:
+    """Each item is one line of a file (authorized_keys, group): no line breaks."""
+    if not isinstance(node, yaml.SequenceNode):
+        return
+    for i, item in enumerate(node.value):
+        text = _scalar(item)
+        if not text:
+            errors.append(f"line {_line(item)}: {where}[{i}]: must not be empty")
+        elif bad := unsafe_character(text):
+            errors.append(
+                f"line {_line(item)}: {where}[{i}]: holds {bad}; each item is one line of a file"
+            )
+
+
+def _env_value(value: str, where: str, errors: list[str]) -> None:
+    """coreos-cloudinit writes these values into a unit's drop-in as ``Environment="K=V"``
+    (update.conf: ``K=V``): a line break there is a new line of the unit, a quote or a
+    backslash ends or escapes the quoting."""
+    bad = unsafe_character(value) or ('a quote (")' if '"' in value else None)
+    bad = bad or ("a backslash" if "\\" in value else None)
+    if bad:
+        errors.append(
+            f"{where}: {value[:40]!r} holds {bad}, which coreos-cloudinit would write into "
+            "a unit file as it is"
+        )
 
 
 def _valid_hostname(name: str) -> bool:
@@ -381,6 +419,11 @@ def _units(units: yaml.Node | None, errors: list[str]) -> None:
             drop_name = _scalar(_value(drop, "name"))
             if drop_name is None or not drop_name.endswith(".conf"):
                 errors.append(f"line {_line(drop)}: {w}.name: {drop_name!r} must end in .conf")
+
+
+# The coreos sections whose values coreos-cloudinit writes into unit drop-ins or
+# update.conf as they are.
+ENV_SECTIONS = {"etcd", "etcd2", "flannel", "fleet", "locksmith", "update", "oem"}
 
 
 # -- the real engine -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from .errors import ConfigError, InvalidInput, Problem
-from .model import MAC
+from .model import MAC, label_name_problem, label_value_problem, unsafe_character
 from .profiles import INSTALL_MODES, Group, Profile
 
 DEFAULTS_SOURCE = "<built-in defaults>"
@@ -235,6 +235,21 @@ class _Checker:
         self.problem(f"{where}.{key}", f"is {value!r}", "write a string or a list of strings")
         return None
 
+    def text(self, value: Any, where: str) -> None:
+        """Every string in ``value`` (a metadata tree, a list) is one line: no control
+        characters or line separators, which would reach templates and scripts."""
+        if isinstance(value, str):
+            bad = unsafe_character(value)
+            if bad:
+                self.problem(where, f"holds {bad}", "write it on one line, without it")
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                self.text(key, where)
+                self.text(item, f"{where}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                self.text(item, f"{where}[{i}]")
+
     def path(self, raw: Mapping[str, Any], key: str, where: str, base: Path | None) -> Path | None:
         value = self.str_(raw, key, where, None)
         if value is None:
@@ -434,14 +449,23 @@ def _cluster(c: _Checker, raw: Mapping[str, Any]) -> ClusterSettings:
             "use {index}, {mac_hex} or {mac_suffix}, e.g. node-{index:03d}",
         )
         pattern = d.hostname_pattern
-    metadata = c.section(raw, "fleet_metadata")
+    metadata = {str(k): str(v) for k, v in c.section(raw, "fleet_metadata").items()}
+    for key, value in metadata.items():
+        why = label_name_problem(key) or label_value_problem(value)
+        if why:
+            where = f"{w}.fleet_metadata" + ("" if label_name_problem(key) else f".{key}")
+            c.problem(where, why, "fleet metadata follows the rules of node labels")
+    keys = c.str_list(raw, "ssh_authorized_keys", w) or ()
+    c.text(keys, f"{w}.ssh_authorized_keys")
+    domain = c.str_(raw, "domain", w, None)
+    c.text(domain, f"{w}.domain")
     return ClusterSettings(
         etcd_endpoints=endpoints if endpoints is not None else d.etcd_endpoints,
         etcd_peer_urls=peers or (),
-        fleet_metadata={str(k): str(v) for k, v in metadata.items()},
-        ssh_authorized_keys=c.str_list(raw, "ssh_authorized_keys", w) or (),
+        fleet_metadata=metadata,
+        ssh_authorized_keys=keys,
         hostname_pattern=pattern,
-        domain=c.str_(raw, "domain", w, None),
+        domain=domain,
         heartbeat_interval=c.int_(raw, "heartbeat_interval", w, d.heartbeat_interval, 1, 3600),
         heartbeat_ttl=c.int_(raw, "heartbeat_ttl", w, d.heartbeat_ttl, 1, 86400),
         boot_timeout=c.int_(raw, "boot_timeout", w, d.boot_timeout, 1, 86400),
@@ -497,6 +521,7 @@ def _profiles(c: _Checker, raw: Mapping[str, Any]) -> dict[str, Profile]:
         if not isinstance(args, list) or not all(isinstance(a, (str, int)) for a in args):
             c.problem(f"{w}.args", f"is {args!r}", "write a list of kernel arguments")
             args = []
+        c.text(body.get("metadata"), f"{w}.metadata")
         profiles[str(name)] = Profile(
             name=str(name),
             kernel=kernel,
@@ -519,6 +544,10 @@ def _selector_values(c: _Checker, key: str, value: Any, where: str) -> tuple[str
     out = []
     for v in values:
         text = str(v)
+        bad = unsafe_character(text)
+        if bad:
+            c.problem(where, f"holds {bad}", "write it on one line, without it")
+            return None
         if key == "mac":
             try:
                 text = MAC.parse(text).value
@@ -568,6 +597,7 @@ def _groups(c: _Checker, raw: Any, profiles: Mapping[str, Profile]) -> tuple[Gro
             values = _selector_values(c, str(key), value, f"{w}.selectors.{key}")
             if values is not None:
                 selectors[str(key)] = values
+        c.text(body.get("metadata"), f"{w}.metadata")
         group = Group(name, profile, selectors, dict(c.section(body, "metadata")))
         if group.is_default:
             if default is not None:

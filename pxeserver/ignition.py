@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .model import unsafe_character
+
 VERSION = re.compile(r"3\.[0-9]+\.[0-9]+(-experimental)?")
 TOP_KEYS = {"ignition", "storage", "systemd", "passwd", "kernelArguments"}
 IGNITION_KEYS = {"version", "config", "timeouts", "security", "proxy"}
@@ -240,6 +242,10 @@ def _passwd(value: Any, errors: list[str]) -> None:
             not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys)
         ):
             errors.append(f"{w}.sshAuthorizedKeys: must be a list of non-empty strings")
+        for i, key in enumerate(keys if isinstance(keys, list) else []):
+            bad = unsafe_character(key) if isinstance(key, str) else None
+            if bad:  # each key is one line of authorized_keys
+                errors.append(f"{w}.sshAuthorizedKeys[{i}]: holds {bad}; a key is one line")
         groups = user.get("groups")
         if groups is not None and (
             not isinstance(groups, list) or not all(isinstance(g, str) for g in groups)

@@ -11,6 +11,7 @@ import enum
 import re
 import secrets
 import time
+import unicodedata
 import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,64 @@ def parse_uuid(text: str | None) -> str | None:
         return str(uuidlib.UUID(text.strip()))
     except ValueError as exc:
         raise InvalidInput(f"not a UUID: {text[:40]!r}; expected 8-4-4-4-12 hex digits") from exc
+
+
+# Control characters (C0, DEL and C1, which holds U+0085 NEXT LINE), lone surrogates and
+# the Unicode line and paragraph separators. YAML reads CR, U+0085, U+2028 and U+2029 as
+# line breaks, like LF; iPXE, systemd and fleet's config reader split lines at LF and
+# words at ASCII whitespace; a surrogate is not text at all. None may be in a value
+# that reaches a config or script (labels, hostnames, metadata, reported facts).
+# The class is exactly the Unicode categories Cc, Zl, Zp and Cs: a regular expression
+# scans a whole rendered config in C (a lookup of each character's category doubled the
+# time of serving a cloud-config).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMES = {"\n": "LINE FEED", "\r": "CARRIAGE RETURN", "\t": "TAB", "\x85": "NEXT LINE"}
+
+
+def unsafe_character(text: str) -> str | None:
+    """The first character of ``text`` that no value may carry, described for an error
+    message (``U+2028 LINE SEPARATOR``), or None if there is none."""
+    found = _UNSAFE.search(text)
+    if found is None:
+        return None
+    ch = found.group()
+    fallback = "a lone surrogate" if "\ud800" <= ch <= "\udfff" else "a control character"
+    return f"U+{ord(ch):04X} ({_NAMES.get(ch) or unicodedata.name(ch, fallback)})"
+
+
+# Labels become fleet metadata (metadata="key=value,key=value" in fleet.conf, or the
+# FLEET_METADATA of fleet's drop-in): a name is a plain word; a value is one line of text
+# without the characters that would end or split that line.
+LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}")
+LABEL_VALUE_MAX = 253
+_LABEL_VALUE_SEPARATORS = {'"': "a quote", ",": "a comma", "=": "'='", "\\": "a backslash"}
+
+
+def label_name_problem(name: object) -> str | None:
+    """What is wrong with a label name (or fleet metadata key), or None."""
+    if isinstance(name, str) and LABEL_NAME.fullmatch(name):
+        return None
+    return (
+        f"label name {str(name)[:70]!r} is invalid: use up to 63 letters, digits, '_', '.', "
+        "'-' or '/', starting with a letter or digit"
+    )
+
+
+def label_value_problem(value: str) -> str | None:
+    """What is wrong with a label value (or fleet metadata value), or None."""
+    if len(value) > LABEL_VALUE_MAX:
+        return f"the value is longer than {LABEL_VALUE_MAX} characters"
+    bad = unsafe_character(value) or next(
+        (_LABEL_VALUE_SEPARATORS[ch] for ch in value if ch in _LABEL_VALUE_SEPARATORS), None
+    )
+    if bad is None and ("\ufffe" in value or "\uffff" in value):
+        bad = "a Unicode non-character"
+    if bad is None:
+        return None
+    return (
+        f"the value holds {bad}: a label is one line of text without quotes, commas, '=' or "
+        "backslashes (labels become fleet metadata, written as key=value,key=value)"
+    )
 
 
 class State(str, enum.Enum):

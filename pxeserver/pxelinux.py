@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .model import Node
 from .profiles import Decision, Profile
-from .render import Renderer, template_vars
+from .render import Renderer, one_line, template_vars
 
 
 def _location(path: str) -> str:
@@ -20,8 +20,8 @@ def _location(path: str) -> str:
 
 def render(renderer: Renderer, node: Node, profile: Profile, decision: Decision, base: str) -> str:
     header = [
-        f"# pxeserver: {node.mac} ({node.hostname}) boots profile {profile.name!r}",
-        f"# why: {decision.reason}",
+        one_line(f"# pxeserver: {node.mac} ({node.hostname}) boots profile {profile.name!r}"),
+        one_line(f"# why: {decision.reason}"),
         "DEFAULT pxeserver",
         "PROMPT 0",
         "TIMEOUT 0",
@@ -29,7 +29,10 @@ def render(renderer: Renderer, node: Node, profile: Profile, decision: Decision,
     ]
     choice = renderer.boot_choice(node, profile)
     if choice.from_disk:
-        return "\n".join([f"# boot from disk: {choice.why}", *header, "  LOCALBOOT 0"]) + "\n"
+        return (
+            "\n".join([one_line(f"# boot from disk: {choice.why}"), *header, "  LOCALBOOT 0"])
+            + "\n"
+        )
     urls = renderer.urls(base)
     variables = template_vars(node, profile, decision.group, renderer.settings.cluster, urls)
     args = renderer.kernel_args(node, profile, variables)

@@ -345,7 +345,9 @@ def test_the_cli_shows_the_install_and_asks_for_a_reinstall(tmp_path: Path) -> N
 def test_check_warns_of_a_disk_profile_that_never_phones_home(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(Path(__file__).parent.parent / "cloud-configs", templates)
-    (templates / "quiet.yaml.j2").write_text("#cloud-config\nhostname: {{ node.hostname }}\n")
+    (templates / "quiet.yaml.j2").write_text(
+        "#cloud-config\nhostname: {{ node.hostname | yaml_scalar }}\n"
+    )
     disk = {"kernel": "k", "install": "disk"}
     raw = {
         "profiles": {

@@ -65,8 +65,8 @@ def test_check_template_typo(tmp_path: Path) -> None:
     )
     r = run("check", "--config", str(path), cwd=tmp_path)
     assert r.returncode == 1
-    where = f"{path}: profiles.a.cloud_config: template x.yaml.j2: "
-    assert where + "'dict object' has no attribute 'hostnaem'" in r.stderr
+    where = f"{path}: profiles.a.cloud_config: template x.yaml.j2, line 2: "
+    assert where + "`hostname: {{ node.hostnaem }}`: 'dict object' has no attribute" in r.stderr
     assert "— fix " in r.stderr
 
 
@@ -85,6 +85,34 @@ def test_check_template_that_renders_invalid_cloud_config(tmp_path: Path) -> Non
     )
     r = run("check", "--config", str(path), cwd=tmp_path)
     assert r.returncode == 1 and "command: 'launch' is not one of" in r.stderr
+
+
+def test_check_refuses_a_template_that_pastes_a_value_raw(tmp_path: Path) -> None:
+    """The hole of issue 16: a value pasted into YAML without the quoting filter."""
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "raw.yaml.j2").write_text(
+        "#cloud-config\nhostname: {{ node.hostname | yaml_scalar }}\nwrite_files:\n"
+        "  - path: /etc/fleet/fleet.conf\n    content: |\n"
+        '      public_ip="{{ node.ip }}"\n'
+    )
+    (tmp_path / "t" / "quoted.yaml.j2").write_text(
+        "#cloud-config\nhostname: {{ node.hostname | yaml_scalar }}\nwrite_files:\n"
+        "  - path: /etc/fleet/fleet.conf\n    content: |\n"
+        "      public_ip={{ node.ip | conf_string }}\n"
+    )
+    raw = {
+        "paths": {"templates_dir": "t"},
+        "profiles": {"a": {"kernel": "k", "cloud_config": "raw.yaml.j2"}},
+        "groups": [{"name": "d", "profile": "a"}],
+    }
+    r = run("check", "--config", str(write(tmp_path, raw)), cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "profiles.a.cloud_config: template raw.yaml.j2, line 6: " in r.stderr
+    assert "{{ node.ip }}" in r.stderr and "yaml_scalar" in r.stderr
+    # positive control: the same template with the value through its filter passes
+    raw["profiles"]["a"]["cloud_config"] = "quoted.yaml.j2"  # type: ignore[index]
+    r = run("check", "--config", str(write(tmp_path, raw)), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
 
 
 def test_render_explains_and_registers_nothing(tmp_path: Path) -> None:
@@ -200,3 +228,25 @@ def test_check_warns_about_a_cluster_etcd_nodes_cannot_use(tmp_path: Path, etcd:
     assert not any(etcd.client_url in ln and "v2 API" in ln for ln in lines), lines
     assert f"{etcd.client_url} is a loopback address" in r.stderr
     assert "cluster.etcd_peer_urls: warning: http://127.0.0.1:2380 is a loopback" in r.stderr
+
+
+def test_nodes_set_with_a_line_separator_in_a_label_says_which_label(tmp_path: Path) -> None:
+    """Labels from the CLI go through the API: its 400 is the CLI's one line."""
+    from .support.server import ServerProcess
+
+    mac = "52:54:00:0c:11:01"
+    server = ServerProcess(tmp_path, args=["--no-dhcp", "--no-tftp"]).start()
+    try:
+        assert server.get(f"/ipxe?mac={mac}")[0] == 200
+        cli = ("nodes", "--server", server.url, "set", mac)
+        r = run(*cli, "--label", "rack=r1\u2028write_files:", cwd=tmp_path)
+        assert r.returncode == 1
+        assert r.stderr.strip() == (
+            f"pxeserver: PATCH /api/v1/nodes/{mac}: 400 label rack: the value holds U+2028 "
+            "(LINE SEPARATOR): a label is one line of text without quotes, commas, '=' or "
+            "backslashes (labels become fleet metadata, written as key=value,key=value)"
+        )
+        ok = run(*cli, "--label", "rack=r1 # - path: x", cwd=tmp_path)  # positive control
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        server.stop()

@@ -182,6 +182,16 @@ STRICTER: list[tuple[str, str, str]] = [
     ("relative file path", with_lines("write_files:", "  - path: etc/a"), "written relative to /"),
     ("user without a name", with_lines("users:", "  - gecos: x"), "useradd fails"),
     ("manage_etc_hosts other", with_lines("manage_etc_hosts: yes"), "coreos-cloudinit fails"),
+    (
+        "a quote in fleet metadata",
+        BASE + '  fleet:\n    metadata: "rack=\\"r1"\n',
+        "written into the drop-in's Environment= as it is",
+    ),
+    (
+        "a line break in an SSH key",
+        with_lines("ssh_authorized_keys:", '  - "ssh-ed25519 AAAA a\\nssh-rsa BBBB b"'),
+        "one item becomes two keys",
+    ),
 ]
 
 

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,49 @@ def test_hostname_pattern_must_make_distinct_valid_names(tmp_path: Path) -> None
 def test_peer_urls_default_to_port_2380() -> None:
     c = config.ClusterSettings(etcd_endpoints=("http://10.0.0.1:2379", "http://10.0.0.2:2379"))
     assert config.peer_urls(c) == ("http://10.0.0.1:2380", "http://10.0.0.2:2380")
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85", "\r", "\x00"])
+def test_line_breaks_and_control_characters_in_values_are_refused(
+    tmp_path: Path, char: str
+) -> None:
+    """Settings values that reach templates: each refused, by its key."""
+    c = json.dumps(char)[1:-1]  # YAML double-quoted escapes are JSON's
+    found = problems(
+        tmp_path,
+        f"""
+cluster:
+  fleet_metadata: {{region: "lab{c}x"}}
+  domain: "example{c}.test"
+  ssh_authorized_keys: ["ssh-ed25519 AAAA{c}evil"]
+profiles:
+  p: {{kernel: k, metadata: {{etcd_binary: "bin/etcd{c}x", nested: {{list: ["a{c}b"]}}}}}}
+groups:
+  - name: g
+    profile: p
+    selectors: {{rack: "r1{c}x"}}
+    metadata: {{"key{c}": v}}
+  - {{name: d, profile: p}}
+""",
+    )
+    text = "\n".join(found)
+    for key in (
+        "cluster.fleet_metadata.region",
+        "cluster.domain",
+        "cluster.ssh_authorized_keys[0]",
+        "profiles.p.metadata.etcd_binary",
+        "profiles.p.metadata.nested.list[0]",
+        "groups[0] (g).selectors.rack",
+        "groups[0] (g).metadata",
+    ):
+        assert f": {key}: " in text, (key, text)
+    assert f"U+{ord(char):04X}" in text
+
+
+def test_fleet_metadata_from_settings_follows_the_label_rules(tmp_path: Path) -> None:
+    found = problems(tmp_path, 'cluster: {fleet_metadata: {region: "a,b=c", "bad key!": x}}\n')
+    text = "\n".join(found)
+    assert ": cluster.fleet_metadata.region: " in text
+    assert ": cluster.fleet_metadata: " in text and "bad key!" in text
+    # positive control: what labels allow, settings allow
+    assert load_text(tmp_path, "cluster: {fleet_metadata: {region: eu west-1}}\n")

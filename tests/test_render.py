@@ -1,12 +1,15 @@
 from pathlib import Path
+from typing import Any
 
+import jinja2
 import pytest
 import yaml
 
+from pxeserver.cloudconfig import SAFE_LOADER
 from pxeserver.errors import RenderError
 from pxeserver.model import MAC, Node, State
 from pxeserver.profiles import Decision, Group, Profile
-from pxeserver.render import Renderer
+from pxeserver.render import Renderer, conf_string, to_json, word, yaml_scalar
 
 from .conftest import make_settings
 
@@ -142,7 +145,7 @@ def test_a_template_producing_invalid_cloud_config_is_refused(tmp_path: Path) ->
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "bad.yaml.j2").write_text(
-        "#cloud-config\nhostname: {{ node.hostname }}\ncoreos:\n  unit: []\n"
+        "#cloud-config\nhostname: {{ node.hostname | yaml_scalar }}\ncoreos:\n  unit: []\n"
     )
     raw = {
         "paths": {"templates_dir": str(templates)},
@@ -175,3 +178,124 @@ def test_chain_script_asks_with_what_ipxe_knows(tmp_path: Path) -> None:
         "chain --autofree http://192.0.2.1:8080/ipxe?mac=${netX/mac}&uuid=${uuid}&arch=${buildarch}&platform=${platform}"
         in script
     )
+
+
+BREAKS = ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029", "\x0b", "\x0c"]
+
+
+@pytest.mark.parametrize("br", BREAKS)
+@pytest.mark.parametrize("place", [yaml_scalar, to_json])
+def test_yaml_values_keep_every_line_break_inside_the_scalar(br: str, place: Any) -> None:
+    value = f"x{br}- path: /etc/evil{br}#"
+    text = f"a: {place(value)}\nb: 1\n"
+    assert "\n" not in text[:-1].split("\nb:")[0]  # the scalar is one line of YAML
+    for loader in (yaml.SafeLoader, SAFE_LOADER):
+        assert yaml.load(text, Loader=loader) == {"a": value, "b": 1}
+
+
+@pytest.mark.parametrize(
+    "value, plain",
+    [("node-001", True), ("a.b_c", True), ("y", False), ("On", False), ("null", False),
+     ("0644", False), ("1e5", False), ("-x", False), ("a b", False), ("a:b", False)],
+)  # fmt: skip
+def test_yaml_scalar_is_plain_only_where_every_yaml_reader_agrees(value: str, plain: bool) -> None:
+    assert (yaml_scalar(value) == value) is plain
+    assert yaml.safe_load(f"k: {yaml_scalar(value)}") == {"k": value}
+
+
+@pytest.mark.parametrize("value", ["a b", "a\tb", 'a"b', "a'b", "a\\b", "a\u2028b", "a\x00b", ""])
+def test_word_refuses_what_would_change_a_line(value: str) -> None:
+    if value == "":
+        assert word(value) == ""  # an unknown ip, say: nothing to carry, nothing to break
+        return
+    with pytest.raises(jinja2.TemplateRuntimeError, match=r"word: .* holds U\+"):
+        word(value)
+
+
+def test_conf_string_quotes_and_refuses_what_would_end_the_quotes() -> None:
+    assert conf_string("rack=r 1,region=lab") == '"rack=r 1,region=lab"'
+    for value in ['a"b', "a\\b", "a\nb", "a\u2029b"]:
+        with pytest.raises(jinja2.TemplateRuntimeError, match="conf_string: "):
+            conf_string(value)
+
+
+def _templates(tmp_path: Path, text: str) -> Renderer:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "t.yaml.j2").write_text(text)
+    raw = {
+        "paths": {"templates_dir": str(templates)},
+        "profiles": {"b": {"kernel": "k", "cloud_config": "t.yaml.j2"}},
+        "groups": [{"name": "d", "profile": "b"}],
+    }
+    return renderer(tmp_path, raw)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "hostname: {{ node.hostname }}",
+        "hostname: {{ node.hostname | lower }}",
+        "{% set h %}{{ node.hostname }}{% endset %}hostname: {{ h | yaml_scalar }}",
+        "hostname: {{ node.hostname if node.ip else 'x' }}",
+        "hostname: {{ node.labels }}",
+    ],
+)
+def test_a_config_template_that_prints_a_value_raw_is_refused_naming_the_line(
+    tmp_path: Path, line: str
+) -> None:
+    r = _templates(
+        tmp_path, f"#cloud-config\n# {{{{ 1 + 2 }}}} numbers print as they are\n{line}\n"
+    )
+    with pytest.raises(RenderError) as info:
+        r.cloud_config(NODE, r.settings.profiles["b"], None, "http://h")
+    message = str(info.value)
+    assert message.startswith(f"template t.yaml.j2, line 3: `{line}`: a value (")
+    assert "yaml_scalar, tojson, word or conf_string" in message
+
+
+def test_the_same_template_with_its_filter_renders(tmp_path: Path) -> None:
+    """The positive control of the test above."""
+    r = _templates(
+        tmp_path,
+        "#cloud-config\n# {{ 1 + 2 }} {{ node.mac | word }}\n"
+        "hostname: {{ node.hostname | yaml_scalar }}\n",
+    )
+    text = r.cloud_config(NODE, r.settings.profiles["b"], None, "http://h")
+    assert text.endswith("# 3 52:54:00:12:34:56\nhostname: node-007\n")
+
+
+@pytest.mark.parametrize(
+    "label, bad", [("r 7", "U+0020"), ("r7\nboot", "U+000A"), ("${x}", "U+0024"), ('r"', "U+0022")]
+)
+def test_a_kernel_argument_value_that_ipxe_cannot_carry_is_refused(
+    tmp_path: Path, label: str, bad: str
+) -> None:
+    r = renderer(tmp_path)
+    node = NODE.replace(labels={"rack": label})
+    with pytest.raises(RenderError) as info:
+        r.ipxe_script(node, r.settings.profiles["debug"], DEFAULT, "http://h")
+    assert "profile 'debug': kernel argument \"rack={{ node.labels.get('rack', 'none') }}\"" in str(
+        info.value
+    )
+    assert bad in str(info.value)
+
+
+def test_a_kernel_argument_with_a_space_in_the_settings_is_refused(tmp_path: Path) -> None:
+    raw = {
+        "profiles": {"t": {"kernel": "k", "args": ["console=ttyS0 init=/bin/sh"]}},
+        "groups": [{"name": "d", "profile": "t"}],
+    }
+    r = renderer(tmp_path, raw)
+    with pytest.raises(RenderError, match=r"kernel argument 'console=ttyS0 init=/bin/sh'.*U\+0020"):
+        r.ipxe_script(NODE, r.settings.profiles["t"], Decision("t", None, "x"), "http://h")
+
+
+def test_names_in_script_comments_stay_on_their_line(tmp_path: Path) -> None:
+    r = renderer(tmp_path)
+    decision = Decision("coreos", Group("g\nboot", "coreos"), "group 'g\u2028x'\nshell")
+    script = r.ipxe_script(NODE, r.settings.profiles["coreos"], decision, "http://h")
+    assert "# why: group 'g\\u2028x'\\nshell\n" in script
+    assert [line.split()[0] for line in script.splitlines()] == [
+        "#!ipxe", "#", "#", "kernel", "initrd", "boot"
+    ]  # fmt: skip

@@ -165,3 +165,25 @@ def test_body_size_is_limited(client: Any) -> None:
 
 def test_healthz(client: Any) -> None:
     assert client.get("/healthz").json == {"status": "ok", "store": "ok"}
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85", "\r", "\n", "\x0b", "\x00", "\x7f"])
+def test_a_line_break_or_control_character_in_a_label_is_400_naming_it(
+    client: Any, char: str
+) -> None:
+    client.get(f"/ipxe?mac={MAC}")
+    # positive control: YAML-hostile text that is one line is a label like any other
+    r = client.patch(f"/api/v1/nodes/{MAC}", json={"labels": {"note": "- path: x # | > ---"}})
+    assert r.status_code == 200 and r.json["labels"]["note"] == "- path: x # | > ---"
+    before = client.get(f"/api/v1/nodes/{MAC}").json
+    r = client.patch(f"/api/v1/nodes/{MAC}", json={"labels": {"rack": f"r1{char}write_files:"}})
+    assert r.status_code == 400, r.json
+    assert "label rack" in r.json["error"] and f"U+{ord(char):04X}" in r.json["error"]
+    assert client.get(f"/api/v1/nodes/{MAC}").json == before
+
+
+def test_a_line_separator_in_a_hostname_is_400_naming_it(client: Any) -> None:
+    client.get(f"/ipxe?mac={MAC}")
+    r = client.patch(f"/api/v1/nodes/{MAC}", json={"hostname": "node-9\u2028write_files:"})
+    assert r.status_code == 400 and r.json["error"].startswith("hostname ")
+    assert client.patch(f"/api/v1/nodes/{MAC}", json={"hostname": "node-9"}).status_code == 200

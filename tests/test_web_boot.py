@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import yaml
@@ -157,3 +158,50 @@ def test_a_broken_template_is_500_and_leaves_the_node_as_it_was(
 def test_huge_query_strings_are_refused(client: Any) -> None:
     r = client.get("/ipxe?mac=52:54:00:12:34:56&x=" + "a" * 10000)
     assert r.status_code == 414
+
+
+# The ip= attack of issue 16: Python's ipaddress takes an IPv6 scope ID (after "%") with
+# newlines and quotes in it; the flatcar template put the address in fleet.conf's block.
+SCOPE_ATTACK = (
+    'fe80::1%"\n  - path: "\\x2fhome\\x2fcore\\x2f.ssh\\x2fauthorized_keys"\n'
+    "    content: |\n      ssh-ed25519 AAAAC3 evil\n      x"
+)
+
+
+def _files(client: Any, mac: str, source: str = "127.0.0.1", query: str = "") -> dict[str, str]:
+    """The files of ``mac``'s cloud-config, fetched from ``source`` (the booted OS)."""
+    r = client.get(f"/cloud-config?mac={mac}{query}", environ_base={"REMOTE_ADDR": source})
+    assert r.status_code == 200, r.text
+    return {f["path"]: f["content"] for f in yaml.safe_load(r.text)["write_files"]}
+
+
+@pytest.mark.parametrize("ip", [SCOPE_ATTACK, "fe80::1%eth0", "fe80::1%\u2028x"])
+def test_an_ip_with_a_scope_id_is_dropped_and_adds_no_files(
+    tmp_path: Path, ip: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pxeserver.store.sqlite import SQLiteStore
+
+    settings = make_settings(tmp_path, {"groups": [{"name": "d", "profile": "flatcar"}]})
+    store = SQLiteStore(tmp_path / "s.db")
+    client = create_app(settings, make_service(settings, store)).test_client()
+    # positive control: a plain address is recorded; fleet.conf names the address the
+    # booted OS fetched its config from (the firmware's lease may differ)
+    assert client.get("/ipxe?mac=52:54:00:00:00:01&ip=192.0.2.33").status_code == 200
+    assert client.get("/api/v1/nodes/52:54:00:00:00:01").json["ip"] == "192.0.2.33"
+    benign = _files(client, "52:54:00:00:00:01", "192.0.2.34")
+    assert 'public_ip="192.0.2.34"' in benign["/etc/fleet/fleet.conf"]
+
+    r = client.get("/ipxe", query_string={"mac": "52:54:00:00:00:02", "ip": ip})
+    assert r.status_code == 200, r.text
+    # the scoped address is dropped like other garbage: the address the request came from
+    assert client.get("/api/v1/nodes/52:54:00:00:00:02").json["ip"] == "127.0.0.1"
+    assert "ignoring ip=" in caplog.text and "scope" in caplog.text
+    hostile = _files(client, "52:54:00:00:00:02")
+    assert sorted(hostile) == sorted(benign)
+    assert 'public_ip="127.0.0.1"' in hostile["/etc/fleet/fleet.conf"]
+    # the cloud-config's own query cannot name an address either
+    query = "&" + urlencode({"ip": ip})
+    again = _files(client, "52:54:00:00:00:02", "192.0.2.35", query)
+    assert sorted(again) == sorted(benign)
+    assert 'public_ip="192.0.2.35"' in again["/etc/fleet/fleet.conf"]
+    store.close()

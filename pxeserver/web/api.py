@@ -9,7 +9,6 @@ form or JSON body.
 from __future__ import annotations
 
 import hmac
-import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,17 +17,11 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from .. import timeline
 from ..config import Settings
 from ..errors import Forbidden, InvalidInput, StoreUnavailable
-from ..model import MAC, EventKind, Node, State
+from ..model import MAC, EventKind, Node, State, label_name_problem, label_value_problem
 from ..registry import UNSET
 from . import service
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}")
-LABEL_VALUE_MAX = 253
-# No control characters (they break the YAML of cloud-configs) and nothing that breaks
-# fleet's metadata="k=v,k=v" line.
-LABEL_VALUE = re.compile(r'[^\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff",=\\]*')
 
 
 def iso(ts: float | None) -> str | None:
@@ -113,21 +106,16 @@ def _labels(raw: Any, *, allow_none: bool) -> dict[str, str | None]:
         raise InvalidInput('labels must be an object such as {"rack": "r1"}')
     labels: dict[str, str | None] = {}
     for key, value in raw.items():
-        if not isinstance(key, str) or not LABEL_KEY.fullmatch(key):
-            raise InvalidInput(
-                f"label name {str(key)[:70]!r} is invalid: use up to 63 letters, digits, "
-                "'_', '.', '-' or '/', starting with a letter or digit"
-            )
+        name_problem = label_name_problem(key)
+        if name_problem:
+            raise InvalidInput(name_problem)
         if value is None and allow_none:
             labels[key] = None
         elif isinstance(value, (str, int)) and not isinstance(value, bool):
             text = str(value)
-            if len(text) > LABEL_VALUE_MAX or not LABEL_VALUE.fullmatch(text):
-                raise InvalidInput(
-                    f"label {key}: the value must be at most {LABEL_VALUE_MAX} characters "
-                    "without control characters, quotes, commas, '=' or backslashes (labels "
-                    "become fleet metadata, written as key=value,key=value)"
-                )
+            problem = label_value_problem(text)
+            if problem:
+                raise InvalidInput(f"label {key}: {problem}")
             labels[key] = text
         else:
             raise InvalidInput(f"label {key}: the value must be a string (or null to remove it)")

@@ -48,13 +48,35 @@ def _uuid(mac: MAC) -> str | None:
 
 
 def _ip(mac: MAC) -> str | None:
-    for text in (request.args.get("ip"), request.remote_addr):
+    """The address the machine reports (iPXE's ``${netX/ip}``), else the one it came from.
+
+    A plain address only: Python's ``ipaddress`` accepts an IPv6 scope ID (``fe80::1%eth0``)
+    holding any character but ``/`` (newlines and quotes included), and a scope ID means
+    nothing to another machine, so such an address is dropped like other garbage.
+    """
+    return _address(mac, request.args.get("ip"), request.remote_addr)
+
+
+def _source_ip(mac: MAC) -> str | None:
+    """The address the request came from, whatever its query says: a booted OS fetching
+    its own cloud-config comes from the address it has."""
+    return _address(mac, request.remote_addr)
+
+
+def _address(mac: MAC, *candidates: str | None) -> str | None:
+    """The first candidate that is a plain IP address (see :func:`_ip`)."""
+    for text in candidates:
         if not text:
             continue
         try:
-            return str(ipaddress.ip_address(text))
+            address = ipaddress.ip_address(text)
         except ValueError:
             log.warning("%s: ignoring ip=%r, not an IP address", mac, text[:45])
+            continue
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            log.warning("%s: ignoring ip=%r, an address with a scope ID (%%…)", mac, text[:45])
+            continue
+        return str(address)
     return None
 
 
@@ -82,7 +104,7 @@ def ipxe() -> Response:
 @bp.get("/cloud-config")
 def cloud_config() -> Response:
     mac = _mac()
-    text = service().cloud_config(mac, base_url(), _ip(mac))
+    text = service().cloud_config(mac, base_url(), _source_ip(mac))
     return Response(text, mimetype="text/cloud-config; charset=utf-8")
 
 
