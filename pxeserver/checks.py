@@ -125,7 +125,15 @@ def _engine_problems(settings: Settings, profile: Profile, text: str, who: str) 
     try:
         entries = cloudconfig.engine_report(text, engine)
     except (OSError, RuntimeError) as exc:
-        return [Problem(settings.source, key, f"{engine} did not run: {exc}", "", warning=True)]
+        return [
+            Problem(
+                settings.source,
+                key,
+                f"{engine} did not run: {exc}",
+                "fix or remove that binary (the one on the PATH)",
+                warning=True,
+            )
+        ]
     return [
         Problem(
             settings.source,

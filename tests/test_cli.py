@@ -184,7 +184,8 @@ def test_check_runs_the_real_engine_when_it_is_on_the_path(tmp_path: Path) -> No
             "paths": {"templates_dir": str(REPO / "cloud-configs")},
             "profiles": {"a": {"kernel": "k", "cloud_config": "coreos.yaml.j2"}},
             "groups": [{"name": "d", "profile": "a"}],
-            "cluster": {"etcd_endpoints": ["http://192.0.2.11:2379"]},
+            # check asks the cluster's etcd for its v2 API: loopback, where none listens
+            "cluster": {"etcd_endpoints": ["http://127.0.0.1:9"]},
         },
     )
     env = {"PATH": f"{fleet_tools()}:/usr/bin:/bin"}
