@@ -7,13 +7,16 @@ Layout of one lab (every name ends in the lab's random suffix ``<id>``)::
         tap<N>-<id> ── QEMU VM N                          dnsmasq: plain DHCP, addresses
       pxeserver: ProxyDHCP 67/4011, TFTP 69, HTTP 80       only, no PXE options; IPv6
                                                            router advertisements
-      etcd on 127.0.0.1 (the registry's store)
+      etcd on 127.0.0.1 (the registry's store), or a
+        three-member cluster on the bridge (ETCD_HOSTS)
+        that the VMs join and the registry uses too
       the recorder of DHCP/PXE packets (sniff.py)
 
 The site's DHCP server lives in its own namespace because it and pxeserver's ProxyDHCP
 both listen on UDP 67, as two hosts on one segment would. The VMs are QEMU in software
 emulation only (TCG: /dev/kvm is not usable here). The node image they boot is the lab's
-stand-in for CoreOS (tests/lab/build-node-image.sh).
+stand-in for CoreOS (tests/lab/build-node-image.sh), or the real images of
+tests/lab/build-real-image.sh (the fleet scenario, tests/lab/test_fleet.py).
 
 Everything a lab writes stays in its folder under test-artifacts/lab/ (serial consoles,
 pxeserver's, dnsmasq's and etcd's logs, the packet capture) so a failing boot can be read
@@ -80,6 +83,12 @@ def missing_tools() -> str | None:
 
 def iso_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def seconds_to_ready(vm: VM, node: dict[str, Any]) -> float:
+    """From ``vm``'s last power-on to its node's last ``ready`` event."""
+    ready = [e for e in node["events"] if e["kind"] == "ready"]
+    return round(iso_time(ready[-1]["at"]) - vm.powered_on, 1)
 
 
 class NsEtcd(EtcdMember):

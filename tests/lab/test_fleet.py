@@ -38,7 +38,7 @@ from pxeserver.model import MAC
 
 from .conftest import NODE_ARGS
 from .fleet import Fleetctl, FleetMachine, Target, nft
-from .harness import ETCD_HOSTS, REPO, Lab, iso_time
+from .harness import ETCD_HOSTS, REPO, Lab, iso_time, seconds_to_ready
 from .vm import VM
 
 HEARTBEAT_INTERVAL_S = 5
@@ -202,11 +202,6 @@ def label_on_discovery(seed: Seed) -> None:
             del pending[name]
         time.sleep(0.3)
     assert not pending, f"never seen by pxeserver: {sorted(pending)}\n{seed.lab.diagnose()}"
-
-
-def seconds_to_ready(vm: VM, node: dict[str, Any]) -> float:
-    ready = [e for e in node["events"] if e["kind"] == "ready"]
-    return round(iso_time(ready[-1]["at"]) - vm.powered_on, 1)
 
 
 def wait_until(what: str, check: Any, timeout: float, why: Any = "") -> Any:
