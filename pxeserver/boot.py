@@ -162,19 +162,27 @@ class BootService:
             script = self.renderer.ipxe_script(node, profile, decision, base)
         return script
 
-    def cloud_config(self, mac: MAC, base: str) -> str:
-        """The node's cloud-config, validated. Serving it makes the node ``configured``."""
+    def cloud_config(self, mac: MAC, base: str, ip: str | None = None) -> str:
+        """The node's cloud-config, validated. Serving it makes the node ``configured``.
+
+        ``ip``: the address the request came from. The booted OS fetches its own config,
+        so this is the address the OS has, which its config names (fleet's public IP) and
+        the registry records from now on. The firmware's lease, recorded at the iPXE
+        step, may differ: systemd-networkd asks DHCP with a DUID, not the firmware's MAC.
+        """
         existing = self.registry.get(mac)
-        node = existing or self._provisional(Machine(mac))
+        machine = Machine(mac, ip=ip)
+        node = self._with_facts(existing, machine) if existing else self._provisional(machine)
         decision = self.decide(node)
         profile = self.profile(decision, node)
+        change = Change(EventKind.CLOUD_CONFIG, f"profile {profile.name}", machine)
         if existing is not None:
-            text = self.renderer.cloud_config(existing, profile, decision.group, base)
-            self.registry.apply(mac, Change(EventKind.CLOUD_CONFIG, f"profile {profile.name}"))
+            text = self.renderer.cloud_config(node, profile, decision.group, base)
+            self.registry.apply(mac, change)
             return text
         # First sight of this MAC: the hostname and token exist once it is recorded.
         self.renderer.cloud_config(node, profile, decision.group, base)
-        node = self.registry.apply(mac, Change(EventKind.CLOUD_CONFIG, f"profile {profile.name}"))
+        node = self.registry.apply(mac, change)
         return self.renderer.cloud_config(node, profile, decision.group, base)
 
     def phone_home(self, mac: MAC, token: str | None, kind: EventKind) -> Node:

@@ -4,19 +4,28 @@ Settings are validated when loaded (:mod:`pxeserver.config`); this module goes f
 every profile's iPXE script and cloud-config is rendered for a sample machine of each
 group that uses it (BIOS and UEFI), and every local asset and boot loader is looked for.
 Missing files are warnings (they may be fetched later); a template that fails is an error.
+Where the real ``coreos-cloudinit`` is on the PATH, it validates every rendered
+cloud-config too. The cluster's etcd (what nodes join) must be reachable by the nodes
+(never loopback) and, where this host reaches it, serve the v2 API that fleet v1 speaks.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import shutil
 import socket
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
-from ..config import Settings
+from ..config import Settings, peer_urls
 from ..errors import Problem, RenderError
 from ..model import MAC, Node, hostname_from_pattern
 from ..profiles import Decision, Group, Profile
+from ..render import cloudconfig
 from ..render.templates import Renderer
 
 SAMPLE_MAC = MAC.parse("52:54:00:00:00:01")
@@ -90,7 +99,8 @@ def _render_problems(settings: Settings, renderer: Renderer, base: str) -> list[
                     break
             if profile.cloud_config:
                 try:
-                    renderer.cloud_config(node, profile, group, base)
+                    text = renderer.cloud_config(node, profile, group, base)
+                    problems += _engine_problems(settings, profile, text, who)
                 except RenderError as exc:
                     problems.append(
                         Problem(
@@ -102,6 +112,38 @@ def _render_problems(settings: Settings, renderer: Renderer, base: str) -> list[
                     )
             problems += _ignition_problems(settings, renderer, base, profile, node, group, who)
     return problems
+
+
+def _engine_problems(settings: Settings, profile: Profile, text: str, who: str) -> list[Problem]:
+    """What the real ``coreos-cloudinit -validate`` says of a rendered config, when it is
+    on the PATH: a rejection is an error, a deprecation a warning."""
+    engine = shutil.which(cloudconfig.ENGINE)
+    if engine is None:
+        return []
+    key = f"profiles.{profile.name}.cloud_config"
+    template = settings.paths.templates_dir / str(profile.cloud_config)
+    try:
+        entries = cloudconfig.engine_report(text, engine)
+    except (OSError, RuntimeError) as exc:
+        return [
+            Problem(
+                settings.source,
+                key,
+                f"{engine} did not run: {exc}",
+                "fix or remove that binary (the one on the PATH)",
+                warning=True,
+            )
+        ]
+    return [
+        Problem(
+            settings.source,
+            key,
+            f"{cloudconfig.ENGINE} -validate: {entry} (for {who})",
+            f"fix {template}" if entry.rejects else "the node's OS must still ship it",
+            warning=not entry.rejects,
+        )
+        for entry in entries
+    ]
 
 
 def _ignition_problems(
@@ -201,6 +243,69 @@ def _loader_problems(settings: Settings) -> list[Problem]:
     ]
 
 
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _etcd_v2(url: str, timeout: float = 2.0) -> tuple[bool, str] | None:
+    """Whether the etcd at ``url`` serves the v2 API, and its version; None if it does
+    not answer from here."""
+    base = url.rstrip("/")
+    try:
+        with urllib.request.urlopen(base + "/version", timeout=timeout) as resp:
+            version = str(json.loads(resp.read() or b"{}").get("etcdserver", "?"))
+    except (OSError, ValueError):
+        return None
+    try:
+        with urllib.request.urlopen(base + "/v2/keys/?quorum=false", timeout=timeout):
+            return True, version
+    except urllib.error.HTTPError as exc:
+        return exc.code != 404, version
+    except OSError:
+        return None
+
+
+def _cluster_problems(settings: Settings) -> list[Problem]:
+    """The etcd the nodes join: not loopback (a node's etcd proxy would forward to
+    itself), and with the v2 API fleet v1 speaks wherever this host reaches it."""
+    problems = []
+    cluster = settings.cluster
+    for key, urls in (("cluster.etcd_endpoints", cluster.etcd_endpoints),
+                      ("cluster.etcd_peer_urls", peer_urls(cluster))):  # fmt: skip
+        for url in urls:
+            if _is_loopback(url):
+                problems.append(
+                    Problem(
+                        settings.source,
+                        key,
+                        f"{url} is a loopback address: the nodes' etcd proxies and fleet "
+                        "would talk to themselves",
+                        "give the etcd cluster's address on the boot network",
+                        warning=True,
+                    )
+                )
+    for url in cluster.etcd_endpoints:
+        found = _etcd_v2(url)
+        if found is not None and not found[0]:
+            problems.append(
+                Problem(
+                    settings.source,
+                    "cluster.etcd_endpoints",
+                    f"the etcd at {url} (version {found[1]}) serves no v2 API, which fleet "
+                    "v1 needs (the nodes' fleetd and etcd proxy speak only v2)",
+                    "run etcd 3.4 or 3.5 with --enable-v2 (3.6 removed the v2 API)",
+                    warning=True,
+                )
+            )
+    return problems
+
+
 def check_settings(settings: Settings) -> list[Problem]:
     """Every problem ``pxeserver check`` reports beyond what loading the settings found."""
     problems: list[Problem] = []
@@ -219,4 +324,5 @@ def check_settings(settings: Settings) -> list[Problem]:
     problems += _install_problems(settings, renderer, default_base_url(settings))
     problems += _asset_problems(settings)
     problems += _loader_problems(settings)
+    problems += _cluster_problems(settings)
     return problems

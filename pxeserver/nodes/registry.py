@@ -45,6 +45,14 @@ RECENT_IDS = 64
 # Repeats of these within this many seconds bump the last event's count instead of
 # growing the timeline (firmware retries DHCP; heartbeats come every few seconds).
 COALESCE = {EventKind.DHCP: 120.0, EventKind.HEARTBEAT: float("inf")}
+
+# What pxeserver waits for from a node in each state that has a deadline: the lost event
+# says it, so the timeline of a node that never got further tells why it is lost.
+WAITED_FOR = {
+    State.BOOTING: "its OS to fetch its config",
+    State.CONFIGURED: "it to phone home ready (its config was served)",
+    State.READY: "its next heartbeat",
+}
 # How long a thread's last read may stand in for the read a write starts with (see
 # Registry._mutate): the length of one request, not more.
 READ_REUSE_S = 1.0
@@ -358,7 +366,10 @@ class Registry:
                 if self.silent_for(current, now) is None:
                     return None  # it spoke up since we looked
                 last = max(current.last_seen, current.last_heartbeat or 0.0)
-                detail = f"silent for {int(now - last)} s while {current.state}"
+                detail = (
+                    f"silent for {int(now - last)} s while {current.state}; "
+                    f"waited for {WAITED_FOR[current.state]}"
+                )
                 event = Event(EventKind.LOST, now, State.LOST, detail)
                 return self._with_event(
                     current.replace(state=State.LOST), event, current.recent_ids

@@ -1,19 +1,38 @@
-"""Validation of rendered cloud-configs against the coreos-cloudinit rules that matter.
+"""Validation of rendered cloud-configs, held to coreos-cloudinit's own rules.
 
 coreos-cloudinit silently ignores what it does not understand, so a typo in a template
 becomes a node that boots without its units. pxeserver refuses to serve such a file:
 every rendered cloud-config is parsed and checked here before it goes on the wire.
-The rules follow coreos-cloudinit's config types (header, ``coreos`` section, units,
-write_files, users); keys it ignores are errors here, because nobody writes a key that
-is meant to be ignored.
+
+The rules are those of ``coreos-cloudinit -validate`` (v1.14, the last release): the keys
+and value kinds of its config types, with ``-`` and ``_`` alike in key names; a string
+field takes any plain scalar as written (``0644``, ``on``), a boolean field only a YAML
+boolean; the values its ``valid`` patterns allow; no file under /usr. The test suite runs
+the real validator beside this module on every config the shipped templates render and
+on a corpus of good and bad ones (tests/test_cloudconfig_engine.py). Deliberately
+stricter than the real engine, because the engine accepts them and the node then fails:
+the ``#cloud-config`` first line exactly; a valid host name; unit names with a type
+suffix, each once; drop-in names ending in ``.conf``; absolute file paths and decodable
+contents; users with names; ``manage_etc_hosts`` only ``localhost``; no control or
+line-break characters but LF and tab anywhere, none at all in an item that becomes a line
+of a file (SSH keys, groups), and no quote or backslash in a value that coreos-cloudinit
+writes into a unit's ``Environment="K=V"`` as it is (the coreos sections). The real engine's
+deprecation warnings (``etcd2`` and ``fleet`` are what these nodes run) are not errors.
+
+Every error names the line of the config it is about. :func:`engine_report` runs the
+real validator, where its binary exists (``pxeserver check``, the tests).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import gzip
 import re
-from collections.abc import Iterator, Mapping
-from typing import Any
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import yaml
 
@@ -21,17 +40,125 @@ from ..model import unsafe_character
 
 HEADER = "#cloud-config"
 
-TOP_KEYS = {
-    "coreos",
-    "hostname",
-    "ssh_authorized_keys",
-    "users",
-    "write_files",
-    "manage_etc_hosts",
+# Value kinds, as coreos-cloudinit's Go types have them.
+STR, BOOL, INT, FLOAT = "a string", "true or false", "an integer", "a number"
+Shape: TypeAlias = str | dict[str, "Shape"] | list["Shape"]  # a kind, mapping, [element]
+
+
+def _kinds(kind: str, names: str) -> dict[str, Shape]:
+    """``{name: kind}`` for each of the space-separated ``names``."""
+    return dict.fromkeys(names.split(), kind)
+
+
+ETCD2: dict[str, Shape] = {
+    **_kinds(
+        STR,
+        "advertise_client_urls ca_file cert_file cors data_dir discovery discovery_fallback "
+        "discovery_srv discovery_proxy initial_advertise_peer_urls initial_cluster "
+        "initial_cluster_state initial_cluster_token key_file listen_client_urls "
+        "listen_peer_urls log_package_levels name peer_ca_file peer_cert_file peer_key_file "
+        "peer_trusted_ca_file proxy trusted_ca_file wal_dir",
+    ),
+    **_kinds(
+        INT,
+        "election_timeout heartbeat_interval max_snapshots max_wals proxy_dial_timeout "
+        "proxy_failure_wait proxy_read_timeout proxy_refresh_interval proxy_write_timeout "
+        "snapshot_count",
+    ),
+    **_kinds(
+        BOOL,
+        "client_cert_auth debug enable_pprof force_new_cluster peer_client_cert_auth "
+        "strict_reconfig_check",
+    ),
 }
-COREOS_KEYS = {"etcd", "etcd2", "fleet", "flannel", "locksmith", "update", "units", "oem"}
-UNIT_KEYS = {"name", "runtime", "enable", "content", "command", "mask", "drop-ins", "drop_ins"}
-UNIT_COMMANDS = {
+ETCD: dict[str, Shape] = {
+    **_kinds(
+        STR,
+        "addr advertise_client_urls bind_addr ca_file cert_file cors data_dir discovery "
+        "discovery_fallback discovery_srv discovery_proxy graphite_host "
+        "initial_advertise_peer_urls initial_cluster initial_cluster_state "
+        "initial_cluster_token key_file listen_client_urls listen_peer_urls name peer_addr "
+        "peer_bind_addr peer_ca_file peer_cert_file peer_key_file peers peers_file proxy "
+        "trace",
+    ),
+    **_kinds(
+        INT,
+        "cluster_active_size election_timeout heartbeat_interval max_result_buffer "
+        "max_retry_attempts max_snapshots max_wals peer_election_timeout "
+        "peer_heartbeat_interval snapshot_count",
+    ),
+    **_kinds(
+        FLOAT,
+        "cluster_remove_delay cluster_sync_interval http_read_timeout http_write_timeout "
+        "retry_interval",
+    ),
+    **_kinds(BOOL, "force_new_cluster snapshot verbose very_verbose very_very_verbose"),
+}
+FLEET: dict[str, Shape] = {
+    **_kinds(
+        STR,
+        "agent_ttl authorized_keys_file etcd_cafile etcd_certfile etcd_keyfile "
+        "etcd_key_prefix etcd_servers etcd_username etcd_password metadata public_ip",
+    ),
+    "disable_engine": BOOL,
+    "verify_units": BOOL,
+    "engine_reconcile_interval": FLOAT,
+    "etcd_request_timeout": FLOAT,
+    "token_limit": INT,
+    "verbosity": INT,
+}
+FLANNEL: dict[str, Shape] = _kinds(
+    STR,
+    "etcd_endpoints etcd_cafile etcd_certfile etcd_keyfile etcd_prefix etcd_username "
+    "etcd_password ip_masq subnet_file interface public_ip",
+)
+LOCKSMITH: dict[str, Shape] = _kinds(
+    STR,
+    "endpoint etcd_cafile etcd_certfile etcd_keyfile etcd_username etcd_password group "
+    "window_start window_length",
+)
+OEM: dict[str, Shape] = _kinds(STR, "id name version_id home_url bug_report_url")
+UPDATE: dict[str, Shape] = _kinds(STR, "reboot_strategy group server")
+UNIT: dict[str, Shape] = {
+    "name": STR,
+    "mask": BOOL,
+    "enable": BOOL,
+    "runtime": BOOL,
+    "content": STR,
+    "command": STR,
+    "drop_ins": [{"name": STR, "content": STR}],
+}
+FILE: dict[str, Shape] = _kinds(STR, "encoding content owner path permissions")
+USER: dict[str, Shape] = {
+    **_kinds(
+        STR,
+        "name passwd coreos_ssh_import_github coreos_ssh_import_url gecos homedir "
+        "primary_group shell",
+    ),
+    "ssh_authorized_keys": [STR],
+    "coreos_ssh_import_github_users": [STR],
+    "groups": [STR],
+    **_kinds(BOOL, "no_create_home no_user_group system no_log_init"),
+}
+CLOUD_CONFIG: dict[str, Shape] = {
+    "ssh_authorized_keys": [STR],
+    "coreos": {
+        "etcd": ETCD,
+        "etcd2": ETCD2,
+        "flannel": FLANNEL,
+        "fleet": FLEET,
+        "locksmith": LOCKSMITH,
+        "oem": OEM,
+        "update": UPDATE,
+        "units": [UNIT],
+    },
+    "write_files": [FILE],
+    "hostname": STR,
+    "users": [USER],
+    "manage_etc_hosts": STR,
+}
+
+UNIT_COMMANDS = [
     "start",
     "stop",
     "restart",
@@ -39,62 +166,53 @@ UNIT_COMMANDS = {
     "try-restart",
     "reload-or-restart",
     "reload-or-try-restart",
+]
+ENCODINGS = ["base64", "b64", "gz", "gzip", "gz+base64", "gzip+base64", "gz+b64", "gzip+b64"]
+# The values coreos-cloudinit's `valid` patterns allow, by where the key is (indexes
+# dropped); an empty value is always allowed. Each with what the error says instead.
+VALID: dict[str, tuple[re.Pattern[str], str]] = {
+    "coreos.units.command": (
+        re.compile("|".join(re.escape(c) for c in UNIT_COMMANDS)),
+        f"is not one of {', '.join(UNIT_COMMANDS)}",
+    ),
+    "write_files.encoding": (
+        re.compile("|".join(re.escape(e) for e in ENCODINGS)),
+        f"is not one of {', '.join(ENCODINGS)}",
+    ),
+    "write_files.permissions": (
+        re.compile(r"0?[0-7]{3,4}"),
+        "is not an octal mode such as 0644",
+    ),
+    "coreos.etcd2.proxy": (re.compile("on|off|readonly"), "must be on, off or readonly"),
+    "coreos.update.reboot_strategy": (
+        re.compile("etcd-lock|reboot|off"),
+        "is not one of etcd-lock, reboot, off",
+    ),
+    "coreos.locksmith.window_start": (
+        re.compile(
+            r"((?i:sun|mon|tue|wed|thu|fri|sat) )?0*([0-9]|1[0-9]|2[0-3]):0*([0-9]|[1-5][0-9])"
+        ),
+        "is not a time such as 'Sun 02:00' or '23:30'",
+    ),
+    "coreos.locksmith.window_length": (
+        re.compile(r"[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+"),
+        "is not a duration such as 1h30m",
+    ),
 }
-FILE_KEYS = {"path", "content", "encoding", "owner", "permissions"}
-ENCODINGS = {"", "b64", "base64", "gz", "gzip", "gz+base64", "gzip+base64", "gz+b64", "gzip+b64"}
-USER_KEYS = {
-    "name",
-    "passwd",
-    "gecos",
-    "homedir",
-    "no-create-home",
-    "primary-group",
-    "groups",
-    "no-user-group",
-    "ssh-authorized-keys",
-    "coreos-ssh-import-github",
-    "coreos-ssh-import-github-users",
-    "coreos-ssh-import-url",
-    "system",
-    "no-log-init",
-    "shell",
-}
-FLEET_KEYS = {
-    "agent_ttl",
-    "authorized_keys_file",
-    "disable_engine",
-    "disable_watches",
-    "enable_grpc",
-    "engine_reconcile_interval",
-    "etcd_cafile",
-    "etcd_certfile",
-    "etcd_key_prefix",
-    "etcd_keyfile",
-    "etcd_request_timeout",
-    "etcd_servers",
-    "metadata",
-    "public_ip",
-    "token_limit",
-    "verbosity",
-    "verify_units",
-}
-UPDATE_KEYS = {"reboot-strategy", "reboot_strategy", "group", "server"}
-REBOOT_STRATEGIES = {"best-effort", "etcd-lock", "reboot", "off"}
-LOCKSMITH_KEYS = {
-    "endpoint",
-    "etcd_cafile",
-    "etcd_certfile",
-    "etcd_keyfile",
-    "group",
-    "window_start",
-    "window_length",
-}
-# libyaml's parser under PyYAML's safe constructor when the wheel has it (Debian's and
-# PyPI's do): the same documents and types, about ten times faster than the pure-Python
-# parser, which was 80% of the time of serving a cloud-config.
+# libyaml's parser when the wheel has it (Debian's and PyPI's do): the same documents and
+# types, about ten times faster than the pure-Python parser, which was 80% of the time of
+# serving a cloud-config.
 SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_PERMISSIONS = re.compile(r"0?[0-7]{3,4}")
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_TAG = "tag:yaml.org,2002:"
+# What a YAML scalar of each resolved type may fill, as coreos-cloudinit reads YAML: a
+# string field takes any scalar (as written), the others only their own kind.
+_FILLS = {
+    STR: {"str", "int", "float", "bool", "timestamp"},
+    BOOL: {"bool"},
+    INT: {"int"},
+    FLOAT: {"int", "float"},
+}
 
 
 def validate(text: str) -> tuple[dict[str, Any], list[str]]:
@@ -102,117 +220,145 @@ def validate(text: str) -> tuple[dict[str, Any], list[str]]:
     errors: list[str] = []
     first = text.split("\n", 1)[0].rstrip()
     if first != HEADER:
-        errors.append(f"the first line must be exactly {HEADER!r}, found {first[:40]!r}")
+        errors.append(f"line 1: the first line must be exactly {HEADER!r}, found {first[:40]!r}")
     bad = unsafe_character(text.replace("\n", "").replace("\t", ""))
     if bad:
         return {}, [*errors, f"holds {bad}; a cloud-config is text with LF line ends"]
+    loader = SAFE_LOADER(text)
     try:
-        doc = yaml.load(text, Loader=SAFE_LOADER)
+        root = loader.get_single_node()
+        if root is None:
+            return {}, errors
+        if not isinstance(root, yaml.MappingNode):
+            return {}, [*errors, "the document must be a mapping of keys"]
+        doc: dict[str, Any] = loader.construct_document(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         return {}, [*errors, f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"]
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        return {}, [*errors, "the document must be a mapping of keys"]
-    _unknown(doc, TOP_KEYS, "", errors)
-    if "hostname" in doc:
-        _hostname(doc["hostname"], errors)
-    if "ssh_authorized_keys" in doc:
-        _string_list(doc["ssh_authorized_keys"], "ssh_authorized_keys", errors)
-    if "manage_etc_hosts" in doc and doc["manage_etc_hosts"] not in ("localhost", "", None):
-        errors.append("manage_etc_hosts: only 'localhost' is understood")
-    _users(doc.get("users"), errors)
-    _files(doc.get("write_files"), errors)
-    if "coreos" in doc:
-        _coreos(doc["coreos"], errors)
+    finally:
+        loader.dispose()
+    _shape(root, CLOUD_CONFIG, "", errors)
+    _stricter(root, errors)
     return doc, errors
 
 
-def _unknown(d: Mapping[str, Any], known: set[str], where: str, errors: list[str]) -> None:
-    for key in d:
-        if key not in known:
-            errors.append(f"{where}{key}: unknown key (known: {', '.join(sorted(known))})")
+# -- coreos-cloudinit's own rules: keys, kinds, valid values ------------------------------
 
 
-def _hostname(value: Any, errors: list[str]) -> None:
-    if not isinstance(value, str) or not _HOSTNAME.fullmatch(value) or len(value) > 253:
-        errors.append(f"hostname: {value!r} is not a valid host name")
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
 
 
-def _string_list(value: Any, where: str, errors: list[str]) -> None:
+def _kind(node: yaml.Node) -> str:
+    """What YAML resolved a scalar to: str, int, float, bool, null, timestamp…"""
+    tag = str(node.tag)
+    return tag[len(_TAG) :] if tag.startswith(_TAG) else tag
+
+
+def _items(node: yaml.MappingNode) -> Iterator[tuple[str, str, yaml.Node]]:
+    """(key as written, key with '-' read as '_', value node) of a mapping node."""
+    for key, value in node.value:
+        written = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+        yield written, written.replace("-", "_"), value
+
+
+def _shape(node: yaml.Node, shape: Shape, where: str, errors: list[str]) -> None:
+    """Check ``node`` against ``shape``: known keys, value kinds, allowed values."""
+    at = f"line {_line(node)}: {where or 'the document'}"
+    if isinstance(node, yaml.ScalarNode) and _kind(node) == "null":
+        return  # an empty value: the field's zero value, which is always allowed
+    if isinstance(shape, dict):
+        if not isinstance(node, yaml.MappingNode):
+            errors.append(f"{at}: must be a mapping of keys")
+            return
+        for written, key, value in _items(node):
+            path = f"{where}.{written}" if where else written
+            if key not in shape:
+                known = ", ".join(sorted(shape))
+                errors.append(f"line {_line(value)}: {path}: unknown key (known: {known})")
+            else:
+                _shape(value, shape[key], path, errors)
+        return
+    if isinstance(shape, list):
+        if not isinstance(node, yaml.SequenceNode):
+            errors.append(f"{at}: must be a list")
+            return
+        for i, item in enumerate(node.value):
+            _shape(item, shape[0], f"{where}[{i}]", errors)
+        return
+    if not isinstance(node, yaml.ScalarNode) or _kind(node) not in _FILLS[shape]:
+        found = _kind(node) if isinstance(node, yaml.ScalarNode) else type(node).__name__
+        errors.append(f"{at}: must be {shape}, found {found.replace('Node', '').lower()}")
+        return
+    rule = VALID.get(re.sub(r"\[\d+\]", "", where).replace("-", "_"))
+    if rule is not None and node.value and not rule[0].fullmatch(str(node.value)):
+        errors.append(f"{at}: {node.value!r} {rule[1]}")
+
+
+# -- stricter than coreos-cloudinit (see the module's doc) ---------------------------------
+
+
+def _value(node: yaml.MappingNode, key: str) -> yaml.Node | None:
+    for _, k, value in _items(node):
+        if k == key:
+            return value
+    return None
+
+
+def _mappings(node: yaml.Node | None, where: str) -> Iterator[tuple[str, yaml.MappingNode]]:
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            if isinstance(item, yaml.MappingNode):
+                yield f"{where}[{i}]", item
+
+
+def _scalar(node: yaml.Node | None) -> str | None:
+    if isinstance(node, yaml.ScalarNode) and _kind(node) != "null":
+        return str(node.value)
+    return None
+
+
+def _stricter(root: yaml.MappingNode, errors: list[str]) -> None:
+    hostname = _value(root, "hostname")
+    name = _scalar(hostname)
+    if hostname is not None and (name is None or not _valid_hostname(name)):
+        errors.append(f"line {_line(hostname)}: hostname: {name!r} is not a valid host name")
+    _lines_of_a_file(_value(root, "ssh_authorized_keys"), "ssh_authorized_keys", errors)
+    etc_hosts = _value(root, "manage_etc_hosts")
+    if _scalar(etc_hosts) not in (None, "localhost"):
+        assert etc_hosts is not None
+        errors.append(f"line {_line(etc_hosts)}: manage_etc_hosts: only 'localhost' is understood")
+    for where, user in _mappings(_value(root, "users"), "users"):
+        if not _scalar(_value(user, "name")):
+            errors.append(f"line {_line(user)}: {where}.name: is required")
+        for key in ("groups", "ssh_authorized_keys"):
+            _lines_of_a_file(_value(user, key), f"{where}.{key}", errors)
+    for where, f in _mappings(_value(root, "write_files"), "write_files"):
+        _file(where, f, errors)
+    coreos = _value(root, "coreos")
+    if isinstance(coreos, yaml.MappingNode):
+        _units(_value(coreos, "units"), errors)
+        for _, section, settings in _items(coreos):
+            if section in ENV_SECTIONS and isinstance(settings, yaml.MappingNode):
+                for written, _, value in _items(settings):
+                    text = _scalar(value)
+                    if text is not None:
+                        _env_value(text, f"line {_line(value)}: coreos.{section}.{written}", errors)
+
+
+def _lines_of_a_file(node: yaml.Node | None, where: str, errors: list[str]) -> None:
     """Each item is one line of a file (authorized_keys, group): no line breaks."""
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        errors.append(f"{where}: must be a list of non-empty strings")
+    if not isinstance(node, yaml.SequenceNode):
         return
-    for i, item in enumerate(value):
-        bad = unsafe_character(item)
-        if bad:
-            errors.append(f"{where}[{i}]: holds {bad}; each item is one line of a file")
-
-
-def _mappings(value: Any, where: str, errors: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The mappings of an optional list, each with its ``where[i].`` prefix; errors for the rest."""
-    if value is None:
-        return
-    if not isinstance(value, list):
-        errors.append(f"{where}: must be a list")
-        return
-    for i, item in enumerate(value):
-        if isinstance(item, dict):
-            yield f"{where}[{i}].", item
-        else:
-            errors.append(f"{where}[{i}]: must be a mapping")
-
-
-def _users(value: Any, errors: list[str]) -> None:
-    for w, user in _mappings(value, "users", errors):
-        _unknown(user, USER_KEYS, w, errors)
-        if not isinstance(user.get("name"), str) or not user["name"]:
-            errors.append(f"{w}name: is required")
-        if "groups" in user:
-            _string_list(user["groups"], f"{w}groups", errors)
-        if "ssh-authorized-keys" in user:
-            _string_list(user["ssh-authorized-keys"], f"{w}ssh-authorized-keys", errors)
-
-
-def _files(value: Any, errors: list[str]) -> None:
-    for w, f in _mappings(value, "write_files", errors):
-        _unknown(f, FILE_KEYS, w, errors)
-        path = f.get("path")
-        if not isinstance(path, str) or not path.startswith("/"):
-            errors.append(f"{w}path: must be an absolute path, found {path!r}")
-        perms = f.get("permissions")
-        # YAML reads 0644 as the integer 420: coreos-cloudinit wants the string form.
-        if perms is not None and (not isinstance(perms, str) or not _PERMISSIONS.fullmatch(perms)):
+    for i, item in enumerate(node.value):
+        text = _scalar(item)
+        if not text:
+            errors.append(f"line {_line(item)}: {where}[{i}]: must not be empty")
+        elif bad := unsafe_character(text):
             errors.append(
-                f"{w}permissions: {perms!r} must be an octal string in quotes, e.g. '0644'"
+                f"line {_line(item)}: {where}[{i}]: holds {bad}; each item is one line of a file"
             )
-        encoding = f.get("encoding", "")
-        if encoding not in ENCODINGS:
-            errors.append(f"{w}encoding: {encoding!r} is not one of {sorted(ENCODINGS)}")
-        content = f.get("content", "")
-        if not isinstance(content, str):
-            errors.append(f"{w}content: must be a string")
-        elif encoding and "b" in encoding.split("+")[-1]:
-            try:
-                base64.b64decode(content, validate=False)
-            except ValueError:
-                errors.append(f"{w}content: is not valid base64")
-
-
-def _scalars(value: Any, where: str, errors: list[str], known: set[str] | None = None) -> None:
-    if not isinstance(value, dict):
-        errors.append(f"{where}: must be a mapping")
-        return
-    if known is not None:
-        _unknown(value, known, f"{where}.", errors)
-    for key, v in value.items():
-        if isinstance(v, (dict, list)):
-            errors.append(f"{where}.{key}: must be a single value, not a {type(v).__name__}")
-        elif isinstance(v, str):
-            _env_value(v, f"{where}.{key}", errors)
 
 
 def _env_value(value: str, where: str, errors: list[str]) -> None:
@@ -228,60 +374,100 @@ def _env_value(value: str, where: str, errors: list[str]) -> None:
         )
 
 
-def _coreos(value: Any, errors: list[str]) -> None:
-    if not isinstance(value, dict):
-        errors.append("coreos: must be a mapping")
-        return
-    _unknown(value, COREOS_KEYS, "coreos.", errors)
-    for section in ("etcd", "etcd2", "flannel", "oem"):
-        if section in value:
-            _scalars(value[section], f"coreos.{section}", errors)
-    etcd2 = value.get("etcd2")
-    if (
-        isinstance(etcd2, dict)
-        and "proxy" in etcd2
-        and etcd2["proxy"] not in ("on", "off", "readonly")
-    ):
-        errors.append(f"coreos.etcd2.proxy: {etcd2['proxy']!r} must be on, off or readonly")
-    if "fleet" in value:
-        _scalars(value["fleet"], "coreos.fleet", errors, FLEET_KEYS)
-    if "locksmith" in value:
-        _scalars(value["locksmith"], "coreos.locksmith", errors, LOCKSMITH_KEYS)
-    update = value.get("update")
-    if update is not None:
-        _scalars(update, "coreos.update", errors, UPDATE_KEYS)
-        if isinstance(update, dict):
-            strategy = update.get("reboot-strategy", update.get("reboot_strategy"))
-            if strategy is not None and strategy not in REBOOT_STRATEGIES:
-                errors.append(
-                    f"coreos.update.reboot-strategy: {strategy!r} is not one of "
-                    f"{sorted(REBOOT_STRATEGIES)}"
-                )
-    _units(value.get("units"), errors)
+def _valid_hostname(name: str) -> bool:
+    return len(name) <= 253 and _HOSTNAME.fullmatch(name) is not None
 
 
-def _units(value: Any, errors: list[str]) -> None:
+def _file(where: str, f: yaml.MappingNode, errors: list[str]) -> None:
+    path = _scalar(_value(f, "path"))
+    if path is None or not path.startswith("/"):
+        errors.append(f"line {_line(f)}: {where}.path: must be an absolute path, found {path!r}")
+    elif path.startswith("/usr/") or path == "/usr":
+        # coreos-cloudinit's own rule: /usr is read-only on Container Linux and Flatcar.
+        errors.append(f"line {_line(f)}: {where}.path: {path} is on the read-only /usr")
+    encoding = _scalar(_value(f, "encoding")) or ""
+    content = _scalar(_value(f, "content")) or ""
+    if encoding in ENCODINGS and not _decodes(content, encoding):
+        errors.append(f"line {_line(f)}: {where}.content: cannot be decoded as {encoding}")
+
+
+def _decodes(content: str, encoding: str) -> bool:
+    data = content.encode()
+    try:
+        if encoding.endswith(("base64", "b64")):
+            # Strict, as Go's decoder is, but for line breaks, which it skips.
+            data = base64.b64decode(data.replace(b"\r", b"").replace(b"\n", b""), validate=True)
+        if encoding.startswith("gz"):
+            gzip.decompress(data)
+    except (binascii.Error, ValueError, OSError, EOFError):
+        return False
+    return True
+
+
+def _units(units: yaml.Node | None, errors: list[str]) -> None:
     names: set[str] = set()
-    for w, unit in _mappings(value, "coreos.units", errors):
-        _unknown(unit, UNIT_KEYS, w, errors)
-        name = unit.get("name")
-        if not isinstance(name, str) or "." not in name:
-            errors.append(f"{w}name: {name!r} must be a unit file name such as fleet.service")
+    for where, unit in _mappings(units, "coreos.units"):
+        name = _scalar(_value(unit, "name"))
+        at = f"line {_line(unit)}: {where}"
+        if name is None or "." not in name:
+            errors.append(f"{at}.name: {name!r} must be a unit file name such as fleet.service")
         elif name in names:
-            errors.append(f"{w}name: {name} is listed twice")
+            errors.append(f"{at}.name: {name} is listed twice")
         else:
             names.add(name)
-        command = unit.get("command")
-        if command is not None and command not in UNIT_COMMANDS:
-            errors.append(f"{w}command: {command!r} is not one of {sorted(UNIT_COMMANDS)}")
-        for flag in ("runtime", "enable", "mask"):
-            if flag in unit and not isinstance(unit[flag], bool):
-                errors.append(f"{w}{flag}: must be true or false")
-        if "content" in unit and not isinstance(unit["content"], str):
-            errors.append(f"{w}content: must be a string")
-        for key in ("drop-ins", "drop_ins"):
-            for j, drop in enumerate(unit.get(key) or []):
-                if not isinstance(drop, dict) or not isinstance(drop.get("name"), str):
-                    errors.append(f"{w}{key}[{j}]: needs a name and content")
-                elif not drop["name"].endswith(".conf"):
-                    errors.append(f"{w}{key}[{j}].name: {drop['name']!r} must end in .conf")
+        for w, drop in _mappings(_value(unit, "drop_ins"), f"{where}.drop_ins"):
+            drop_name = _scalar(_value(drop, "name"))
+            if drop_name is None or not drop_name.endswith(".conf"):
+                errors.append(f"line {_line(drop)}: {w}.name: {drop_name!r} must end in .conf")
+
+
+# The coreos sections whose values coreos-cloudinit writes into unit drop-ins or
+# update.conf as they are.
+ENV_SECTIONS = {"etcd", "etcd2", "flannel", "fleet", "locksmith", "update", "oem"}
+
+
+# -- the real engine -----------------------------------------------------------------------
+
+ENGINE = "coreos-cloudinit"
+_ENTRY = re.compile(r"\bline (\d+): (error|warning|info): (.*)$")
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """One line of ``coreos-cloudinit -validate``'s report."""
+
+    line: int
+    kind: str  # error, warning or info
+    message: str
+
+    @property
+    def rejects(self) -> bool:
+        """Whether the entry means the config would not be applied as written: every
+        error and warning but a deprecation (``etcd2`` and ``fleet`` are deprecated keys
+        to coreos-cloudinit v1.14; they are what a fleet node runs)."""
+        return self.kind != "info" and not self.message.startswith("deprecated key")
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.kind}: {self.message}"
+
+
+def engine_report(text: str, binary: str = ENGINE, timeout: float = 30) -> list[EngineEntry]:
+    """Run the real ``coreos-cloudinit -validate`` on ``text``; its report's entries.
+    Raises OSError when the binary cannot run, RuntimeError when it fails otherwise."""
+    proc = subprocess.run(
+        [binary, "-validate", "-from-file", "/dev/stdin"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = proc.stdout + proc.stderr
+    entries = [
+        EngineEntry(int(m[1]), m[2], m[3].strip())
+        for m in (_ENTRY.search(ln) for ln in output.splitlines())
+        if m
+    ]
+    if proc.returncode not in (0, 1) or (proc.returncode == 1 and not entries):
+        detail = output.strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"{binary} -validate failed ({proc.returncode}): {detail[0]}")
+    return entries

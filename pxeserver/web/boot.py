@@ -53,7 +53,18 @@ def _ip(mac: MAC) -> str | None:
     holding any character but ``/`` (newlines and quotes included), and a scope ID means
     nothing to another machine, so such an address is dropped like other garbage.
     """
-    for text in (request.args.get("ip"), request.remote_addr):
+    return _address(mac, request.args.get("ip"), request.remote_addr)
+
+
+def _source_ip(mac: MAC) -> str | None:
+    """The address the request came from, whatever its query says: a booted OS fetching
+    its own cloud-config comes from the address it has."""
+    return _address(mac, request.remote_addr)
+
+
+def _address(mac: MAC, *candidates: str | None) -> str | None:
+    """The first candidate that is a plain IP address (see :func:`_ip`)."""
+    for text in candidates:
         if not text:
             continue
         try:
@@ -91,7 +102,8 @@ def ipxe() -> Response:
 
 @bp.get("/cloud-config")
 def cloud_config() -> Response:
-    text = service().cloud_config(_mac(), base_url())
+    mac = _mac()
+    text = service().cloud_config(mac, base_url(), _source_ip(mac))
     return Response(text, mimetype="text/cloud-config; charset=utf-8")
 
 

@@ -110,7 +110,9 @@ def test_ready_node_goes_lost_after_the_ttl_and_comes_back(
     lost = registry.expire()
     assert [x.mac for x in lost] == [MAC1]
     assert (
-        lost[0].state is State.LOST and "silent for 100 s while ready" in lost[0].events[-1].detail
+        lost[0].state is State.LOST
+        and lost[0].events[-1].detail
+        == "silent for 100 s while ready; waited for its next heartbeat"
     )
     assert registry.expire() == []  # once
     back = registry.phone_home(MAC1, n.token, EventKind.HEARTBEAT)
@@ -127,7 +129,22 @@ def test_a_node_stuck_mid_boot_goes_lost_after_the_boot_timeout(
     [n] = registry.expire()
     assert n.state is State.LOST
     assert [e.kind for e in n.events] == [EventKind.IPXE, EventKind.LOST]
-    assert "while booting" in n.events[-1].detail
+    assert "while booting; waited for its OS to fetch its config" in n.events[-1].detail
+
+
+def test_a_configured_node_that_never_phones_home_says_what_it_waited_for(
+    registry: Registry, clock: Clock
+) -> None:
+    # What a node whose fleetd cannot reach etcd looks like: it fetched its config, and
+    # its ready unit waits for its own fleet registration, which never comes.
+    registry.apply(MAC1, Change(EventKind.CLOUD_CONFIG))
+    clock.t += 601
+    [n] = registry.expire()
+    assert [e.kind for e in n.events] == [EventKind.CLOUD_CONFIG, EventKind.LOST]
+    assert n.events[-1].detail == (
+        "silent for 601 s while configured; waited for it to phone home ready "
+        "(its config was served)"
+    )
 
 
 def test_discovered_nodes_are_never_lost(registry: Registry, clock: Clock) -> None:

@@ -41,7 +41,7 @@ def test_a_good_config_has_no_errors() -> None:
     [
         (lambda t: t.replace("#cloud-config", "#cloud-confg"), "first line"),
         (lambda t: t.replace("command: start", "command: begin", 1), "command: 'begin'"),
-        (lambda t: t.replace('permissions: "0644"', "permissions: 0644"), "octal string in quotes"),
+        (lambda t: t.replace('permissions: "0644"', "permissions: 0800"), "octal mode"),
         (lambda t: t.replace("encoding: b64", "encoding: rot13"), "encoding: 'rot13'"),
         (lambda t: t.replace("  fleet:", "  flet:"), "coreos.flet: unknown key"),
         (
@@ -81,3 +81,19 @@ def test_errors_do_not_hide_each_other() -> None:
 def test_yaml_is_really_parsed() -> None:
     doc, _ = validate(GOOD)
     assert doc == yaml.safe_load(GOOD)
+
+
+def test_plain_scalars_fill_string_fields_as_written() -> None:
+    # coreos-cloudinit reads a string field as written: 0644 is not the integer 420, on
+    # is not true (its own validator accepts both; tests/test_cloudconfig_engine.py).
+    text = GOOD.replace('permissions: "0644"', "permissions: 0644").replace('"on"', "on")
+    assert validate(text)[1] == []
+
+
+def test_errors_name_their_line() -> None:
+    _, errors = validate(GOOD.replace("command: start", "command: begin", 1))
+    line = GOOD.splitlines().index("      command: start") + 1
+    assert errors == [
+        f"line {line}: coreos.units[0].command: 'begin' is not one of start, stop, restart, "
+        "reload, try-restart, reload-or-restart, reload-or-try-restart"
+    ]

@@ -6,6 +6,7 @@ of the same version as the image, systemd-analyze) whether the commands are vali
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import re
 import shlex
 import shutil
@@ -98,8 +99,57 @@ def test_ports_in_compose_dockerfile_settings_and_readme_agree() -> None:
     assert exposed == pxe_ports
     documented = set(re.findall(r"^\| `(\d+/(?:tcp|udp))` \|", README, re.MULTILINE))
     assert documented == pxe_ports | etcd_ports
-    # pxeserver reaches the etcd of the compose file.
-    assert settings().store.etcd_endpoints == (etcd["advertise-client-urls"],)
+    # pxeserver reaches the etcd of the compose file, on this host.
+    [store] = settings().store.etcd_endpoints
+    assert urlsplit(store).port == urlsplit(etcd["listen-client-urls"]).port
+    assert urlsplit(etcd["listen-client-urls"]).hostname == "0.0.0.0"
+
+
+def interpolate(text: str, environ: dict[str, str]) -> str:
+    """docker compose's ${NAME:?message}: the value, or compose refuses to start."""
+
+    def value(m: re.Match[str]) -> str:
+        if m[1] not in environ:
+            raise KeyError(f"{m[1]}: {m[2]}")
+        return environ[m[1]]
+
+    return re.sub(r"\$\{(\w+):\?([^}]*)\}", value, text)
+
+
+def loopback_urls(urls: list[str]) -> list[str]:
+    found = []
+    for url in urls:
+        host = urlsplit(url).hostname or ""
+        if host == "localhost" or (host[:1].isdigit() and ipaddress.ip_address(host).is_loopback):
+            found.append(url)
+    return found
+
+
+def advertised(command: list[str], environ: dict[str, str]) -> list[str]:
+    """The URLs etcd tells clients and peers to use (not the ones it listens on)."""
+    args = flags([interpolate(a, environ) for a in command])
+    urls = [args["advertise-client-urls"], args["initial-advertise-peer-urls"]]
+    urls += [member.partition("=")[2] for member in args["initial-cluster"].split(",")]
+    return [u for url in urls for u in url.split(",")]
+
+
+def test_compose_etcd_advertises_an_address_nodes_can_reach() -> None:
+    command = COMPOSE["services"]["etcd"]["command"]
+    env = {"PXESERVER_BOOT_IP": "192.0.2.1"}
+    urls = advertised(command, env)
+    assert urls == ["http://192.0.2.1:2379", "http://192.0.2.1:2380", "http://192.0.2.1:2380"]
+    assert loopback_urls(urls) == []
+    with pytest.raises(KeyError, match="PXESERVER_BOOT_IP: set PXESERVER_BOOT_IP to this"):
+        advertised(command, {})  # compose refuses to start without the address
+    assert "PXESERVER_BOOT_IP" in README
+    # The check finds loopback where it is: an etcd told to advertise 127.0.0.1.
+    assert len(loopback_urls(advertised(command, {"PXESERVER_BOOT_IP": "127.0.0.1"}))) == 3
+
+
+@pytest.mark.parametrize("path", [SETTINGS_FILE, REPO / "pxeserver.example.yaml"])
+def test_shipped_settings_send_nodes_to_a_reachable_etcd(path: Path) -> None:
+    loaded, _ = config.load(path, environ={"PXESERVER_API_TOKEN": "t"})
+    assert loopback_urls([*loaded.cluster.etcd_endpoints, *config.peer_urls(loaded.cluster)]) == []
 
 
 def test_volumes_reach_the_paths_the_settings_name() -> None:

@@ -39,6 +39,7 @@ def require_etcd() -> None:
 class EtcdMember:
     def __init__(self, name: str, data_dir: Path, log_dir: Path) -> None:
         self.name = name
+        self.host = "127.0.0.1"
         self.data_dir = data_dir
         self.log_path = log_dir / f"etcd-{name}.log"
         self.client_port = free_port()
@@ -49,11 +50,11 @@ class EtcdMember:
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.host}:{self.peer_port}"
 
     def command(self) -> list[str]:
         return [

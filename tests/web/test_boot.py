@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import yaml
@@ -47,6 +48,26 @@ def test_cloud_config_is_the_nodes_own_and_marks_it_configured(client: Any) -> N
     assert doc["hostname"] == "node-002"
     assert client.get("/api/v1/nodes/52:54:00:12:34:57").json["state"] == "configured"
     assert client.get("/api/v1/nodes/52:54:00:12:34:56").json["state"] == "booting"
+
+
+def test_cloud_config_names_the_address_the_os_fetched_it_from(client: Any) -> None:
+    # The firmware's lease (iPXE's ${netX/ip}) and the booted OS's lease may differ:
+    # systemd-networkd asks DHCP with a DUID, not 01:MAC. The OS fetches its own config,
+    # so that request's address is the one fleet must advertise and pxeserver record.
+    mac = "52:54:00:12:34:58"
+    client.get(f"/ipxe?mac={mac}&ip=192.0.2.101")
+    assert client.get(f"/api/v1/nodes/{mac}").json["ip"] == "192.0.2.101"
+    os_side = {"REMOTE_ADDR": "192.0.2.140"}
+    r = client.get(f"/cloud-config?mac={mac}", environ_base=os_side)
+    assert r.status_code == 200, r.text
+    assert yaml.safe_load(r.text)["coreos"]["fleet"]["public_ip"] == "192.0.2.140"
+    node = client.get(f"/api/v1/nodes/{mac}").json
+    assert node["ip"] == "192.0.2.140" and node["state"] == "configured"
+    # A machine pxeserver first sees at its cloud-config is recorded with that address too.
+    first = "52:54:00:12:34:59"
+    r = client.get(f"/cloud-config?mac={first}", environ_base={"REMOTE_ADDR": "192.0.2.141"})
+    assert yaml.safe_load(r.text)["coreos"]["fleet"]["public_ip"] == "192.0.2.141"
+    assert client.get(f"/api/v1/nodes/{first}").json["ip"] == "192.0.2.141"
 
 
 def test_second_boot_keeps_the_hostname_and_counts(client: Any) -> None:
@@ -148,8 +169,9 @@ SCOPE_ATTACK = (
 )
 
 
-def _files(client: Any, mac: str) -> dict[str, str]:
-    r = client.get(f"/cloud-config?mac={mac}")
+def _files(client: Any, mac: str, source: str = "127.0.0.1", query: str = "") -> dict[str, str]:
+    """The files of ``mac``'s cloud-config, fetched from ``source`` (the booted OS)."""
+    r = client.get(f"/cloud-config?mac={mac}{query}", environ_base={"REMOTE_ADDR": source})
     assert r.status_code == 200, r.text
     return {f["path"]: f["content"] for f in yaml.safe_load(r.text)["write_files"]}
 
@@ -163,11 +185,12 @@ def test_an_ip_with_a_scope_id_is_dropped_and_adds_no_files(
     settings = make_settings(tmp_path, {"groups": [{"name": "d", "profile": "flatcar"}]})
     store = SQLiteStore(tmp_path / "s.db")
     client = create_app(settings, make_service(settings, store)).test_client()
-    # positive control: a plain address is recorded and reaches fleet.conf
+    # positive control: a plain address is recorded; fleet.conf names the address the
+    # booted OS fetched its config from (the firmware's lease may differ)
     assert client.get("/ipxe?mac=52:54:00:00:00:01&ip=192.0.2.33").status_code == 200
     assert client.get("/api/v1/nodes/52:54:00:00:00:01").json["ip"] == "192.0.2.33"
-    benign = _files(client, "52:54:00:00:00:01")
-    assert 'public_ip="192.0.2.33"' in benign["/etc/fleet/fleet.conf"]
+    benign = _files(client, "52:54:00:00:00:01", "192.0.2.34")
+    assert 'public_ip="192.0.2.34"' in benign["/etc/fleet/fleet.conf"]
 
     r = client.get("/ipxe", query_string={"mac": "52:54:00:00:00:02", "ip": ip})
     assert r.status_code == 200, r.text
@@ -177,4 +200,9 @@ def test_an_ip_with_a_scope_id_is_dropped_and_adds_no_files(
     hostile = _files(client, "52:54:00:00:00:02")
     assert sorted(hostile) == sorted(benign)
     assert 'public_ip="127.0.0.1"' in hostile["/etc/fleet/fleet.conf"]
+    # the cloud-config's own query cannot name an address either
+    query = "&" + urlencode({"ip": ip})
+    again = _files(client, "52:54:00:00:00:02", "192.0.2.35", query)
+    assert sorted(again) == sorted(benign)
+    assert 'public_ip="192.0.2.35"' in again["/etc/fleet/fleet.conf"]
     store.close()
