@@ -14,6 +14,13 @@ here has the store deadline, and the store fails over to the next configured end
 itself when one refuses or times out, and asks again while the cluster elects a leader
 (see :meth:`EtcdStore._call`). A write whose answer was lost (the deadline passed, the
 leader died) may have been applied; retrying it is safe because of the revision compare.
+
+With ``https://`` endpoints the store speaks TLS: ``ca`` is the CA certificate that signed
+etcd's server certificates, and ``cert`` and ``key`` the client certificate etcd's
+``--client-cert-auth`` asks for (the settings checked the files at load). A handshake
+that fails is a failure of that endpoint like any other, with a sentence that names the
+file to fix (:meth:`EtcdStore._tls_failure`). Endpoints are shown (logs, errors) only
+through :func:`pxeserver.logs.redact`: a user and password in a URL never show.
 """
 
 from __future__ import annotations
@@ -26,16 +33,22 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
+from ..logs import redact
 from ..model import MAC, Node, Versioned
 from . import MAX_HOSTNAME_PROBES, HostnameFor
 
 # python-etcd3's generated protobuf modules import only with the pure-Python protobuf
 # runtime on protobuf >= 4; this must be set before protobuf is first imported.
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+# gRPC's C core writes its own lines to stderr (three for every TLS handshake etcd
+# refuses, again at each reconnect), outside the log format; every failure reaches the
+# log through this store, translated, instead.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import etcd3
 import etcd3.exceptions
@@ -87,13 +100,18 @@ _REFUSED = (
 )
 
 
-def _classify(exc: Exception) -> tuple[str, str]:
+# How gRPC says that a TLS handshake failed (its details, BoringSSL's words).
+_TLS_FAILED = ("handshake", "TSI_", "SSL_ERROR", "CERTIFICATE_VERIFY_FAILED")
+
+
+def _classify(exc: Exception, tls: bool = False) -> tuple[str, str]:
     """What kind of failure ``exc`` is, and its message.
 
     Kinds: ``electing`` (the member answered that the cluster is between leaders),
     ``deadline`` (no answer within the deadline: the request may or may not have been
-    applied), ``unreachable`` (no connection), ``refused`` (etcd refused the request
-    itself; see ``_REFUSED``), ``error`` (anything else).
+    applied), ``tls`` (a store with ``tls``: the connection's TLS handshake failed),
+    ``unreachable`` (no connection), ``refused`` (etcd refused the request itself; see ``_REFUSED``),
+    ``error`` (anything else).
     python-etcd3 replaces gRPC errors by its own exceptions without their message; the
     gRPC error is the exception's context.
     """
@@ -105,6 +123,8 @@ def _classify(exc: Exception) -> tuple[str, str]:
         return "electing", detail
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return "deadline", detail
+    if tls and any(m.lower() in detail.lower() for m in _TLS_FAILED):
+        return "tls", detail
     if code is grpc.StatusCode.UNAVAILABLE:
         return "unreachable", detail
     if code in _REFUSED:
@@ -119,13 +139,26 @@ def _endpoint(url: str) -> tuple[str, int]:
 
 class EtcdStore:
     def __init__(
-        self, endpoints: tuple[str, ...], prefix: str = "/pxeserver/", timeout: float = 3.0
+        self,
+        endpoints: tuple[str, ...],
+        prefix: str = "/pxeserver/",
+        timeout: float = 3.0,
+        *,
+        ca: Path | None = None,
+        cert: Path | None = None,
+        key: Path | None = None,
     ):
         if not endpoints:
             raise ValueError("the etcd store needs at least one endpoint")
+        schemes = {urlsplit(url).scheme for url in endpoints}
+        if (ca is not None) != (schemes == {"https"}) or (cert is None) != (key is None):
+            # The settings refuse these with a sentence; this guards other callers.
+            shown = redact(",".join(endpoints))
+            raise ValueError(f"TLS needs https:// endpoints and a CA, all or none: {shown}")
         self.endpoints = tuple(endpoints)
         self.prefix = prefix
         self.timeout = timeout
+        self.ca, self.cert, self.key = ca, cert, key
         self._clients: dict[str, Any] = {}
         self._current = 0
         self._closed = False
@@ -138,7 +171,8 @@ class EtcdStore:
         self._last = threading.local()
 
     def __repr__(self) -> str:
-        return f"EtcdStore({','.join(self.endpoints)}, prefix={self.prefix!r})"
+        tls = ", TLS" if self.ca else ""
+        return f"EtcdStore({redact(','.join(self.endpoints))}{tls}, prefix={self.prefix!r})"
 
     # -- keys ---------------------------------------------------------------------------
 
@@ -162,11 +196,62 @@ class EtcdStore:
             if client is None:
                 host, port = _endpoint(url)
                 client = etcd3.client(
-                    host=host, port=port, timeout=self.timeout, grpc_options=GRPC_OPTIONS
+                    host=host,
+                    port=port,
+                    timeout=self.timeout,
+                    grpc_options=GRPC_OPTIONS,
+                    **self._tls_files(),
                 )
                 client.metadata = REQUIRE_LEADER  # python-etcd3 sends it with every call
                 self._clients[url] = client
             return client
+
+    def _tls_files(self) -> dict[str, str]:
+        """python-etcd3's TLS arguments. It reads the files when it makes a client; one
+        gone since the settings were checked is the store unavailable, with its name."""
+        if self.ca is None:
+            return {}
+        files = {"ca_cert": self.ca, "cert_cert": self.cert, "cert_key": self.key}
+        for path in files.values():
+            if path is not None and not os.access(path, os.R_OK):
+                raise StoreUnavailable(
+                    f"etcd: cannot read {path}, a TLS file of the settings; restore it"
+                )
+        return {name: str(path) for name, path in files.items() if path is not None}
+
+    def _tls_failure(self, detail: str) -> str:
+        """A failed TLS handshake as a sentence that names the file to fix and how.
+
+        gRPC cannot tell which side gave up: a server certificate this CA did not sign
+        fails here (CERTIFICATE_VERIFY_FAILED); a client certificate etcd does not
+        accept, or none where etcd asks for one, shows as the connection dropped right
+        after the handshake (``Unwrap failed``, TSI_DATA_CORRUPTED); a plain-HTTP etcd
+        closes it during the handshake (``Handshake read failed``)."""
+        if "CERTIFICATE_VERIFY_FAILED" in detail:
+            why = detail.rpartition("CERTIFICATE_VERIFY_FAILED")[2].removesuffix(": OK")
+            why = why.strip(": ") or "refused"
+            return (
+                f"etcd's server certificate does not verify against the CA in {self.ca} "
+                f"(store.etcd_ca: {why}): set store.etcd_ca to the CA that signed etcd's "
+                "certificate, one that names this endpoint's host"
+            )
+        if "TSI_DATA_CORRUPTED" in detail or "Unwrap failed" in detail:
+            if self.cert is None:
+                return (
+                    "etcd closed the TLS connection: it asks for a client certificate "
+                    "(--client-cert-auth); set store.etcd_cert and store.etcd_key"
+                )
+            return (
+                f"etcd closed the TLS connection: it did not accept the client "
+                f"certificate {self.cert} (store.etcd_cert); give one signed by a CA in "
+                "etcd's --trusted-ca-file, for clientAuth, and not expired"
+            )
+        if "Handshake read failed" in detail:
+            return (
+                f"no TLS handshake ({detail}): does etcd serve TLS on this URL? If it "
+                "serves plain HTTP, write http:// and drop store.etcd_ca/cert/key"
+            )
+        return f"the TLS handshake with etcd failed ({detail}); check store.etcd_ca/cert/key"
 
     def _call(self, what: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(client)`` against the current endpoint, failing over to the others.
@@ -200,27 +285,30 @@ class EtcdStore:
                     break
                 time.sleep(min(0.05 * 2 ** (attempt // n - 1), 0.5))
             url = self.endpoints[i]
+            shown = redact(url)
             try:
                 result = fn(self._client(url))
             except _FAILURES as exc:
-                kind, detail = _classify(exc)
+                kind, detail = _classify(exc, tls=self.ca is not None)
                 self.stats[kind] += 1
                 if kind == "refused":
-                    raise StoreUnavailable(f"etcd {what}: {url} refused it: {detail}") from exc
+                    raise StoreUnavailable(f"etcd {what}: {shown} refused it: {detail}") from exc
+                if kind == "tls":
+                    detail = self._tls_failure(detail)
                 electing = electing or kind == "electing"
                 tried.add(i)
-                errors.append(f"{url}: {detail}")
+                errors.append(f"{shown}: {detail}")
                 if self._current == i:
                     self._current = (i + 1) % n  # steer the other threads away too
                 if n > 1:
                     log.warning("etcd %s failed on %s (%s); trying the next endpoint",
-                                what, url, detail)  # fmt: skip
+                                what, shown, detail)  # fmt: skip
                 continue
             self._last.retried = attempt > 0
             if attempt:
                 self.stats["failed_over"] += 1
             if i != self._current:
-                log.warning("etcd store now uses %s", url)
+                log.warning("etcd store now uses %s", shown)
                 self._current = i
             return result
         raise StoreUnavailable(f"etcd {what}: no endpoint answered ({'; '.join(errors[-n:])})")
