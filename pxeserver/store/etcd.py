@@ -110,8 +110,8 @@ def _classify(exc: Exception, tls: bool = False) -> tuple[str, str]:
     Kinds: ``electing`` (the member answered that the cluster is between leaders),
     ``deadline`` (no answer within the deadline: the request may or may not have been
     applied), ``tls`` (a store with ``tls``: the connection's TLS handshake failed),
-    ``unreachable`` (no connection), ``refused`` (etcd refused the request itself; see ``_REFUSED``),
-    ``error`` (anything else).
+    ``unreachable`` (no connection), ``refused`` (etcd refused the request itself; see
+    ``_REFUSED``), ``error`` (anything else).
     python-etcd3 replaces gRPC errors by its own exceptions without their message; the
     gRPC error is the exception's context.
     """
