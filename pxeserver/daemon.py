@@ -268,8 +268,15 @@ class Daemon:
         try:
             store.ping()
         except StoreUnavailable as exc:
-            log.warning("the store does not answer yet (%s); known machines wait and new "
-                        "ones get 503 until it does", exc)  # fmt: skip
+            stats = getattr(store, "stats", {})
+            if stats.get("tls") or stats.get("refused"):
+                # Misconfigured, not down (a CA or certificate etcd does not take): the
+                # line names the file to fix. Known machines boot from the local cache.
+                log.error("the store refuses pxeserver: %s; known machines boot from the "
+                          "local cache and new ones get 503 until that is fixed", exc)  # fmt: skip
+            else:
+                log.warning("the store does not answer yet (%s); known machines wait and "
+                            "new ones get 503 until it does", exc)  # fmt: skip
         try:
             self.service = make_service(s, store)
         except BaseException:
