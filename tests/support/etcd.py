@@ -3,8 +3,8 @@
 Each server runs on free loopback ports with a temporary data dir and is stopped by its
 PID. ``kill()`` is SIGKILL (a crash), ``stop()`` SIGTERM; ``start()`` again reuses the
 data dir, so a member can come back with its data. A member given a :class:`Pki` serves
-its clients only over TLS and only to clients with a certificate its CA signed
-(``--client-cert-auth``). Which member leads comes from etcd's
+its clients and peers only over TLS and only to those with a certificate its CA signed
+(``--client-cert-auth``, ``--peer-client-cert-auth``). Which member leads comes from etcd's
 maintenance Status call (``etcdctl endpoint status``), asked of each running member.
 """
 
@@ -71,7 +71,8 @@ class EtcdMember:
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        scheme = "https" if self.pki else "http"
+        return f"{scheme}://{self.host}:{self.peer_port}"
 
     def command(self) -> list[str]:
         return [
@@ -94,9 +95,14 @@ class EtcdMember:
     def _tls_flags(self) -> list[str]:
         if self.pki is None:
             return []
+        # Peers too: a node's etcd proxy asks a member's peer URL for the member list.
         return ["--cert-file", str(self.pki.crt("server")),
                 "--key-file", str(self.pki.key("server")),
-                "--trusted-ca-file", str(self.pki.crt("ca")), "--client-cert-auth"]  # fmt: skip
+                "--trusted-ca-file", str(self.pki.crt("ca")), "--client-cert-auth",
+                "--peer-cert-file", str(self.pki.crt("server")),
+                "--peer-key-file", str(self.pki.key("server")),
+                "--peer-trusted-ca-file", str(self.pki.crt("ca")),
+                "--peer-client-cert-auth"]  # fmt: skip
 
     def start(self, wait: bool = True) -> None:
         require_etcd()
