@@ -31,7 +31,7 @@ from ..errors import Problem, RenderError, StoreUnavailable
 from ..logs import redact
 from ..model import MAC, Node, hostname_from_pattern
 from ..profiles import Decision, Group, Profile
-from ..render import cloudconfig
+from ..render import engine
 from ..render.templates import Renderer
 
 SAMPLE_MAC = MAC.parse("52:54:00:00:00:01")
@@ -123,19 +123,19 @@ def _render_problems(settings: Settings, renderer: Renderer, base: str) -> list[
 def _engine_problems(settings: Settings, profile: Profile, text: str, who: str) -> list[Problem]:
     """What the real ``coreos-cloudinit -validate`` says of a rendered config, when it is
     on the PATH: a rejection is an error, a deprecation a warning."""
-    engine = shutil.which(cloudconfig.ENGINE)
-    if engine is None:
+    binary = shutil.which(engine.ENGINE)
+    if binary is None:
         return []
     key = f"profiles.{profile.name}.cloud_config"
     template = settings.paths.templates_dir / str(profile.cloud_config)
     try:
-        entries = cloudconfig.engine_report(text, engine)
+        entries = engine.engine_report(text, binary)
     except (OSError, RuntimeError) as exc:
         return [
             Problem(
                 settings.source,
                 key,
-                f"{engine} did not run: {exc}",
+                f"{binary} did not run: {exc}",
                 "fix or remove that binary (the one on the PATH)",
                 warning=True,
             )
@@ -144,7 +144,7 @@ def _engine_problems(settings: Settings, profile: Profile, text: str, who: str) 
         Problem(
             settings.source,
             key,
-            f"{cloudconfig.ENGINE} -validate: {entry} (for {who})",
+            f"{engine.ENGINE} -validate: {entry} (for {who})",
             f"fix {template}" if entry.rejects else "the node's OS must still ship it",
             warning=not entry.rejects,
         )

@@ -17,7 +17,8 @@ import pytest
 
 from pxeserver.model import MAC, Node
 from pxeserver.profiles import Group
-from pxeserver.render.cloudconfig import engine_report, validate
+from pxeserver.render.cloudconfig import validate
+from pxeserver.render.engine import engine_report
 from pxeserver.render.templates import Renderer
 
 from ..support.certs import Pki
