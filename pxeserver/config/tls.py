@@ -18,7 +18,7 @@ rather than a handshake that fails later, on every call, with BoringSSL's words.
 
 What cannot be known here (the CA does not sign etcd's own certificate, etcd does not
 trust this client certificate) shows when the store connects, with the file named too
-(:meth:`pxeserver.store.etcd.EtcdStore._tls_failure`).
+(:mod:`pxeserver.store.etcd_tls`).
 """
 
 from __future__ import annotations

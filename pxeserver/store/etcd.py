@@ -19,7 +19,7 @@ With ``https://`` endpoints the store speaks TLS: ``ca`` is the CA certificate t
 etcd's server certificates, and ``cert`` and ``key`` the client certificate etcd's
 ``--client-cert-auth`` asks for (the settings checked the files at load). A handshake
 that fails is a failure of that endpoint like any other, with a sentence that names the
-file to fix (:meth:`EtcdStore._tls_failure`). Endpoints are shown (logs, errors) only
+file to fix (:mod:`pxeserver.store.etcd_tls`). Endpoints are shown (logs, errors) only
 through :func:`pxeserver.logs.redact`: a user and password in a URL never show.
 """
 
@@ -41,6 +41,7 @@ from ..errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
 from ..logs import redact
 from ..model import MAC, Node, Versioned
 from . import MAX_HOSTNAME_PROBES, HostnameFor
+from .etcd_tls import ClientTls, handshake_failed
 
 # python-etcd3's generated protobuf modules import only with the pure-Python protobuf
 # runtime on protobuf >= 4; this must be set before protobuf is first imported.
@@ -100,10 +101,6 @@ _REFUSED = (
 )
 
 
-# How gRPC says that a TLS handshake failed (its details, BoringSSL's words).
-_TLS_FAILED = ("handshake", "TSI_", "SSL_ERROR", "CERTIFICATE_VERIFY_FAILED")
-
-
 def _classify(exc: Exception, tls: bool = False) -> tuple[str, str]:
     """What kind of failure ``exc`` is, and its message.
 
@@ -123,7 +120,7 @@ def _classify(exc: Exception, tls: bool = False) -> tuple[str, str]:
         return "electing", detail
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return "deadline", detail
-    if tls and any(m.lower() in detail.lower() for m in _TLS_FAILED):
+    if tls and handshake_failed(detail):
         return "tls", detail
     if code is grpc.StatusCode.UNAVAILABLE:
         return "unreachable", detail
@@ -158,7 +155,7 @@ class EtcdStore:
         self.endpoints = tuple(endpoints)
         self.prefix = prefix
         self.timeout = timeout
-        self.ca, self.cert, self.key = ca, cert, key
+        self.tls = ClientTls(ca, cert, key) if ca is not None else None
         self._clients: dict[str, Any] = {}
         self._current = 0
         self._closed = False
@@ -171,7 +168,7 @@ class EtcdStore:
         self._last = threading.local()
 
     def __repr__(self) -> str:
-        tls = ", TLS" if self.ca else ""
+        tls = ", TLS" if self.tls else ""
         return f"EtcdStore({redact(','.join(self.endpoints))}{tls}, prefix={self.prefix!r})"
 
     # -- keys ---------------------------------------------------------------------------
@@ -200,58 +197,11 @@ class EtcdStore:
                     port=port,
                     timeout=self.timeout,
                     grpc_options=GRPC_OPTIONS,
-                    **self._tls_files(),
+                    **(self.tls.arguments() if self.tls else {}),
                 )
                 client.metadata = REQUIRE_LEADER  # python-etcd3 sends it with every call
                 self._clients[url] = client
             return client
-
-    def _tls_files(self) -> dict[str, str]:
-        """python-etcd3's TLS arguments. It reads the files when it makes a client; one
-        gone since the settings were checked is the store unavailable, with its name."""
-        if self.ca is None:
-            return {}
-        files = {"ca_cert": self.ca, "cert_cert": self.cert, "cert_key": self.key}
-        for path in files.values():
-            if path is not None and not os.access(path, os.R_OK):
-                raise StoreUnavailable(
-                    f"etcd: cannot read {path}, a TLS file of the settings; restore it"
-                )
-        return {name: str(path) for name, path in files.items() if path is not None}
-
-    def _tls_failure(self, detail: str) -> str:
-        """A failed TLS handshake as a sentence that names the file to fix and how.
-
-        gRPC cannot tell which side gave up: a server certificate this CA did not sign
-        fails here (CERTIFICATE_VERIFY_FAILED); a client certificate etcd does not
-        accept, or none where etcd asks for one, shows as the connection dropped right
-        after the handshake (``Unwrap failed``, TSI_DATA_CORRUPTED); a plain-HTTP etcd
-        closes it during the handshake (``Handshake read failed``)."""
-        if "CERTIFICATE_VERIFY_FAILED" in detail:
-            why = detail.rpartition("CERTIFICATE_VERIFY_FAILED")[2].removesuffix(": OK")
-            why = why.strip(": ") or "refused"
-            return (
-                f"etcd's server certificate does not verify against the CA in {self.ca} "
-                f"(store.etcd_ca: {why}): set store.etcd_ca to the CA that signed etcd's "
-                "certificate, one that names this endpoint's host"
-            )
-        if "TSI_DATA_CORRUPTED" in detail or "Unwrap failed" in detail:
-            if self.cert is None:
-                return (
-                    "etcd closed the TLS connection: it asks for a client certificate "
-                    "(--client-cert-auth); set store.etcd_cert and store.etcd_key"
-                )
-            return (
-                f"etcd closed the TLS connection: it did not accept the client "
-                f"certificate {self.cert} (store.etcd_cert); give one signed by a CA in "
-                "etcd's --trusted-ca-file, for clientAuth, and not expired"
-            )
-        if "Handshake read failed" in detail:
-            return (
-                f"no TLS handshake ({detail}): does etcd serve TLS on this URL? If it "
-                "serves plain HTTP, write http:// and drop store.etcd_ca/cert/key"
-            )
-        return f"the TLS handshake with etcd failed ({detail}); check store.etcd_ca/cert/key"
 
     def _call(self, what: str, fn: Callable[[Any], T]) -> T:
         """Run ``fn(client)`` against the current endpoint, failing over to the others.
@@ -289,12 +239,12 @@ class EtcdStore:
             try:
                 result = fn(self._client(url))
             except _FAILURES as exc:
-                kind, detail = _classify(exc, tls=self.ca is not None)
+                kind, detail = _classify(exc, tls=self.tls is not None)
                 self.stats[kind] += 1
                 if kind == "refused":
                     raise StoreUnavailable(f"etcd {what}: {shown} refused it: {detail}") from exc
-                if kind == "tls":
-                    detail = self._tls_failure(detail)
+                if kind == "tls" and self.tls:
+                    detail = self.tls.failure(detail)
                 electing = electing or kind == "electing"
                 tried.add(i)
                 errors.append(f"{shown}: {detail}")
