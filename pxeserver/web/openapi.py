@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from .. import __version__
 from ..config import Settings
 from .boot import KNOWN_ARCHES
+from .listing import SORT_FIELDS
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
@@ -150,10 +151,23 @@ SCHEMAS: dict[str, Any] = {
     "NodeList": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["nodes", "count"],
+        "required": ["nodes", "count", "offset", "limit", "by_state"],
         "properties": {
-            "nodes": {"type": "array", "items": _ref("Node")},
-            "count": {"type": "integer", "minimum": 0},
+            "nodes": {"type": "array", "items": _ref("Node"), "description": "this page"},
+            "count": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "nodes that match the filters, on all pages together",
+            },
+            "offset": {"type": "integer", "minimum": 0},
+            "limit": _nullable("integer", description="null: every matching node"),
+            "by_state": {
+                "type": "object",
+                "description": "every node in the registry by state, whatever the filters",
+                "additionalProperties": False,
+                "required": STATES,
+                "properties": {s: {"type": "integer", "minimum": 0} for s in STATES},
+            },
         },
     },
     "NodePatch": {
@@ -412,7 +426,7 @@ def _node_paths() -> dict[str, Any]:
         "/api/v1/nodes": {
             "get": {
                 "tags": ["nodes"],
-                "summary": "List nodes, optionally filtered",
+                "summary": "List nodes: filtered, sorted, a page at a time",
                 "parameters": [
                     {
                         "name": "state",
@@ -430,6 +444,35 @@ def _node_paths() -> dict[str, Any]:
                         },
                         "style": "form",
                         "explode": True,
+                    },
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "description": "text in the MAC, hostname or IP (any case)",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "sort",
+                        "in": "query",
+                        "description": "the field to order by; nodes without it come last",
+                        "schema": {"type": "string", "enum": list(SORT_FIELDS), "default": "mac"},
+                    },
+                    {
+                        "name": "order",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "at most this many nodes (a page); all without it",
+                        "schema": {"type": "integer", "minimum": 1},
+                    },
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "description": "skip this many nodes of the order first",
+                        "schema": {"type": "integer", "minimum": 0, "default": 0},
                     },
                 ],
                 "responses": {"200": _json(_ref("NodeList"), "the nodes"), **API_ERRORS},
