@@ -15,6 +15,7 @@ from pxeserver.model import MAC
 
 from .conftest import make_service, make_settings
 from .support.net import wait_for
+from .test_dhcp_captured import captured_bytes
 from .test_dhcp_packets import UUID, golden
 
 
@@ -66,6 +67,25 @@ def test_discover_gets_an_offer_with_the_right_boot_file(
     assert reply.options[dp.OPT_SERVER_ID] == socket.inet_aton("127.0.0.1")
     # BIOS ROMs and iPXE are told to take this file; UEFI firmware asks on port 4011
     assert (dp.OPT_VENDOR in reply.options) == name.startswith("bios-")
+
+
+def test_real_http_boot_firmware_gets_the_answer_the_uefi_spec_asks_for(proxy: ProxyDhcp) -> None:
+    """OVMF's own HTTP boot DISCOVER, captured in the lab. UEFI 2.x, "HTTP Boot": an offer
+    is for HTTP boot only with option 60 "HTTPClient" (EDK2 compares those 10 bytes), and
+    its boot file is a URI; PXE's option 43 means nothing to it."""
+    request = captured_bytes("uefi-http-discover")
+    asked = dp.parse(request)
+    reply = exchange(proxy.ports["dhcp"], request)
+    assert reply is not None
+    assert reply.message_type == dp.OFFER and reply.yiaddr == "0.0.0.0"
+    assert reply.xid == asked.xid and reply.chaddr == asked.chaddr
+    assert reply.options[dp.OPT_VENDOR_CLASS] == b"HTTPClient"
+    url = b"http://127.0.0.1:8080/boot/ipxe.efi"
+    assert reply.file == url
+    assert dp.OPT_BOOTFILE in asked.options[dp.OPT_PARAMS]  # it asks for option 67 too
+    assert reply.options[dp.OPT_BOOTFILE] == url
+    assert dp.OPT_VENDOR not in reply.options
+    assert reply.options[dp.OPT_CLIENT_UUID] == asked.options[dp.OPT_CLIENT_UUID]
 
 
 def test_port_4011_request_gets_an_ack(proxy: ProxyDhcp) -> None:

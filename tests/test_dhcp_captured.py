@@ -1,7 +1,8 @@
 """ProxyDHCP's packet code against DHCP packets captured from real firmware in the lab.
 
 The files are in tests/data/dhcp/captured/ (see its README): SeaBIOS's iPXE ROM, OVMF's
-own PXE client and iPXE's snponly.efi, as they booted through pxeserver under QEMU.
+own PXE and HTTP boot clients and iPXE's snponly.efi, as they booted through pxeserver
+under QEMU.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from pxeserver.dhcp import Loaders, Offer, choose, is_pxe_client, machine_of
 CAPTURED = Path(__file__).resolve().parent / "data" / "dhcp" / "captured"
 
 
+def captured_bytes(name: str) -> bytes:
+    return bytes.fromhex((CAPTURED / f"{name}.hex").read_text().replace("\n", ""))
+
+
 def captured(name: str) -> dp.DhcpPacket:
-    return dp.parse(bytes.fromhex((CAPTURED / f"{name}.hex").read_text().replace("\n", "")))
+    return dp.parse(captured_bytes(name))
 
 
 def loaders() -> Loaders:
@@ -32,6 +37,7 @@ def loaders() -> Loaders:
         ("uefi-pxe-request-site", dp.REQUEST, 7, False),
         ("uefi-pxe-request-4011", dp.REQUEST, 7, False),
         ("uefi-ipxe-discover", dp.DISCOVER, 7, True),
+        ("uefi-http-discover", dp.DISCOVER, 16, False),
     ],
 )
 def test_real_firmware_packets_parse(name: str, message_type: int, arch: int, ipxe: bool) -> None:
@@ -65,3 +71,11 @@ def test_the_request_to_the_site_teaches_the_address() -> None:
     machine = machine_of(p, p.mac)
     assert (machine.arch, machine.platform, machine.ip) == ("x86_64", "efi", p.requested_ip)
     assert captured("uefi-pxe-request-4011").ciaddr.startswith("192.0.2.")
+
+
+def test_uefi_http_boot_is_told_a_url_with_httpclient() -> None:
+    p = captured("uefi-http-discover")
+    assert p.vendor_class == "HTTPClient:Arch:00016:UNDI:003000"
+    offer = choose(p, "192.0.2.1", loaders())
+    assert offer == Offer("http://192.0.2.1/boot/ipxe.efi", "HTTPClient",
+                          "UEFI x86-64 HTTP boot (arch 16)")  # fmt: skip

@@ -10,6 +10,7 @@ message without IP/UDP headers, in hex, 64 digits a line):
     uefi-pxe-request-site.hex   OVMF's REQUEST to the site's DHCP server (port 67)
     uefi-pxe-request-4011.hex   OVMF's boot-server REQUEST to port 4011
     uefi-ipxe-discover.hex      DISCOVER of iPXE's EFI loader (snponly.efi) once it runs
+    uefi-http-discover.hex      DISCOVER of OVMF's own UEFI HTTP boot client (HTTPClient)
 
 A kind not in the capture is reported and skipped.
 """
@@ -29,6 +30,7 @@ KINDS = (
     "uefi-pxe-request-site",
     "uefi-pxe-request-4011",
     "uefi-ipxe-discover",
+    "uefi-http-discover",
 )
 
 
@@ -59,9 +61,11 @@ def kind(msg: bytes, dport: int) -> str | None:
         return None
     opts = options(msg)
     vendor = opts.get(60, b"")
+    arch = struct.unpack("!H", opts[93][:2])[0] if len(opts.get(93, b"")) >= 2 else None
+    if vendor.startswith(b"HTTPClient") and arch == 16 and opts.get(53) == b"\x01":
+        return "uefi-http-discover"
     if not vendor.startswith(b"PXEClient"):
         return None
-    arch = struct.unpack("!H", opts[93][:2])[0] if len(opts.get(93, b"")) >= 2 else None
     is_ipxe = 175 in opts or opts.get(77, b"") == b"iPXE"
     msg_type = opts.get(53, b"\x00")[0]
     if msg_type == 3 and arch == 7 and not is_ipxe:

@@ -152,6 +152,11 @@ class Lab:
         self.etcd: NsEtcd | None = None
         self.scratch = Path(f"/tmp/pxlab-{self.id}")  # etcd's data: large, not worth keeping
         self.api_token = secrets.token_hex(8)
+        # pxeserver's HTTP port: 80 unless the settings say otherwise (the site-DHCP labs
+        # run it on 8080, the port docs/NETBOOT.md's snippets name).
+        self.http_port = int(settings.get("server", {}).get("http_port", 80))
+        port = "" if self.http_port == 80 else f":{self.http_port}"
+        self.http = f"http://{SERVER_IP}{port}"
 
     # -- paths a failing test names ----------------------------------------------------------
 
@@ -201,14 +206,20 @@ class Lab:
 
     def _site_dhcp(self) -> None:
         """dnsmasq as the site's ordinary DHCP server: addresses only, no PXE options."""
-        cmd = [
+        self.procs["dnsmasq"] = self.site.popen(self.site_dnsmasq(), self.dir / "dnsmasq.out")
+
+    def site_dnsmasq(self, *extra: str, addresses: bool = True) -> list[str]:
+        """The site's dnsmasq command: IPv6 router advertisements, DHCPv4 addresses unless
+        ``addresses`` is false (another DHCP server hands them out), then ``extra``."""
+        v4 = ["--dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,10m"] if addresses else []
+        return [
             DNSMASQ,
             "--keep-in-foreground",
             "--conf-file=/dev/null",
             "--port=0",  # no DNS
             f"--interface={self.site_iface}",
             "--bind-interfaces",
-            "--dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,10m",
+            *v4,
             "--enable-ra",  # router advertisements only: no DHCPv6, no PXE over IPv6
             "--dhcp-range=2001:db8:0:1::,ra-only,64,10m",
             f"--dhcp-leasefile={self.dir / 'dnsmasq.leases'}",
@@ -218,8 +229,8 @@ class Lab:
             f"--log-facility={self.dnsmasq_log}",
             "--pid-file=",
             "--user=root",
+            *extra,
         ]
-        self.procs["dnsmasq"] = self.site.popen(cmd, self.dir / "dnsmasq.out")
 
     def _recorder(self) -> None:
         cmd = [sys.executable, "-m", "tests.lab.sniff", self.bridge, str(self.capture)]
@@ -239,11 +250,11 @@ class Lab:
         base: dict[str, Any] = {
             "server": {
                 "listen": "0.0.0.0",
-                "http_port": 80,
+                "http_port": self.http_port,
                 "tftp_port": 69,
                 "dhcp_port": 67,
                 "pxe_port": 4011,
-                "base_url": f"http://{SERVER_IP}",
+                "base_url": self.http,
                 "api_token": self.api_token,
                 "http_workers": 2,
                 "log_level": "DEBUG",
@@ -273,7 +284,7 @@ class Lab:
         while time.monotonic() < deadline:
             if self.procs["pxeserver"].poll() is not None:
                 raise RuntimeError(f"pxeserver exited at start; see {self.server_log}")
-            if self.ns.call(_http_ok, f"http://{SERVER_IP}/healthz"):
+            if self.ns.call(_http_ok, f"{self.http}/healthz"):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"pxeserver not answering after 60 s; see {self.server_log}")
@@ -296,7 +307,7 @@ class Lab:
         """Call pxeserver's API from inside the namespace. A 503 (the store did not answer
         in time, as on an overloaded machine) is asked again, as iPXE would, for up to a
         minute; every call the lab makes is idempotent."""
-        url = f"http://{SERVER_IP}{path}"
+        url = f"{self.http}{path}"
         deadline = time.monotonic() + 60
         while True:
             status, answer = self.ns.call(_http, method, url, body, self.api_token)

@@ -18,6 +18,15 @@ from .netns import Namespace, stop_process
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# OVMF makes a boot option per NIC for each of its network clients, PXE before HTTP, and
+# QEMU's boot order (-boot n, bootindex) names the NIC, not one of its options: the
+# console says `starting Boot0001 "UEFI PXEv4 (MAC:…)"`. OVMF reads these fw_cfg names
+# at start (the strings are in Debian's OVMF_CODE_4M.fd): with PXE off it makes no PXE
+# options, and Boot0001 is "UEFI HTTPv4 (MAC:…)", its HTTP boot client.
+HTTP_BOOT_ONLY = [
+    "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+    "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
+]  # fmt: skip
 
 
 @dataclass
@@ -28,7 +37,9 @@ class VM:
     workdir: Path  # the lab's folder: consoles, QEMU output, OVMF variables
     name: str
     mac: MAC
-    firmware: str  # "bios": SeaBIOS + the NIC's iPXE ROM; "uefi": OVMF's own PXE client
+    # "bios": SeaBIOS + the NIC's iPXE ROM; "uefi": OVMF's own PXE client; "uefi-http":
+    # OVMF's own HTTP boot client (its PXE clients switched off, see HTTP_BOOT_ONLY)
+    firmware: str
     tap: str
     memory_mb: int = 384
     proc: subprocess.Popen[bytes] | None = None
@@ -63,6 +74,8 @@ class VM:
             ]  # fmt: skip
             # romfile= (empty): no option ROM, so the firmware's own PXE client boots.
             nic = ["-device", f"virtio-net-pci,netdev=net0,mac={self.mac},romfile="]
+            if self.firmware == "uefi-http":
+                machine += HTTP_BOOT_ONLY
         return [
             QEMU,
             "-accel", "tcg",  # never KVM: /dev/kvm hangs on this kind of machine
