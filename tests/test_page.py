@@ -521,6 +521,10 @@ def test_ten_thousand_nodes(tmp_path: Path, page: Any) -> None:
         wait(page, "the second page", lambda d: rows_of(d) == newest[100:200], 60)
         assert text(page, "#shown").startswith("rows 101–200 of 10,000 nodes")
         assert text(page, "#p-where") == "page 2 of 100"
+        page.refresh()  # the view is kept in the address: a reload shows the same rows
+        wait(page, "the second page again", lambda d: rows_of(d) == newest[100:200], 60)
+        heading = page.find_element(By.CSS_SELECTOR, 'th[data-sort="last_seen"]')
+        assert heading.get_attribute("aria-sort") == "descending"
 
         heading.find_element(By.TAG_NAME, "button").click()
         wait(page, "the oldest first", lambda d: rows_of(d) == oldest[:100], 60)
