@@ -27,7 +27,7 @@ Checked, and reported in the JSON/Markdown result:
   ``limits.new_macs_per_second`` sets for the run's length.
 
 Deterministic for a given ``--seed`` (the packets, not the timing). Stops by itself; the
-server is stopped by its PID. Importable: :func:`run` (tests/test_fuzz.py runs a seed).
+server is stopped by its PID. Importable: :func:`run` (tests/serve/test_fuzz.py runs a seed).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pxeserver import dhcp_packets as dp  # noqa: E402
+from pxeserver.dhcp import packets as dp  # noqa: E402
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
 GOLDEN = REPO / "tests" / "data" / "dhcp"

@@ -111,16 +111,16 @@ def write_config(base: Path, port: int) -> Path:
 def register(config: Path, etcd: str | None, count: int) -> None:
     """``count`` nodes in the store the server will use, as its first sightings make them."""
     from pxeserver.config import load
-    from pxeserver.daemon import make_store
+    from pxeserver.daemon import make_registry, make_store
     from pxeserver.model import MAC, EventKind
-    from pxeserver.registry import Change, Registry
+    from pxeserver.nodes.registry import Change
 
     overrides: dict[str, Any] = {}
     if etcd:
         overrides = {"store.backend": "etcd", "store.etcd_endpoints": [etcd]}
     settings, _ = load(config, overrides)
     store = make_store(settings)
-    registry = Registry(store, hostname_pattern=settings.cluster.hostname_pattern)
+    registry = make_registry(settings, store, local=False)
 
     def part(k: int) -> None:
         for i in range(k, count, 8):

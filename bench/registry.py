@@ -4,7 +4,7 @@
     .venv/bin/python bench/registry.py --runs 1 --quick
 
 Each case runs one or two worker processes (``python bench/registry.py --worker …``),
-each building the store and :class:`pxeserver.registry.Registry` exactly as ``pxeserver
+each building the store and :class:`pxeserver.nodes.registry.Registry` exactly as ``pxeserver
 serve`` does and calling ``Registry.apply`` from several threads for a fixed time: an
 ``ipxe`` change that counts a boot, what serving ``/ipxe`` writes. Cases:
 
@@ -109,7 +109,7 @@ class CountingStore:
 
 def server_registry(kind: str, store: Any, data_dir: Path) -> Any:
     """The registry ``pxeserver serve`` builds over ``store`` (for etcd: with its local
-    node cache and journal in ``data_dir``, see pxeserver/resilient.py)."""
+    node cache and journal in ``data_dir``, see pxeserver/nodes/resilient.py)."""
     from pxeserver.config import load
     from pxeserver.daemon import make_registry
 
@@ -126,7 +126,7 @@ def server_registry(kind: str, store: Any, data_dir: Path) -> Any:
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Apply changes from ``threads`` threads until ``start_at + duration``; report."""
     from pxeserver.model import MAC, EventKind
-    from pxeserver.registry import Change
+    from pxeserver.nodes.registry import Change
 
     store = CountingStore(make_store(spec["store"], spec["where"]))
     registry = server_registry(spec["store"], store, Path(spec["data_dir"]))
@@ -158,7 +158,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         th.start()
     for th in threads:
         th.join()
-    registry.store.close()
+    registry.close()
     lat = [x for per in latencies for x in per]
     return {
         "applies": len(lat),
@@ -174,11 +174,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def populate(kind: str, where: str, count: int) -> None:
+    from pxeserver.config import load
+    from pxeserver.daemon import make_registry
     from pxeserver.model import MAC, EventKind
-    from pxeserver.registry import Change, Registry
+    from pxeserver.nodes.registry import Change
 
     store = make_store(kind, where)
-    registry = Registry(store)
+    registry = make_registry(load(None)[0], store, local=False)
     for i in range(count):
         mac = MAC.parse(mac_of(i))
         if registry.get(mac) is None:

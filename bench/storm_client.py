@@ -46,7 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.common import machine_ip
-from pxeserver import dhcp_packets as dp
+from pxeserver.dhcp import packets as dp
 
 STEPS = ("dhcp", "tftp", "boot.ipxe", "ipxe", "kernel", "initrd", "cloud-config", "ready")
 DHCP_TIMEOUTS = (4.0, 8.0, 16.0, 32.0)

@@ -255,7 +255,7 @@ def prerender(work: Path, files: dict[str, Any], veth: Veth, macs: list[str],
         machine = Machine(mac, uuid, "i386", "pcbios", ip)
         (root / "ipxe" / f"{mac_text}.ipxe").write_text(service.ipxe_script(machine, base))
         (root / "cloud-config" / f"{mac_text}.yaml").write_text(service.cloud_config(mac, base))
-    service.registry.store.close()
+    service.close()
     for p in [root, *root.rglob("*")]:
         if not p.is_symlink():
             p.chmod(0o755 if p.is_dir() else 0o644)

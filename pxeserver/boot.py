@@ -13,19 +13,33 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from . import metrics
-from .config import Settings, hostname_from_pattern, valid_hostname
+from .config import Settings
 from .errors import InvalidInput, NotFound, RenderError, StoreUnavailable
-from .model import MAC, EventKind, Machine, Node, State
-from .profiles import BootChoice, Decision, Profile, decide, machine_facts
-from .registry import UNSET, Change, Registry
-from .render import Renderer
-from .sightings import Sightings
+from .model import (
+    MAC,
+    UNSET,
+    EventKind,
+    Machine,
+    Node,
+    State,
+    hostname_from_pattern,
+    valid_hostname,
+)
+from .nodes.registry import Change, Registry
+from .nodes.sightings import Sightings
+from .profiles import BootChoice, Decision, Profile, Verdict, choose, machine_facts, verdicts
+from .render.templates import Renderer
 
 log = logging.getLogger(__name__)
 
 
 class NoMatch(NotFound):
-    """No group selects this machine and there is no default group: ignore it."""
+    """No group selects this machine and there is no default group: ignore it.
+    ``verdicts`` says how every group fared, for explaining."""
+
+    def __init__(self, message: str, verdicts: tuple[Verdict, ...] = ()) -> None:
+        super().__init__(message)
+        self.verdicts = verdicts
 
 
 @dataclass(frozen=True)
@@ -41,16 +55,33 @@ class Preview:
     boot: BootChoice | None = None  # network boot or boot from disk, and why
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """Why a registered machine boots what it boots, from the policy's own decision."""
+
+    node: Node
+    reason: str  # the decision's reason, or why no group selects the machine
+    verdicts: tuple[Verdict, ...]  # every group's verdict, also when none matched
+    preview: Preview | None  # what it would be served; None when nothing selects it
+
+
 class BootService:
-    def __init__(self, settings: Settings, registry: Registry, renderer: Renderer) -> None:
+    """The boot policy over a registry, a renderer and the sightings writer; built by
+    :func:`pxeserver.daemon.make_service` and nowhere else."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, renderer: Renderer, sightings: Sightings
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.renderer = renderer
         # What ProxyDHCP and TFTP saw; written to the registry by a background thread
         # that only the daemon's main process starts (start_background).
-        self.sightings = Sightings(
-            registry, new_macs_per_second=settings.limits.new_macs_per_second
-        )
+        self.sightings = sightings
+
+    def close(self) -> None:
+        """Release the store (and the local cache and journal, if the registry has them)."""
+        self.registry.close()
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -64,10 +95,12 @@ class BootService:
             hostname=node.hostname,
             labels=node.labels,
         )
-        decision = decide(self.settings.groups, facts, node.profile)
+        judged = verdicts(self.settings.groups, facts)
+        decision = choose(self.settings.groups, judged, node.profile)
         if decision is None:
             raise NoMatch(
-                f"{node.mac}: no group selects this machine and there is no default group"
+                f"{node.mac}: no group selects this machine and there is no default group",
+                judged,
             )
         return decision
 
@@ -129,19 +162,27 @@ class BootService:
             script = self.renderer.ipxe_script(node, profile, decision, base)
         return script
 
-    def cloud_config(self, mac: MAC, base: str) -> str:
-        """The node's cloud-config, validated. Serving it makes the node ``configured``."""
+    def cloud_config(self, mac: MAC, base: str, ip: str | None = None) -> str:
+        """The node's cloud-config, validated. Serving it makes the node ``configured``.
+
+        ``ip``: the address the request came from. The booted OS fetches its own config,
+        so this is the address the OS has, which its config names (fleet's public IP) and
+        the registry records from now on. The firmware's lease, recorded at the iPXE
+        step, may differ: systemd-networkd asks DHCP with a DUID, not the firmware's MAC.
+        """
         existing = self.registry.get(mac)
-        node = existing or self._provisional(Machine(mac))
+        machine = Machine(mac, ip=ip)
+        node = self._with_facts(existing, machine) if existing else self._provisional(machine)
         decision = self.decide(node)
         profile = self.profile(decision, node)
+        change = Change(EventKind.CLOUD_CONFIG, f"profile {profile.name}", machine)
         if existing is not None:
-            text = self.renderer.cloud_config(existing, profile, decision.group, base)
-            self.registry.apply(mac, Change(EventKind.CLOUD_CONFIG, f"profile {profile.name}"))
+            text = self.renderer.cloud_config(node, profile, decision.group, base)
+            self.registry.apply(mac, change)
             return text
         # First sight of this MAC: the hostname and token exist once it is recorded.
         self.renderer.cloud_config(node, profile, decision.group, base)
-        node = self.registry.apply(mac, Change(EventKind.CLOUD_CONFIG, f"profile {profile.name}"))
+        node = self.registry.apply(mac, change)
         return self.renderer.cloud_config(node, profile, decision.group, base)
 
     def phone_home(self, mac: MAC, token: str | None, kind: EventKind) -> Node:
@@ -186,7 +227,21 @@ class BootService:
             except StoreUnavailable as exc:
                 log.warning("previewing %s without its record: %s", machine.mac, exc)
         node = self._with_facts(existing, machine) if existing else self._provisional(machine)
-        decision = self.decide(node)
+        return self._preview(node, existing is not None, self.decide(node), base)
+
+    def explain(self, machine: Machine, base: str) -> Explanation:
+        """Why the registered machine ``machine`` boots what it boots (facts it sends now,
+        such as its platform, count as in :meth:`ipxe_script`), and what it would be
+        served. Records nothing. Raises NotFound for a machine not in the registry."""
+        node = self._with_facts(self.node(machine.mac), machine)
+        try:
+            decision = self.decide(node)
+        except NoMatch as exc:
+            return Explanation(node, str(exc), exc.verdicts, None)
+        preview = self._preview(node, True, decision, base)
+        return Explanation(node, decision.reason, decision.verdicts, preview)
+
+    def _preview(self, node: Node, known: bool, decision: Decision, base: str) -> Preview:
         profile = self.profile(decision, node)
         ipxe = self.renderer.ipxe_script(node, profile, decision, base)
         cloud = None
@@ -196,9 +251,21 @@ class BootService:
         if profile.ignition:
             ignition = self.renderer.ignition(node, profile, decision.group, base)
         boot = self.renderer.boot_choice(node, profile)
-        return Preview(node, existing is not None, decision, ipxe, cloud, ignition, boot)
+        return Preview(node, known, decision, ipxe, cloud, ignition, boot)
 
     # -- operators ---------------------------------------------------------------------------
+
+    def node(self, mac: MAC) -> Node:
+        """The registered node ``mac``; NotFound if there is none."""
+        return self.registry.require(mac)
+
+    def health(self) -> str | None:
+        """None when the store answers; otherwise what is wrong with it."""
+        try:
+            self.registry.ping()
+        except StoreUnavailable as exc:
+            return f"unavailable: {exc}"
+        return None
 
     def effective_profile(self, node: Node) -> tuple[str | None, str]:
         """The profile the node boots now and where that comes from."""
@@ -313,7 +380,7 @@ class BootService:
         decision and kernel arguments as its iPXE script. Serving it records the node as
         ``booting`` (an ``ipxe`` event: the boot script was served), like ``/ipxe`` does.
         Reads and writes the store: call it off any packet loop."""
-        from . import pxelinux
+        from .render import pxelinux
 
         existing = self.registry.get(machine.mac)
         before = self._with_facts(existing, machine) if existing else self._provisional(machine)

@@ -1,42 +1,44 @@
-"""The ``pxeserver`` command: serve, check, render, nodes, assets.
+"""The ``pxeserver`` command: serve, check, render, nodes, assets, demo.
 
-Errors are one line on stderr and exit status 1 (a settings file with several problems
-prints one line per problem).
+This module reads the command line; what a command does beyond a few lines is in
+:mod:`pxeserver.commands` (or :mod:`pxeserver.daemon` for ``serve``). Errors are one line
+on stderr and exit status 1 (a settings file with several problems prints one line per
+problem), translated in one place: :class:`Commands`.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from . import checks
+from .commands.check import check_settings, default_base_url
+from .commands.nodes import DEFAULT_SERVER, Api, changes, details, table
 from .config import load
 from .errors import ConfigError, PxeError
 from .model import MAC, Machine
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 
-def fail(message: str) -> NoReturn:
-    click.echo(f"pxeserver: {message}", err=True)
-    sys.exit(1)
+class Commands(click.Group):
+    """pxeserver's commands. Its errors end a command here, and nowhere else: every
+    problem of a settings file one line each, any other error one line, exit status 1."""
 
-
-def config_failed(exc: ConfigError) -> NoReturn:
-    """Every problem of a settings file, one line each, then exit 1."""
-    for problem in exc.problems:
-        click.echo(str(problem), err=True)
-    sys.exit(1)
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            sys.exit(1)
+        except PxeError as exc:
+            click.echo(f"pxeserver: {exc}", err=True)
+            sys.exit(1)
 
 
 def config_option(f: F) -> F:
@@ -49,7 +51,7 @@ def config_option(f: F) -> F:
     )(f)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pxeserver")
 def main() -> None:
     """PXE-boot bare machines into cluster nodes."""
@@ -106,12 +108,8 @@ def serve(config: Path | None, **flags: Any) -> None:
 
     try:
         code = daemon.serve(config, serve_overrides(**flags))
-    except ConfigError as exc:
-        config_failed(exc)
-    except PxeError as exc:
-        fail(str(exc))
     except OSError as exc:
-        fail(f"cannot start: {exc}")
+        raise PxeError(f"cannot start: {exc}") from exc
     sys.exit(code)
 
 
@@ -122,11 +120,8 @@ def serve(config: Path | None, **flags: Any) -> None:
 @config_option
 def check(config: Path | None) -> None:
     """Validate settings, templates and assets; print every problem found."""
-    try:
-        settings, warnings = load(config)
-    except ConfigError as exc:
-        config_failed(exc)
-    problems = warnings + checks.check_settings(settings)
+    settings, warnings = load(config)
+    problems = warnings + check_settings(settings)
     for problem in problems:
         click.echo(str(problem), err=True)
     errors = [p for p in problems if not p.warning]
@@ -159,16 +154,14 @@ def render(
     from . import daemon
     from .model import parse_uuid
 
+    settings, _ = load(config)
+    machine = Machine(MAC.parse(mac), parse_uuid(uuid), arch, platform)
+    service = daemon.make_service(settings, local=False)
     try:
-        settings, _ = load(config)
-        machine = Machine(MAC.parse(mac), parse_uuid(uuid), arch, platform)
-        service = daemon.make_service(settings, local=False)
-        base = base_url or checks.default_base_url(settings)
+        base = base_url or default_base_url(settings)
         preview = service.preview(machine, base, use_registry=not no_registry)
-    except ConfigError as exc:
-        config_failed(exc)
-    except PxeError as exc:
-        fail(str(exc))
+    finally:
+        service.close()
     note = "" if preview.known else " (not registered yet: hostname is a placeholder)"
     click.echo(f"# machine {preview.node.mac}: hostname {preview.node.hostname}{note}")
     click.echo(f"# profile {preview.decision.profile}: {preview.decision.reason}")
@@ -188,45 +181,6 @@ def render(
 # -- nodes (through a running server's API) ---------------------------------------------------
 
 
-class Api:
-    def __init__(self, server: str, token: str | None) -> None:
-        self.server = server.rstrip("/")
-        self.token = token
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.server + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read()).get("error", exc.reason)
-            except (ValueError, AttributeError):
-                message = exc.reason
-            fail(f"{method} {path}: {exc.code} {message}")
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            fail(f"cannot reach {self.server} ({reason}); is `pxeserver serve` running?")
-        return json.loads(raw) if raw else None
-
-
-def ago(iso: str | None) -> str:
-    if not iso:
-        return "-"
-    then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    seconds = int((datetime.now(timezone.utc) - then).total_seconds())
-    if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h ago"
-
-
 @main.group()
 @click.option(
     "--server",
@@ -242,13 +196,6 @@ def nodes(ctx: click.Context, server: str, token: str | None) -> None:
     ctx.obj = Api(server, token)
 
 
-def _mac_arg(text: str) -> str:
-    try:
-        return MAC.parse(text).value
-    except PxeError as exc:
-        fail(str(exc))
-
-
 @nodes.command("list")
 @click.option(
     "--state", type=click.Choice(["discovered", "booting", "configured", "ready", "lost"])
@@ -261,34 +208,8 @@ def nodes_list(
     api: Api, state: str | None, profile: str | None, labels: tuple[str, ...], as_json: bool
 ) -> None:
     """List nodes."""
-    query = []
-    if state:
-        query.append(f"state={state}")
-    if profile:
-        query.append(f"profile={urllib.parse.quote(profile)}")
-    query += [f"label={urllib.parse.quote(label)}" for label in labels]
-    data = api.call("GET", "/api/v1/nodes" + ("?" + "&".join(query) if query else ""))
-    if as_json:
-        click.echo(json.dumps(data["nodes"], indent=2))
-        return
-    rows = [("MAC", "HOSTNAME", "IP", "PROFILE", "STATE", "BOOTS", "LAST SEEN", "LABELS")]
-    for n in data["nodes"]:
-        labels_text = ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())) or "-"
-        rows.append(
-            (
-                n["mac"],
-                n["hostname"],
-                n["ip"] or "-",
-                n["profile"] or "-",
-                n["state"],
-                str(n["boot_count"]),
-                ago(n["last_seen"]),
-                labels_text,
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    found = api.nodes(state, profile, labels)
+    click.echo(json.dumps(found, indent=2) if as_json else "\n".join(table(found)))
 
 
 @nodes.command("show")
@@ -297,26 +218,8 @@ def nodes_list(
 @click.pass_obj
 def nodes_show(api: Api, mac: str, as_json: bool) -> None:
     """Show one node and its timeline."""
-    n = api.call("GET", f"/api/v1/nodes/{_mac_arg(mac)}")
-    if as_json:
-        click.echo(json.dumps(n, indent=2))
-        return
-    for key in ("mac", "hostname", "ip", "uuid", "arch", "platform", "state", "boot_count"):
-        click.echo(f"{key + ':':12} {n[key] if n[key] is not None else '-'}")
-    click.echo(f"{'profile:':12} {n['profile'] or '-'} ({n['profile_source']})")
-    if n.get("installed"):
-        on_disk = f"{n['installed']} on its disk since {n['installed_at']}"
-        click.echo(f"{'installed:':12} {on_disk} (boots of it start from disk)")
-    else:
-        click.echo(f"{'installed:':12} - (network boot)")
-    labels = ", ".join(f"{k}={v}" for k, v in sorted(n["labels"].items())) or "-"
-    click.echo(f"{'labels:':12} {labels}")
-    click.echo(f"{'first seen:':12} {n['first_seen']}")
-    click.echo(f"{'last seen:':12} {n['last_seen']} ({ago(n['last_seen'])})")
-    click.echo("timeline:")
-    for e in n["events"]:
-        count = f" ×{e['count']}" if e.get("count", 1) > 1 else ""
-        click.echo(f"  {e['at']}  {e['kind']:<12} → {e['state']:<10} {e['detail']}{count}")
+    n = api.node(mac)
+    click.echo(json.dumps(n, indent=2) if as_json else "\n".join(details(n)))
 
 
 @nodes.command("set")
@@ -345,23 +248,7 @@ def nodes_set(
     reinstall: bool,
 ) -> None:
     """Assign a profile, set labels, rename a node or have it reinstall."""
-    body: dict[str, Any] = {}
-    if profile is not None:
-        body["profile"] = profile or None
-    if labels:
-        body["labels"] = {}
-        for text in labels:
-            key, sep, value = text.partition("=")
-            if not sep or not key:
-                fail(f"--label {text!r}: write KEY=VALUE (or KEY= to remove)")
-            body["labels"][key] = value or None
-    if hostname is not None:
-        body["hostname"] = hostname
-    if reinstall:
-        body["reinstall"] = True
-    if not body:
-        fail("nothing to set: give --profile, --label, --hostname or --reinstall")
-    n = api.call("PATCH", f"/api/v1/nodes/{_mac_arg(mac)}", body)
+    n = api.set(mac, changes(profile, labels, hostname, reinstall))
     click.echo(f"{n['mac']} {n['hostname']}: profile {n['profile']} ({n['profile_source']})")
     if reinstall:
         click.echo(f"{n['mac']} {n['hostname']}: its next boot installs {n['profile']} again")
@@ -372,9 +259,7 @@ def nodes_set(
 @click.pass_obj
 def nodes_forget(api: Api, mac: str) -> None:
     """Remove a node from the registry (it is registered anew when it boots)."""
-    address = _mac_arg(mac)
-    api.call("DELETE", f"/api/v1/nodes/{address}")
-    click.echo(f"{address} forgotten")
+    click.echo(f"{api.forget(mac)} forgotten")
 
 
 # -- assets ---------------------------------------------------------------------------------
@@ -419,22 +304,10 @@ def fetch_flatcar(
     ASSETS/flatcar/current pointing at the last version that verified. A file that fails
     verification is deleted and the command exits 1.
     """
-    from . import flatcar
+    from .commands import flatcar
 
-    try:
-        settings, _ = load(config)
-        flatcar.fetch(
-            settings,
-            channel,
-            arch,
-            version,
-            progress=not no_progress,
-            say=click.echo,
-        )
-    except ConfigError as exc:
-        config_failed(exc)
-    except PxeError as exc:
-        fail(str(exc))
+    settings, _ = load(config)
+    flatcar.fetch(settings, channel, arch, version, progress=not no_progress, say=click.echo)
 
 
 @assets.command("ipxe")
@@ -443,20 +316,16 @@ def fetch_flatcar(
               help="Folder to copy into (default: paths.tftp_root of the settings).")  # fmt: skip
 def assets_ipxe(config: Path | None, target: Path | None) -> None:
     """Copy undionly.kpxe, ipxe.efi and snponly.efi from Debian's ipxe package."""
-    from .loaders import copy_ipxe
+    from .commands.ipxe import copy_ipxe
 
+    if target is None:
+        settings, _ = load(config)
+        target = Path(settings.paths.tftp_root)
     try:
-        if target is None:
-            settings, _ = load(config)
-            target = Path(settings.paths.tftp_root)
         for line in copy_ipxe(target):
             click.echo(line)
-    except ConfigError as exc:
-        config_failed(exc)
-    except PxeError as exc:
-        fail(str(exc))
     except OSError as exc:
-        fail(f"cannot copy into {target}: {exc}")
+        raise PxeError(f"cannot copy into {target}: {exc}") from exc
 
 
 # -- demo ------------------------------------------------------------------------------------
@@ -474,16 +343,12 @@ def assets_ipxe(config: Path | None, target: Path | None) -> None:
 )
 def demo(server: str, mac: str | None, timeout: float, keep: bool, log_dir: Path | None) -> None:
     """Boot one QEMU VM against a running server and follow it to ready (no root needed)."""
-    from . import demo as demo_
+    from .commands import demo as demo_
 
-    try:
-        address = MAC.parse(mac) if mac else None
-        if log_dir is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)
-        code = demo_.run(server, mac=address, timeout=timeout, keep=keep, log_dir=log_dir)
-    except PxeError as exc:
-        fail(str(exc))
-    sys.exit(code)
+    address = MAC.parse(mac) if mac else None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    sys.exit(demo_.run(server, mac=address, timeout=timeout, keep=keep, log_dir=log_dir))
 
 
 if __name__ == "__main__":  # pragma: no cover

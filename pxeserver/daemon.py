@@ -19,7 +19,6 @@ import json
 import logging
 import multiprocessing
 import os
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,17 +27,21 @@ from . import metrics
 from .boot import BootService
 from .config import Settings, load
 from .errors import PxeError, StoreUnavailable
-from .logs import JsonFormatter as JsonFormatter  # where callers found it before logs.py
 from .logs import configure
-from .registry import Registry
-from .render import Renderer
+from .nodes.reaper import Reaper
+from .nodes.registry import Registry
+from .nodes.sightings import Sightings
+from .render.templates import Renderer
 from .store import NodeStore
 
 if TYPE_CHECKING:
-    from .resilient import Replayer
+    from .nodes.resilient import Replayer
 
 log = logging.getLogger(__name__)
 WORKERS_KILL_TIMEOUT_S = 5
+
+
+# -- the one recipe -------------------------------------------------------------------------
 
 
 def make_store(settings: Settings) -> NodeStore:
@@ -55,8 +58,8 @@ def make_store(settings: Settings) -> NodeStore:
 
 def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = None) -> Registry:
     """The registry over ``store``. With ``local`` (default: for the etcd backend), a
-    :class:`~pxeserver.resilient.ResilientRegistry` whose node cache and journal live in
-    the data dir, so that known machines boot through a store outage."""
+    :class:`~pxeserver.nodes.resilient.ResilientRegistry` whose node cache and journal live
+    in the data dir, so that known machines boot through a store outage."""
     c = settings.cluster
     kwargs: dict[str, Any] = {
         "hostname_pattern": c.hostname_pattern,
@@ -68,9 +71,9 @@ def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = 
         local = settings.store.backend == "etcd"
     if not local:
         return Registry(store, **kwargs)
-    from .cache import NodeCache
-    from .journal import Journal
-    from .resilient import ResilientRegistry
+    from .nodes.cache import NodeCache
+    from .nodes.journal import Journal
+    from .nodes.resilient import ResilientRegistry
 
     data = settings.paths.data_dir
     return ResilientRegistry(store, NodeCache(data / "cache.db"), Journal(data / "journal.db"),
@@ -80,84 +83,18 @@ def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = 
 def make_service(
     settings: Settings, store: NodeStore | None = None, *, local: bool | None = None
 ) -> BootService:
-    """The boot service (``local``: see :func:`make_registry`; False for one-off commands
-    that only read, which must not need a writable data dir)."""
+    """The boot policy, over the settings' store (or ``store``): how ``serve``, its HTTP
+    workers, the CLI, the tests and the benchmarks all build it. ``local``: see
+    :func:`make_registry` (False for one-off commands that only read, which must not need
+    a writable data dir). :meth:`BootService.close` releases the store."""
     store = store if store is not None else make_store(settings)
-    return BootService(settings, make_registry(settings, store, local=local), Renderer(settings))
+    registry = make_registry(settings, store, local=local)
+    sightings = Sightings(registry, new_macs_per_second=settings.limits.new_macs_per_second)
+    return BootService(settings, registry, Renderer(settings), sightings)
 
 
 def configure_logging(settings: Settings) -> None:
     configure(settings.server.log_format, settings.server.log_level)
-
-
-# -- HTTP workers ---------------------------------------------------------------------------
-
-
-def _worker_app(spec: str) -> Any:
-    """Build the WSGI app inside an HTTP worker process (granian calls this after spawning)."""
-    from .web import create_app
-
-    args = json.loads(spec)
-    from .children import die_with_parent
-
-    die_with_parent(args["parent"])  # no orphan holding the HTTP port if we are SIGKILLed
-    path = Path(args["config"]) if args["config"] else None
-    settings, _ = load(path, args["overrides"])
-    configure_logging(settings)
-    return create_app(settings, make_service(settings))
-
-
-class Reaper(threading.Thread):
-    """Marks nodes lost when they go silent past their deadline."""
-
-    def __init__(self, registry: Registry, interval: float) -> None:
-        super().__init__(name="reaper", daemon=True)
-        self.registry = registry
-        self.interval = interval
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.wait(self.interval):
-            try:
-                self.registry.expire()
-            except StoreUnavailable as exc:
-                metrics.store_errors.labels(where="reaper").inc()
-                log.warning("reaper: store unavailable, will try again: %s", exc)
-            except Exception:
-                log.exception("reaper: unexpected error; it keeps running")
-            release_memory()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(timeout=5)
-
-
-def release_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``).
-
-    Each reaper pass reads every node (10,000 documents: about 50 MB of JSON and node
-    objects for a moment). Freed, that memory stays in the process's heap unless trimmed:
-    the main process sat at 96 MB RSS when idle instead of 80 (docs/BENCHMARKS.md,
-    "Resource use"). Elsewhere than glibc this does nothing.
-    """
-    global _TRIM
-    if _TRIM is None:
-        try:
-            import ctypes
-
-            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
-
-
-_TRIM: Any = None
-
-
-def reaper_interval(settings: Settings) -> float:
-    shortest = min(settings.cluster.heartbeat_ttl, settings.cluster.boot_timeout)
-    return max(0.5, min(10.0, shortest / 4))
 
 
 # -- UDP services (TFTP, ProxyDHCP) ---------------------------------------------------------
@@ -165,7 +102,7 @@ def reaper_interval(settings: Settings) -> float:
 
 def listen_address(settings: Settings) -> str:
     """The address UDP services bind: the interface's, if one is named, else ``listen``."""
-    from .netif import interface_address
+    from .host.netif import interface_address
 
     if settings.server.interface:
         return interface_address(settings.server.interface)
@@ -208,51 +145,62 @@ class UdpServices:
 
     def bind(self) -> None:
         """Bind every socket, or raise PxeError with what to do (privileged ports)."""
-        from .netif import bind_error
-        from .tftp import TftpServer
+        from .host.netif import bind_error
 
-        s = self.settings.server
         address = listen_address(self.settings)
-        if s.tftp:
-            tftp = TftpServer(
-                self.settings.paths.tftp_root,
-                address=address,
-                port=s.tftp_port,
-                assets_dir=self.settings.paths.assets_dir,
-                boot=self.service,
-                base_url=http_base(self.settings),
-                max_transfers=self.settings.limits.tftp_sessions,
-                max_per_client=self.settings.limits.tftp_sessions_per_client,
-                client_rate=float(self.settings.limits.tftp_requests_per_client),
-                workers=tftp_workers(),
-                # Logging in the spawned transfer processes as here; a light module to
-                # import there (see pxeserver/logs.py).
-                worker_init=functools.partial(configure, s.log_format, s.log_level),
-            )
+        for name, service, port in self._services(address):
             try:
-                tftp.bind()
-            except OSError as exc:
-                raise bind_error("TFTP", address, s.tftp_port, exc) from exc
-            self.services.append(tftp)
-        if s.dhcp:
-            from .dhcp import ProxyDhcp
-
-            dhcp = ProxyDhcp(
-                self.service,
-                address=address,
-                interface=s.interface,
-                dhcp_port=s.dhcp_port,
-                pxe_port=s.pxe_port,
-                tftp_root=self.settings.paths.tftp_root,
-                uefi_loader=s.uefi_loader,
-                http_base=http_base(self.settings),
-            )
-            try:
-                dhcp.bind()
+                service.bind()
             except OSError as exc:
                 self.close()
-                raise bind_error("ProxyDHCP", address, dhcp.failed_port, exc) from exc
-            self.services.append(dhcp)
+                raise bind_error(name, address, port(), exc) from exc
+            self.services.append(service)
+
+    def _services(self, address: str) -> list[tuple[str, Any, Callable[[], int]]]:
+        """The services the settings ask for: name, server, the port a bind failed on."""
+        s = self.settings.server
+        found: list[tuple[str, Any, Callable[[], int]]] = []
+        if s.tftp:
+            found.append(("TFTP", self._tftp(address), lambda: s.tftp_port))
+        if s.dhcp:
+            dhcp = self._dhcp(address)
+            found.append(("ProxyDHCP", dhcp, lambda: dhcp.failed_port))
+        return found
+
+    def _tftp(self, address: str) -> Any:
+        from .tftp.server import TftpServer
+
+        s, limits = self.settings.server, self.settings.limits
+        return TftpServer(
+            self.settings.paths.tftp_root,
+            address=address,
+            port=s.tftp_port,
+            assets_dir=self.settings.paths.assets_dir,
+            boot=self.service,
+            base_url=http_base(self.settings),
+            max_transfers=limits.tftp_sessions,
+            max_per_client=limits.tftp_sessions_per_client,
+            client_rate=float(limits.tftp_requests_per_client),
+            workers=tftp_workers(),
+            # Logging in the spawned transfer processes as here; a light module to
+            # import there (see pxeserver/logs.py).
+            worker_init=functools.partial(configure, s.log_format, s.log_level),
+        )
+
+    def _dhcp(self, address: str) -> Any:
+        from .dhcp.proxy import ProxyDhcp
+
+        s = self.settings.server
+        return ProxyDhcp(
+            self.service,
+            address=address,
+            interface=s.interface,
+            dhcp_port=s.dhcp_port,
+            pxe_port=s.pxe_port,
+            tftp_root=self.settings.paths.tftp_root,
+            uefi_loader=s.uefi_loader,
+            http_base=http_base(self.settings),
+        )
 
     def close(self) -> None:
         """Release the sockets of services bound but never started."""
@@ -271,12 +219,13 @@ class UdpServices:
         self.service.stop_background()
 
 
-def local_state(registry: Registry, service: BootService) -> Replayer | None:
+def local_state(service: BootService) -> Replayer | None:
     """For a registry with a local cache and journal (main process): teach ProxyDHCP the
     cached nodes, so that it decides about them as before a restart even while the store
     is down, and return the journal's replayer (None for a plain registry)."""
-    from .resilient import Replayer, ResilientRegistry
+    from .nodes.resilient import Replayer, ResilientRegistry
 
+    registry = service.registry
     if not isinstance(registry, ResilientRegistry):
         return None
     for node in registry.cache.nodes():
@@ -287,68 +236,125 @@ def local_state(registry: Registry, service: BootService) -> Replayer | None:
     return Replayer(registry)
 
 
-def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
-    """Run the server in the foreground until SIGINT or SIGTERM."""
-    settings, warnings = load(config, overrides)
-    configure_logging(settings)
-    for problem in warnings:
-        log.warning("%s", problem)
-    # Before anything records and before the HTTP workers are spawned (they inherit it).
-    metrics.setup(settings.paths.data_dir / "metrics")
-    try:
-        store = make_store(settings)
-    except PxeError as exc:
-        log.error("cannot open the store: %s", exc)
-        return 1
-    try:
-        store.ping()
-    except StoreUnavailable as exc:
-        log.warning(
-            "the store does not answer yet (%s); known machines wait and new ones get 503 "
-            "until it does",
-            exc,
+# -- the main process -----------------------------------------------------------------------
+
+
+class Daemon:
+    """What ``pxeserver serve`` runs in its main process beside the HTTP server: the store
+    and the boot policy, the UDP services, the reaper and the journal's replayer.
+
+    :meth:`bind` opens the store and binds every socket, or raises PxeError that says what
+    to do (a port in use or privileged, a user that could not serve); :meth:`start` binds
+    first if that was not done, so its caller gets the error, then drops root if asked
+    and starts everything; :meth:`stop` stops it all and closes the store. :func:`serve`
+    has granian call them around its HTTP workers; the tests call them directly.
+    """
+
+    def __init__(self, settings: Settings, *, config: Path | None = None) -> None:
+        self.settings = settings
+        self.config = config  # the settings file: the dropped user must read it too
+        self.service: BootService | None = None
+        self.udp: UdpServices | None = None
+        self.reaper: Reaper | None = None
+        self.replayer: Replayer | None = None
+        self.running = False
+
+    def bind(self) -> None:
+        s = self.settings
+        try:
+            store = make_store(s)
+        except PxeError as exc:
+            raise PxeError(f"cannot open the store: {exc}") from exc
+        try:
+            store.ping()
+        except StoreUnavailable as exc:
+            log.warning("the store does not answer yet (%s); known machines wait and new "
+                        "ones get 503 until it does", exc)  # fmt: skip
+        try:
+            self.service = make_service(s, store)
+        except BaseException:
+            store.close()
+            raise
+        c = s.cluster
+        self.reaper = Reaper(
+            self.service.registry, Reaper.interval_for(c.heartbeat_ttl, c.boot_timeout)
         )
-    try:
-        registry = make_registry(settings, store)
-    except PxeError as exc:
-        log.error("%s", exc)
-        store.close()
-        return 1
-    reaper = Reaper(registry, reaper_interval(settings))
-    service = BootService(settings, registry, Renderer(settings))
-    replayer = local_state(registry, service)
-    udp = UdpServices(settings, service)
-    try:
-        if settings.server.user:
-            from .netif import check_user
-            from .privileges import check_user_can_serve
+        self.replayer = local_state(self.service)
+        self.udp = UdpServices(s, self.service)
+        try:
+            if s.server.user:
+                self._check_user(s.server.user)
+            self.udp.bind()
+        except BaseException:
+            self.stop()
+            raise
 
-            check_user(settings.server.user)
-            paths = settings.paths
-            readable = [paths.tftp_root, paths.assets_dir, paths.templates_dir]
-            check_user_can_serve(
-                settings.server.user, [*readable, *([config] if config else [])], paths.data_dir
-            )
-        udp.bind()
-    except PxeError as exc:
-        udp.close()
-        log.error("%s", exc)
-        store.close()
-        return 1
+    def _check_user(self, user: str) -> None:
+        from .host.privileges import check_user_can_serve
 
+        paths = self.settings.paths
+        readable = [paths.tftp_root, paths.assets_dir, paths.templates_dir]
+        check_user_can_serve(user, [*readable, *([self.config] if self.config else [])],
+                             paths.data_dir)  # fmt: skip
+
+    def start(self) -> None:
+        if self.service is None:
+            self.bind()
+        assert self.service is not None and self.udp is not None and self.reaper is not None
+        s = self.settings.server
+        if s.user:
+            from .host.privileges import drop_privileges
+
+            # granian's workers bind the HTTP port themselves, after this: below 1024
+            # they need CAP_NET_BIND_SERVICE (pxeserver.host.privileges says why).
+            drop_privileges(s.user, [self.settings.paths.data_dir],
+                            keep_bind=0 < s.http_port < 1024)  # fmt: skip
+        self.udp.start()
+        self.reaper.start()
+        if self.replayer is not None:
+            self.replayer.start()
+        self.running = True
+        log.info("pxeserver %s: HTTP on %s:%d (%d workers), store %r, %d profiles, %d groups",
+                 "serving", s.listen, s.http_port, s.http_workers, self.service.registry.store,
+                 len(self.settings.profiles), len(self.settings.groups))  # fmt: skip
+        if s.api_token is None and s.listen not in ("127.0.0.1", "::1"):
+            log.warning("no api_token is set: anyone who reaches port %d can change nodes; set "
+                        "server.api_token or PXESERVER_API_TOKEN", s.http_port)  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop what runs and release what is open (also after a bind that failed)."""
+        for part in (self.udp, self.reaper, self.replayer):
+            if part is not None:
+                part.stop()
+        if self.service is not None:
+            self.service.close()
+        if self.running:
+            log.info("pxeserver stopped")
+        self.service = self.udp = self.reaper = self.replayer = None
+        self.running = False
+
+
+# -- HTTP (granian) -------------------------------------------------------------------------
+
+
+def _worker_app(spec: str) -> Any:
+    """Build the WSGI app inside an HTTP worker process (granian calls this after spawning)."""
+    from .host.children import die_with_parent
+    from .web import create_app
+
+    args = json.loads(spec)
+    die_with_parent(args["parent"])  # no orphan holding the HTTP port if we are SIGKILLed
+    path = Path(args["config"]) if args["config"] else None
+    settings, _ = load(path, args["overrides"])
+    configure_logging(settings)
+    return create_app(settings, make_service(settings))
+
+
+def http_server(settings: Settings) -> Any:
+    """granian's server for the HTTP workers (they build their app with :func:`_worker_app`)."""
     from granian.constants import Interfaces
     from granian.server import Server
 
-    # Workers are spawned, not forked: the main process runs threads (UDP services,
-    # reaper), and forking a threaded process can copy held locks into the child.
-    multiprocessing.set_start_method("spawn", force=True)
-    spec = json.dumps(
-        {
-            "config": str(config) if config else None,
-            "overrides": dict(overrides),
-            "parent": os.getpid(),
-        }
-    )
     static: dict[str, Any] = {}
     if settings.server.static_assets:
         # granian answers /assets/... itself, from Rust, before a worker's Python sees it.
@@ -357,7 +363,7 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
             "static_path_mount": [settings.paths.assets_dir.resolve()],
             "static_path_expires": 300,
         }
-    server = Server(
+    return Server(
         "pxeserver",
         address=settings.server.listen,
         port=settings.server.http_port,
@@ -372,57 +378,30 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
         **static,
     )
 
-    def started() -> None:
-        # Ports are bound (HTTP by granian, UDP above) and no worker exists yet: the
-        # moment to stop being root, so the workers spawn unprivileged.
-        if settings.server.user:
-            from .netif import drop_privileges
 
-            # granian's workers bind the HTTP port themselves, after this: below 1024
-            # they need CAP_NET_BIND_SERVICE (pxeserver.privileges says why).
-            drop_privileges(
-                settings.server.user,
-                [settings.paths.data_dir],
-                keep_bind=0 < settings.server.http_port < 1024,
-            )
-        udp.start()
-        reaper.start()
-        if replayer is not None:
-            replayer.start()
-        log.info(
-            "pxeserver %s: HTTP on %s:%d (%d workers), store %r, %d profiles, %d groups",
-            "serving",
-            settings.server.listen,
-            settings.server.http_port,
-            settings.server.http_workers,
-            store,
-            len(settings.profiles),
-            len(settings.groups),
-        )
-        if settings.server.api_token is None and settings.server.listen not in ("127.0.0.1", "::1"):
-            log.warning(
-                "no api_token is set: anyone who reaches port %d can change nodes; set "
-                "server.api_token or PXESERVER_API_TOKEN",
-                settings.server.http_port,
-            )
-
-    def stopped() -> None:
-        udp.stop()
-        reaper.stop()
-        if replayer is not None:
-            replayer.stop()
-        registry.store.close()
-        log.info("pxeserver stopped")
-
-    server.on_startup(started)
-    server.on_shutdown(stopped)
+def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
+    """Run the server in the foreground until SIGINT or SIGTERM."""
+    settings, warnings = load(config, overrides)
+    configure_logging(settings)
+    for problem in warnings:
+        log.warning("%s", problem)
+    # Before anything records and before the HTTP workers are spawned (they inherit it).
+    metrics.setup(settings.paths.data_dir / "metrics")
+    daemon = Daemon(settings, config=config)
+    try:
+        daemon.bind()
+    except PxeError as exc:
+        log.error("%s", exc)
+        return 1
+    # Workers are spawned, not forked: the main process runs threads (UDP services,
+    # reaper), and forking a threaded process can copy held locks into the child.
+    multiprocessing.set_start_method("spawn", force=True)
+    spec = json.dumps({"config": str(config) if config else None,
+                       "overrides": dict(overrides), "parent": os.getpid()})  # fmt: skip
+    server = http_server(settings)
+    # Started once granian has bound the HTTP port and before it spawns a worker: the
+    # moment to stop being root, so that the workers spawn unprivileged.
+    server.on_startup(daemon.start)
+    server.on_shutdown(daemon.stop)
     server.serve(target_loader=functools.partial(_worker_app, spec), wrap_loader=False)
     return 0
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True

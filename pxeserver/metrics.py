@@ -81,7 +81,7 @@ def _counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
     return _Lazy("Counter", name, doc, labelnames=labels)
 
 
-# -- boots (HTTP side, recorded by the boot service) -----------------------------------------
+# -- boots (HTTP side, recorded by the boot service) ----------------------------------------------
 boots_started = _counter(
     "pxeserver_boots_started", "Boots started: iPXE scripts served for a profile", ("profile",)
 )
@@ -101,12 +101,12 @@ boot_step_seconds: Any = _Lazy(
     buckets=STEP_BUCKETS,
 )
 
-# -- TFTP (main process; recorded by pxeserver.tftp) ----------------------------------------
+# -- TFTP (main process; recorded by pxeserver.tftp.server) ---------------------------------------
 tftp_transfers = _counter("pxeserver_tftp_transfers", "TFTP read transfers completed", ("result",))
 tftp_bytes = _counter("pxeserver_tftp_bytes", "Bytes sent in TFTP DATA packets")
 tftp_errors = _counter("pxeserver_tftp_errors", "TFTP errors sent or seen, by reason", ("reason",))
 
-# -- ProxyDHCP (main process; recorded by pxeserver.dhcp) ------------------------------------
+# -- ProxyDHCP (main process; recorded by pxeserver.dhcp.proxy) -----------------------------------
 dhcp_offers = _counter(
     "pxeserver_dhcp_offers", "ProxyDHCP offers and PXE boot-server ACKs sent", ("port",)
 )
@@ -114,7 +114,7 @@ dhcp_ignored = _counter(
     "pxeserver_dhcp_ignored", "DHCP packets ignored (not PXE, malformed, excluded …)", ("reason",)
 )
 
-# -- limits (pxeserver.tftp, pxeserver.sightings; docs/RELIABILITY.md "Limits") ------------
+# -- limits (pxeserver.tftp.server, pxeserver.nodes.sightings; docs/RELIABILITY.md "Limits") ------
 limited = _counter(
     "pxeserver_limited",
     "Requests and sightings a limit dropped or turned away: tftp-request (rate per address), "
@@ -122,7 +122,7 @@ limited = _counter(
     ("what",),
 )
 
-# -- store and journal ------------------------------------------------------------------------
+# -- store and journal ----------------------------------------------------------------------------
 store_errors = _counter(
     "pxeserver_store_errors", "Store calls that failed (store unavailable), by where", ("where",)
 )

@@ -315,3 +315,31 @@ class Machine:
 
 def now() -> float:
     return time.time()
+
+
+# iPXE's ${buildarch} and ${platform} values pxeserver knows: what the boot endpoints
+# take from firmware and what explain accepts.
+KNOWN_ARCHES = frozenset({"i386", "x86_64", "arm32", "arm64", "riscv32", "riscv64", "loong64"})
+KNOWN_PLATFORMS = frozenset({"pcbios", "efi"})
+
+# Fields a hostname pattern may use (``cluster.hostname_pattern``).
+HOSTNAME_FIELDS = ("index", "mac", "mac_hex", "mac_suffix")
+_HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def hostname_from_pattern(pattern: str, index: int, mac: MAC) -> str:
+    return pattern.format(index=index, mac=mac.hex, mac_hex=mac.hex, mac_suffix=mac.hex[6:])
+
+
+def valid_hostname(name: str) -> bool:
+    """A single DNS label in lower case: what a hostname pattern or an operator may set."""
+    return (
+        0 < len(name) <= 63
+        and set(name) <= _HOSTNAME_CHARS
+        and not name.startswith("-")
+        and not name.endswith("-")
+    )
+
+
+# "Not given": ``profile=UNSET`` leaves a node's profile as it is, None clears it.
+UNSET: Any = object()

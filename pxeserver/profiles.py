@@ -165,7 +165,14 @@ def decide(
 
     Pure: no I/O, no clock. ``groups`` are in settings-file order, which breaks ties.
     """
-    verdicts = tuple(_judge(g, facts) for g in groups)
+    return choose(groups, verdicts(groups, facts), assigned_profile)
+
+
+def choose(
+    groups: Sequence[Group], judged: Sequence[Verdict], assigned_profile: str | None = None
+) -> Decision | None:
+    """:func:`decide` on verdicts already judged, one per group in the same order."""
+    verdicts = tuple(judged)
     if assigned_profile:
         return Decision(assigned_profile, None, "profile assigned by an operator", verdicts)
     best: tuple[Group, Verdict] | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,55 +10,12 @@ import pytest
 
 from pxeserver import config
 from pxeserver.boot import BootService
-from pxeserver.daemon import make_registry
-from pxeserver.render import Renderer
+from pxeserver.daemon import make_service
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
-from .support.etcd import EtcdMember
-
-REPO = Path(__file__).resolve().parent.parent
-_prefixes = itertools.count()
-
-LAB_PROFILES: dict[str, Any] = {
-    "coreos": {
-        "kernel": "coreos/vmlinuz",
-        "initrd": ["coreos/initrd.cpio.gz"],
-        "args": ["coreos.autologin", "console=ttyS0"],
-        "cloud_config": "coreos.yaml.j2",
-    },
-    "flatcar": {
-        "kernel": "flatcar/current/flatcar_production_pxe.vmlinuz",
-        "initrd": ["flatcar/current/flatcar_production_pxe_image.cpio.gz"],
-        "args": ["flatcar.first_boot=1"],
-        "cloud_config": "flatcar.yaml.j2",
-    },
-    "debug": {
-        "kernel": "coreos/vmlinuz",
-        "initrd": ["coreos/initrd.cpio.gz"],
-        "args": ["console=ttyS0", "debug", "rack={{ node.labels.get('rack', 'none') }}"],
-        "cloud_config": "coreos.yaml.j2",
-    },
-}
-
-
-def make_settings(tmp_path: Path, raw: dict[str, Any] | None = None) -> config.Settings:
-    """Settings for a test: the raw mapping, with paths inside tmp_path and shipped templates."""
-    raw = dict(raw or {})
-    paths = {
-        "data_dir": str(tmp_path / "var"),
-        "assets_dir": str(tmp_path / "assets"),
-        "tftp_root": str(tmp_path / "tftproot"),
-        "templates_dir": str(REPO / "cloud-configs"),
-        **raw.get("paths", {}),
-    }
-    raw["paths"] = paths
-    raw.setdefault("profiles", LAB_PROFILES)
-    raw.setdefault("groups", [{"name": "default", "profile": "coreos"}])
-    settings, problems = config.parse(raw, "test.yaml", None)
-    errors = [p for p in problems if not p.warning]
-    assert not errors, errors
-    return settings
+from .support.etcd import EtcdMember, etcd_prefix
+from .support.settings import make_settings
 
 
 @pytest.fixture
@@ -77,10 +33,6 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdMember]:
     member.stop()
 
 
-def etcd_prefix() -> str:
-    return f"/pxeserver-test-{next(_prefixes)}/"
-
-
 @pytest.fixture(params=["sqlite", "etcd"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """Each backend in turn: the store contract holds for both."""
@@ -95,15 +47,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     s.close()
 
 
-def make_service(settings: config.Settings, store: Any) -> BootService:
-    return BootService(settings, make_registry(settings, store), Renderer(settings))
-
-
 @pytest.fixture
-def service(settings: config.Settings, tmp_path: Path) -> Iterator[BootService]:
-    s = SQLiteStore(tmp_path / "var" / "pxeserver.db")
-    yield make_service(settings, s)
-    s.close()
+def service(settings: config.Settings) -> Iterator[BootService]:
+    """The boot policy as ``pxeserver serve`` builds it, over the test's SQLite store."""
+    built = make_service(settings)
+    yield built
+    built.close()
 
 
 @pytest.fixture

@@ -18,14 +18,14 @@ import yaml
 
 from pxeserver import config
 from pxeserver.boot import BootService
+from pxeserver.daemon import make_service
 from pxeserver.model import MAC, EventKind, Machine
-from pxeserver.render import Renderer
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
-from .conftest import LAB_PROFILES, make_service, make_settings
+from .support.cli import run, write
 from .support.server import ServerProcess
-from .test_cli import run, write
+from .support.settings import LAB_PROFILES, REPO, make_settings
 
 NODE = "52:54:00:0d:15:c0"
 TOKEN = "operator-secret-1"
@@ -279,7 +279,7 @@ def test_check_and_render_say_it(tmp_path: Path) -> None:
         "profiles": {"p": {"kernel": "k", "cloud_config": "coreos.yaml.j2", "install": "usb"}},
         "groups": [{"name": "d", "profile": "p"}],
         "paths": {
-            "templates_dir": str(Path(__file__).parent.parent / "cloud-configs"),
+            "templates_dir": str(REPO / "cloud-configs"),
             "data_dir": str(tmp_path / "var"),
         },
     }
@@ -311,7 +311,7 @@ def test_the_cli_shows_the_install_and_asks_for_a_reinstall(tmp_path: Path) -> N
         "server": {"listen": "127.0.0.1", "dhcp": False, "tftp": False, "api_token": TOKEN},
         "paths": {
             "data_dir": str(tmp_path / "var"),
-            "templates_dir": str(Path(__file__).parent.parent / "cloud-configs"),
+            "templates_dir": str(REPO / "cloud-configs"),
         },
         "profiles": DISK_PROFILES,
         "groups": [{"name": "d", "profile": "install"}],
@@ -344,7 +344,7 @@ def test_the_cli_shows_the_install_and_asks_for_a_reinstall(tmp_path: Path) -> N
 
 def test_check_warns_of_a_disk_profile_that_never_phones_home(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
-    shutil.copytree(Path(__file__).parent.parent / "cloud-configs", templates)
+    shutil.copytree(REPO / "cloud-configs", templates)
     (templates / "quiet.yaml.j2").write_text(
         "#cloud-config\nhostname: {{ node.hostname | yaml_scalar }}\n"
     )
@@ -375,21 +375,21 @@ def test_an_install_phoned_home_during_a_store_outage_is_journalled_and_kept(
     # A disk install that finishes while etcd is down: the ready is journalled with what
     # the disk now holds, the cached node boots from disk at once, and the replay (from a
     # reopened journal, as after a restart) writes it to the store.
-    from pxeserver.cache import NodeCache
-    from pxeserver.journal import Journal
-    from pxeserver.registry import Change
-    from pxeserver.resilient import Replayer, ResilientRegistry
+    from pxeserver.nodes.journal import Journal
+    from pxeserver.nodes.registry import Change
+    from pxeserver.nodes.resilient import Replayer, ResilientRegistry
 
-    from .test_resilient import SwitchedStore
+    from .support.fakes import SwitchedStore
 
     settings = make_settings(
         tmp_path, {"profiles": DISK_PROFILES, "groups": [{"name": "d", "profile": "install"}]}
     )
     store = SwitchedStore(tmp_path / "store.db")
-    cache, journal = NodeCache(tmp_path / "cache.db"), Journal(tmp_path / "journal.db")
-    registry = ResilientRegistry(store, cache, journal)
+    service = make_service(settings, store, local=True)  # cache and journal in the data dir
+    registry = service.registry
+    assert isinstance(registry, ResilientRegistry)
+    cache, journal = registry.cache, registry.journal
     registry.guarded.break_min = registry.guarded.break_max = 0.0
-    service = BootService(settings, registry, Renderer(settings))
     mac = MAC.parse(NODE)
     registry.apply(mac, Change(EventKind.IPXE, "profile install", count_boot=True))
     token = registry.require(mac).token
@@ -401,7 +401,7 @@ def test_an_install_phoned_home_during_a_store_outage_is_journalled_and_kept(
     journal.close()
     store.up = True
     registry.guarded._down_until = 0.0
-    reopened = ResilientRegistry(store, cache, Journal(tmp_path / "journal.db"))
+    reopened = ResilientRegistry(store, cache, Journal(settings.paths.data_dir / "journal.db"))
     assert Replayer(reopened).replay() == 2
     stored = store.inner.get(mac)
     assert stored is not None and stored.node.installed == "install"

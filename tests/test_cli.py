@@ -1,29 +1,14 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run(*args: str, cwd: Path, check: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pxeserver", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=check,
-    )
-
-
-def write(tmp_path: Path, raw: dict) -> Path:  # type: ignore[type-arg]
-    path = tmp_path / "pxeserver.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+from .support.cli import run, write
+from .support.etcd import EtcdMember
+from .support.settings import REPO
 
 
 def test_check_defaults_passes_and_flags_missing_assets(tmp_path: Path) -> None:
@@ -169,6 +154,62 @@ def test_serve_with_a_bad_config_says_why(tmp_path: Path) -> None:
     r = run("serve", "--config", str(path), cwd=tmp_path)
     assert r.returncode == 1
     assert f"{path}: server.http_port: is 'eighty' — use a whole number" in r.stderr
+
+
+def test_check_runs_the_real_engine_when_it_is_on_the_path(tmp_path: Path) -> None:
+    from .support.fleettools import fleet_tools
+
+    path = write(
+        tmp_path,
+        {
+            "paths": {"templates_dir": str(REPO / "cloud-configs")},
+            "profiles": {"a": {"kernel": "k", "cloud_config": "coreos.yaml.j2"}},
+            "groups": [{"name": "d", "profile": "a"}],
+            # check asks the cluster's etcd for its v2 API: loopback, where none listens
+            "cluster": {"etcd_endpoints": ["http://127.0.0.1:9"]},
+        },
+    )
+    env = {"PATH": f"{fleet_tools()}:/usr/bin:/bin"}
+    r = subprocess.run(
+        [sys.executable, "-m", "pxeserver", "check", "--config", str(path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    # coreos-cloudinit v1.14 calls etcd2 and fleet deprecated (Container Linux dropped
+    # them): a warning that the node's OS must still ship them, not an error.
+    pattern = r'coreos-cloudinit -validate: line \d+: warning: deprecated key "fleet"'
+    assert re.search(pattern, r.stderr), r.stderr
+    assert "the node's OS must still ship it" in r.stderr
+    # Without the binary, only pxeserver's own rules speak.
+    r = run("check", "--config", str(path), cwd=tmp_path)
+    assert r.returncode == 0 and "coreos-cloudinit -validate" not in r.stderr, r.stderr
+
+
+def test_check_warns_about_a_cluster_etcd_nodes_cannot_use(tmp_path: Path, etcd: Any) -> None:
+    no_v2 = EtcdMember("nov2", tmp_path / "nov2", tmp_path)
+    no_v2.command = lambda: [a for a in EtcdMember.command(no_v2) if a != "--enable-v2"]  # type: ignore[method-assign]
+    no_v2.start()
+    try:
+        path = write(
+            tmp_path,
+            {
+                "profiles": {"a": {"kernel": "k"}},
+                "groups": [{"name": "d", "profile": "a"}],
+                "cluster": {"etcd_endpoints": [no_v2.client_url, etcd.client_url]},
+            },
+        )
+        r = run("check", "--config", str(path), cwd=tmp_path)
+    finally:
+        no_v2.stop()
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    [v2] = [ln for ln in lines if "serves no v2 API" in ln]
+    assert f"the etcd at {no_v2.client_url} (version 3.4." in v2 and "--enable-v2" in v2
+    # The member started with --enable-v2 gets no such warning; both are loopback, which
+    # nodes cannot reach (their etcd proxy would forward to itself).
+    assert not any(etcd.client_url in ln and "v2 API" in ln for ln in lines), lines
+    assert f"{etcd.client_url} is a loopback address" in r.stderr
+    assert "cluster.etcd_peer_urls: warning: http://127.0.0.1:2380 is a loopback" in r.stderr
 
 
 def test_nodes_set_with_a_line_separator_in_a_label_says_which_label(tmp_path: Path) -> None:

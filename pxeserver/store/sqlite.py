@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ..errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
 from ..model import MAC, Node, Versioned
-from ..sqlitefile import ThreadConnections
 from . import MAX_HOSTNAME_PROBES, HostnameFor
+from .sqlitefile import ThreadConnections
 
 log = logging.getLogger(__name__)
 

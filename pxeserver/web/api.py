@@ -8,18 +8,16 @@ form or JSON body.
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from .. import timeline
-from ..config import Settings
-from ..errors import Forbidden, InvalidInput, StoreUnavailable
-from ..model import MAC, EventKind, Node, State, label_name_problem, label_value_problem
-from ..registry import UNSET
-from . import listing, service
+from ..errors import InvalidInput
+from ..model import MAC, UNSET, EventKind, Node, State, label_name_problem, label_value_problem
+from . import listing
+from .context import bearer, require_operator, service
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -70,35 +68,6 @@ def node_json(node: Node, *, events: bool) -> dict[str, Any]:
             for e, t in zip(node.events, took)
         ]
     return d
-
-
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
-
-
-def operator_authorized() -> bool:
-    """True if the request carries the configured API token (False when none is set)."""
-    settings: Settings = current_app.extensions["pxeserver.settings"]
-    wanted, given = settings.server.api_token, _bearer()
-    if wanted is None or given is None:
-        return False
-    return hmac.compare_digest(given.encode(), wanted.encode())
-
-
-def require_operator() -> None:
-    settings: Settings = current_app.extensions["pxeserver.settings"]
-    wanted = settings.server.api_token
-    if wanted is None:
-        return
-    given = _bearer()
-    if given is None:
-        raise Forbidden("this API call needs 'Authorization: Bearer <api token>'", missing=True)
-    if not hmac.compare_digest(given.encode(), wanted.encode()):
-        raise Forbidden("the API token is wrong")
 
 
 def _labels(raw: Any, *, allow_none: bool) -> dict[str, str | None]:
@@ -156,7 +125,7 @@ def list_nodes() -> Response:
 
 @bp.get("/nodes/<mac>")
 def show_node(mac: str) -> Response:
-    node = service().registry.require(MAC.parse(mac))
+    node = service().node(MAC.parse(mac))
     return jsonify(node_json(node, events=True))
 
 
@@ -200,7 +169,7 @@ def delete_node(mac: str) -> Response:
 
 
 def _node_token() -> str | None:
-    token = _bearer()
+    token = bearer()
     if token:
         return token
     body = request.get_json(silent=True)
@@ -219,13 +188,3 @@ def ready(mac: str) -> Response:
 def heartbeat(mac: str) -> Response:
     node = service().phone_home(MAC.parse(mac), _node_token(), EventKind.HEARTBEAT)
     return jsonify(mac=node.mac.value, hostname=node.hostname, state=node.state.value)
-
-
-def healthz() -> Response:
-    try:
-        service().registry.store.ping()
-    except StoreUnavailable as exc:
-        resp = jsonify(status="degraded", store=f"unavailable: {exc}")
-        resp.status_code = 503
-        return resp
-    return jsonify(status="ok", store="ok")

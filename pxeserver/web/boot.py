@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Set
 
 from flask import Blueprint, Response, request
 
 from ..errors import InvalidInput
-from ..model import MAC, Machine, parse_uuid
-from . import base_url, service
+from ..model import KNOWN_ARCHES, KNOWN_PLATFORMS, MAC, Machine, parse_uuid
+from .context import base_url, service
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
 
 IPXE_TYPE = "text/plain; charset=utf-8"
-KNOWN_ARCHES = {"i386", "x86_64", "arm32", "arm64", "riscv32", "riscv64", "loong64"}
-KNOWN_PLATFORMS = {"pcbios", "efi"}
 
 
 def _mac() -> MAC:
@@ -26,7 +25,7 @@ def _mac() -> MAC:
     return MAC.parse(text)
 
 
-def _optional(mac: MAC, name: str, allowed: set[str]) -> str | None:
+def _optional(mac: MAC, name: str, allowed: Set[str]) -> str | None:
     """An optional fact from firmware. Garbage is dropped, not fatal: the machine must boot."""
     value = request.args.get(name, "").strip().lower()
     if not value:
@@ -54,7 +53,18 @@ def _ip(mac: MAC) -> str | None:
     holding any character but ``/`` (newlines and quotes included), and a scope ID means
     nothing to another machine, so such an address is dropped like other garbage.
     """
-    for text in (request.args.get("ip"), request.remote_addr):
+    return _address(mac, request.args.get("ip"), request.remote_addr)
+
+
+def _source_ip(mac: MAC) -> str | None:
+    """The address the request came from, whatever its query says: a booted OS fetching
+    its own cloud-config comes from the address it has."""
+    return _address(mac, request.remote_addr)
+
+
+def _address(mac: MAC, *candidates: str | None) -> str | None:
+    """The first candidate that is a plain IP address (see :func:`_ip`)."""
+    for text in candidates:
         if not text:
             continue
         try:
@@ -92,7 +102,8 @@ def ipxe() -> Response:
 
 @bp.get("/cloud-config")
 def cloud_config() -> Response:
-    text = service().cloud_config(_mac(), base_url())
+    mac = _mac()
+    text = service().cloud_config(mac, base_url(), _source_ip(mac))
     return Response(text, mimetype="text/cloud-config; charset=utf-8")
 
 

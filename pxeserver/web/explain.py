@@ -11,27 +11,23 @@ what this server has: profiles, groups, states, and whether writes need a token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from .. import __version__
-from ..boot import NoMatch
-from ..config import Settings
 from ..errors import InvalidInput
-from ..model import MAC, Machine, Node, State
-from ..profiles import Verdict, machine_facts, verdicts
-from . import base_url, service
-from .api import operator_authorized
-from .boot import KNOWN_ARCHES, KNOWN_PLATFORMS
+from ..model import KNOWN_ARCHES, KNOWN_PLATFORMS, MAC, Machine, State
+from ..profiles import Verdict
+from .context import base_url, operator_authorized, service, settings
 
 bp = Blueprint("explain", __name__, url_prefix="/api/v1")
 
 HIDDEN = "<node token: hidden; give the API token to see it>"
 
 
-def _fact(name: str, allowed: set[str]) -> str | None:
+def _fact(name: str, allowed: Set[str]) -> str | None:
     value = request.args.get(name, "").strip().lower()
     if not value:
         return None
@@ -48,43 +44,39 @@ def explain(mac: str) -> Response:
         platform=_fact("platform", KNOWN_PLATFORMS),
     )
     # Only nodes in the registry: `pxeserver render --mac` previews machines not seen yet.
-    service().registry.require(machine.mac)
-    try:
-        preview = service().preview(machine, base_url())
-    except NoMatch as exc:
-        return _no_match(machine, str(exc))
-    node = preview.node
-    show_token = operator_authorized()
+    why = service().explain(machine, base_url())
+    node, preview = why.node, why.preview
+    show_token = operator_authorized() and preview is not None
 
     def shown(text: str | None) -> str | None:
         if text is None or show_token:
             return text
         return text.replace(node.token, HIDDEN)
 
-    decision = preview.decision
+    decision = preview.decision if preview else None
+    group = decision.group.name if decision and decision.group else None
     return jsonify(
         mac=node.mac.value,
-        known=preview.known,
+        known=True,
         hostname=node.hostname,
-        state=node.state.value if preview.known else None,
+        state=node.state.value,
         arch=node.arch,
         platform=node.platform,
-        profile=decision.profile,
-        group=decision.group.name if decision.group else None,
-        reason=decision.reason,
-        verdicts=_verdicts(decision.verdicts, decision.group.name if decision.group else None),
-        ipxe=shown(preview.ipxe),
-        cloud_config=shown(preview.cloud_config),
-        ignition=shown(preview.ignition),
+        profile=decision.profile if decision else None,
+        group=group,
+        reason=why.reason,
+        verdicts=_verdicts(why.verdicts, group),
+        ipxe=shown(preview.ipxe) if preview else None,
+        cloud_config=shown(preview.cloud_config) if preview else None,
+        ignition=shown(preview.ignition) if preview else None,
         token_hidden=not show_token,
-        boot_from_disk=preview.boot.from_disk if preview.boot else None,
-        boot_why=preview.boot.why if preview.boot else None,
+        boot_from_disk=preview.boot.from_disk if preview and preview.boot else None,
+        boot_why=preview.boot.why if preview and preview.boot else None,
     )
 
 
 def _verdicts(verdicts: Sequence[Verdict], chosen: str | None) -> list[dict[str, Any]]:
-    settings: Settings = current_app.extensions["pxeserver.settings"]
-    groups = {g.name: g for g in settings.groups}
+    groups = {g.name: g for g in settings().groups}
     out = []
     for v in verdicts:
         group = groups.get(v.group)
@@ -101,53 +93,20 @@ def _verdicts(verdicts: Sequence[Verdict], chosen: str | None) -> list[dict[str,
     return out
 
 
-def _no_match(machine: Machine, message: str) -> Response:
-    """Nothing selects the machine: still show every group's verdict, which says why."""
-    settings: Settings = current_app.extensions["pxeserver.settings"]
-    existing = service().registry.get(machine.mac)
-    node = existing or Node(mac=machine.mac)
-    facts = machine_facts(
-        mac=node.mac.value,
-        uuid=node.uuid,
-        arch=machine.arch or node.arch,
-        platform=machine.platform or node.platform,
-        hostname=node.hostname,
-        labels=node.labels,
-    )
-    return jsonify(
-        mac=node.mac.value,
-        known=existing is not None,
-        hostname=node.hostname,
-        state=node.state.value if existing else None,
-        arch=machine.arch or node.arch,
-        platform=machine.platform or node.platform,
-        profile=None,
-        group=None,
-        reason=message,
-        verdicts=_verdicts(verdicts(settings.groups, facts), None),
-        ipxe=None,
-        cloud_config=None,
-        ignition=None,
-        token_hidden=True,
-        boot_from_disk=None,
-        boot_why=None,
-    )
-
-
 @bp.get("/info")
 def info() -> Response:
-    settings: Settings = current_app.extensions["pxeserver.settings"]
+    current = settings()
     return jsonify(
         version=__version__,
-        writes_need_token=settings.server.api_token is not None,
-        profiles=sorted(settings.profiles),
+        writes_need_token=current.server.api_token is not None,
+        profiles=sorted(current.profiles),
         groups=[
             {
                 "name": g.name,
                 "profile": g.profile,
                 "selectors": {k: list(v) for k, v in g.selectors.items()},
             }
-            for g in settings.groups
+            for g in current.groups
         ],
         states=[s.value for s in State],
     )

@@ -49,7 +49,8 @@ version=$(apt-cache policy "$package" 2>/dev/null | sed -n 's/^ *Candidate: //p'
 key=$( {
     echo "kernel $package $version"
     echo "busybox $(dpkg-query -W -f='${Version}' busybox-static)"
-    sha256sum "$0" "$here"/node/*
+    # Contents only: the script is called by relative and absolute paths.
+    cat "$0" "$here"/node/* | sha256sum
 } | sha256sum | cut -d' ' -f1)
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$key" ] \
     && [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.cpio.gz" ]; then

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from pxeserver import dhcp_packets as dp
+from pxeserver.dhcp import packets as dp
 from pxeserver.model import MAC
 
 from .sniff import read_pcap, udp_payload

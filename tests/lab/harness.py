@@ -7,13 +7,16 @@ Layout of one lab (every name ends in the lab's random suffix ``<id>``)::
         tap<N>-<id> ── QEMU VM N                          dnsmasq: plain DHCP, addresses
       pxeserver: ProxyDHCP 67/4011, TFTP 69, HTTP 80       only, no PXE options; IPv6
                                                            router advertisements
-      etcd on 127.0.0.1 (the registry's store)
+      etcd on 127.0.0.1 (the registry's store), or a
+        three-member cluster on the bridge (ETCD_HOSTS)
+        that the VMs join and the registry uses too
       the recorder of DHCP/PXE packets (sniff.py)
 
 The site's DHCP server lives in its own namespace because it and pxeserver's ProxyDHCP
 both listen on UDP 67, as two hosts on one segment would. The VMs are QEMU in software
 emulation only (TCG: /dev/kvm is not usable here). The node image they boot is the lab's
-stand-in for CoreOS (tests/lab/build-node-image.sh).
+stand-in for CoreOS (tests/lab/build-node-image.sh), or the real images of
+tests/lab/build-real-image.sh (the fleet scenario, tests/lab/test_fleet.py).
 
 Everything a lab writes stays in its folder under test-artifacts/lab/ (serial consoles,
 pxeserver's, dnsmasq's and etcd's logs, the packet capture) so a failing boot can be read
@@ -40,7 +43,7 @@ from typing import Any, NoReturn
 import pytest
 import yaml
 
-from pxeserver.loaders import copy_ipxe
+from pxeserver.commands.ipxe import copy_ipxe
 from pxeserver.model import MAC
 from tests.support.etcd import EtcdMember
 
@@ -58,6 +61,8 @@ SITE_IP = "192.0.2.2"
 # about 16 s for router advertisements before it fetches its script. Measured here.
 SITE_IP6 = "2001:db8:0:1::2"
 RUNS_KEPT = 8
+# A lab's etcd cluster: members on the bridge, where the VMs' etcd proxies reach them.
+ETCD_HOSTS = ("192.0.2.11", "192.0.2.12", "192.0.2.13")
 
 
 def missing_tools() -> str | None:
@@ -80,18 +85,37 @@ def iso_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-class NsEtcd(EtcdMember):
-    """tests/support/etcd.py's member, run inside the lab's namespace."""
+def seconds_to_ready(vm: VM, node: dict[str, Any]) -> float:
+    """From ``vm``'s last power-on to its node's last ``ready`` event."""
+    ready = [e for e in node["events"] if e["kind"] == "ready"]
+    return round(iso_time(ready[-1]["at"]) - vm.powered_on, 1)
 
-    def __init__(self, ns: Namespace, data_dir: Path, log_dir: Path) -> None:
-        super().__init__("lab", data_dir, log_dir)
+
+class NsEtcd(EtcdMember):
+    """tests/support/etcd.py's member, run inside the lab's namespace on ``host`` (the
+    namespace's own loopback for the registry alone; an address on the lab's bridge for
+    a cluster the VMs join)."""
+
+    def __init__(
+        self, ns: Namespace, data_dir: Path, log_dir: Path, name: str = "lab", host: str = ""
+    ) -> None:
+        super().__init__(name, data_dir, log_dir)
         self.ns = ns
-        self.client_port, self.peer_port = 2379, 2380  # the namespace's own loopback
+        self.host = host or "127.0.0.1"
+        self.client_port, self.peer_port = 2379, 2380
         self.initial_cluster = f"{self.name}={self.peer_url}"
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        # Raft timing for a machine whose two cores also run several emulated VMs: the
+        # suite's fast timing (50/500 ms) makes a starved member call elections.
+        for flag, value in (("--heartbeat-interval", "200"), ("--election-timeout", "2000")):
+            cmd[cmd.index(flag) + 1] = value
+        return cmd
 
     def start(self, wait: bool = True) -> None:
         # Through Namespace.popen: inside the namespace, and gone with the test process.
-        self.proc = self.ns.popen(super().command(), self.log_path)
+        self.proc = self.ns.popen(self.command(), self.log_path)
         if wait:
             self.wait_ready()
         self.cluster_state = "existing"
@@ -139,7 +163,18 @@ def _http(method: str, url: str, body: Any, token: str | None) -> tuple[int, Any
 class Lab:
     """One namespace with its site DHCP server, etcd, pxeserver and VMs. See the module doc."""
 
-    def __init__(self, image_dir: Path, settings: dict[str, Any], label: str = "lab") -> None:
+    def __init__(
+        self,
+        image_dir: Path,
+        settings: dict[str, Any],
+        label: str = "lab",
+        *,
+        etcd_members: int = 1,
+        assets: dict[str, Path] | None = None,
+    ) -> None:
+        """``etcd_members``: 1, the registry's own etcd on the namespace's loopback; 3, a
+        cluster on the bridge (ETCD_HOSTS) that the VMs join and the registry uses too.
+        ``assets``: more files to serve, by their path under the assets folder."""
         self.id = secrets.token_hex(3)
         self.dir = ARTIFACTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{self.id}"
         self.image_dir = image_dir
@@ -149,7 +184,9 @@ class Lab:
         self.bridge = f"br-{self.id}"
         self.vms: list[VM] = []
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.etcd: NsEtcd | None = None
+        self.etcd_members = etcd_members
+        self.etcds: list[NsEtcd] = []
+        self.extra_assets = assets or {}
         self.scratch = Path(f"/tmp/pxlab-{self.id}")  # etcd's data: large, not worth keeping
         self.api_token = secrets.token_hex(8)
         # pxeserver's HTTP port: 80 unless the settings say otherwise (the site-DHCP labs
@@ -237,14 +274,35 @@ class Lab:
         self.procs["sniff"] = self.ns.popen(cmd, self.dir / "sniff.log", cwd=REPO)
 
     def _etcd(self) -> None:
-        self.etcd = NsEtcd(self.ns, self.scratch / "etcd", self.dir)
-        self.etcd.start()
+        if self.etcd_members == 1:
+            self.etcds = [NsEtcd(self.ns, self.scratch / "etcd", self.dir)]
+        else:
+            hosts = ETCD_HOSTS[: self.etcd_members]
+            self.etcds = [
+                NsEtcd(self.ns, self.scratch / f"etcd{i}", self.dir, f"etcd{i}", host)
+                for i, host in enumerate(hosts)
+            ]
+            initial = ",".join(f"{m.name}={m.peer_url}" for m in self.etcds)
+            for m in self.etcds:
+                self.ns.ip("addr", "add", f"{m.host}/24", "dev", self.bridge)
+                m.initial_cluster = initial
+        for m in self.etcds:
+            m.start(wait=False)
+        for m in self.etcds:
+            m.wait_ready()
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return [m.client_url for m in self.etcds]
 
     def settings(self) -> dict[str, Any]:
         assets = self.dir / "assets"
         (assets / "lab").mkdir(parents=True)
         for name in ("vmlinuz", "initrd.cpio.gz"):
             link_or_copy(self.image_dir / name, assets / "lab" / name)
+        for path, source in self.extra_assets.items():
+            (assets / path).parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(source, assets / path)
         tftp_root = self.dir / "tftproot"
         copy_ipxe(tftp_root)  # what `pxeserver assets ipxe` does: Debian's iPXE loaders
         base: dict[str, Any] = {
@@ -268,10 +326,10 @@ class Lab:
             # A long deadline: the lab shares two cores with everything else running.
             "store": {
                 "backend": "etcd",
-                "etcd_endpoints": ["http://127.0.0.1:2379"],
+                "etcd_endpoints": self.etcd_endpoints,
                 "timeout": 10,
             },
-            "cluster": {"etcd_endpoints": ["http://127.0.0.1:2379"]},
+            "cluster": {"etcd_endpoints": self.etcd_endpoints},
         }
         return _merge(base, self.extra_settings)
 
@@ -291,13 +349,13 @@ class Lab:
 
     # -- machines ----------------------------------------------------------------------------
 
-    def add_vm(self, firmware: str = "bios", mac: MAC | None = None) -> VM:
+    def add_vm(self, firmware: str = "bios", mac: MAC | None = None, memory_mb: int = 384) -> VM:
         n = len(self.vms)
         tap = f"tap{n}-{self.id}"
         self.ns.ip("tuntap", "add", "dev", tap, "mode", "tap")
         self.ns.ip("link", "set", tap, "master", self.bridge, "up")
         mac = mac or MAC.from_bytes(bytes([0x52, 0x54, 0x00, int(self.id[:2], 16), 0x10, n]))
-        vm = VM(self.ns, self.dir, f"vm{n}-{firmware}", mac, firmware, tap)
+        vm = VM(self.ns, self.dir, f"vm{n}-{firmware}", mac, firmware, tap, memory_mb)
         self.vms.append(vm)
         return vm
 
@@ -380,8 +438,7 @@ class Lab:
             for name, p in self.procs.items()
             if p.poll() is not None
         ]
-        if self.etcd is not None and not self.etcd.running:
-            gone.append("etcd exited")
+        gone += [f"{m.name} exited" for m in self.etcds if not m.running]
         return gone
 
     def diagnose(self, vm: VM | None = None) -> str:
@@ -430,8 +487,8 @@ class Lab:
             _kill_group(server.pid)
         took.append(f"pxeserver {time.monotonic() - t:.1f} s")
         t = time.monotonic()
-        if self.etcd is not None:
-            self.etcd.stop()
+        for m in self.etcds:
+            m.stop()
         took.append(f"etcd {time.monotonic() - t:.1f} s")
         for name in list(self.procs):
             t = time.monotonic()

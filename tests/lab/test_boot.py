@@ -16,7 +16,7 @@ from typing import Any
 from pxeserver.model import MAC
 
 from .conftest import TFTP_MAC
-from .harness import Lab, iso_time
+from .harness import Lab, iso_time, seconds_to_ready
 from .vm import VM
 
 # Seconds one machine may take, under TCG on a shared 2-core box (typical: 10-60).
@@ -44,11 +44,6 @@ def assert_steps_in_order(lab: Lab, vm: VM, node: dict[str, Any], steps: list[st
     )
     times = [iso_time(e["at"]) for e in node["events"]]
     assert times == sorted(times), f"{vm.name}: event times go backwards: {node['events']}"
-
-
-def seconds_to_ready(vm: VM, node: dict[str, Any]) -> float:
-    ready = [e for e in node["events"] if e["kind"] == "ready"]
-    return round(iso_time(ready[-1]["at"]) - vm.powered_on, 1)
 
 
 def assert_console_agrees(lab: Lab, vm: VM, node: dict[str, Any]) -> None:

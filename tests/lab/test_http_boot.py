@@ -12,7 +12,7 @@ URI); the firmware fetches ``ipxe.efi`` over HTTP, and iPXE chains the rest. No 
 
 from __future__ import annotations
 
-from pxeserver import dhcp_packets as dp
+from pxeserver.dhcp import packets as dp
 
 from .dhcp_wire import replies_to, requests_from
 from .harness import SERVER_IP, SITE_IP, Lab

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver import dhcp_packets as dp
+from pxeserver.dhcp import packets as dp
 
 from .conftest import LAB_PROFILES
 from .dhcp_wire import messages, replies_to

@@ -8,6 +8,7 @@ maintenance Status call (``etcdctl endpoint status``), asked of each running mem
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -16,6 +17,10 @@ import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from pxeserver.errors import StoreUnavailable
+from pxeserver.store import NodeStore
+from pxeserver.store.etcd import EtcdStore
 
 from .net import free_port, port_open, wait_for
 
@@ -34,6 +39,7 @@ def require_etcd() -> None:
 class EtcdMember:
     def __init__(self, name: str, data_dir: Path, log_dir: Path) -> None:
         self.name = name
+        self.host = "127.0.0.1"
         self.data_dir = data_dir
         self.log_path = log_dir / f"etcd-{name}.log"
         self.client_port = free_port()
@@ -44,11 +50,11 @@ class EtcdMember:
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.host}:{self.peer_port}"
 
     def command(self) -> list[str]:
         return [
@@ -194,3 +200,28 @@ class EtcdCluster:
 
         wait_for(elected, timeout, "an etcd leader", interval=0.02)
         return found[0]
+
+
+_prefixes = itertools.count()
+
+
+def etcd_prefix() -> str:
+    """A key prefix of its own for a test that shares the session's etcd."""
+    return f"/pxeserver-test-{next(_prefixes)}/"
+
+
+def answers(store: NodeStore) -> bool:
+    try:
+        store.ping()
+    except StoreUnavailable:
+        return False
+    return True
+
+
+def wait_answers(member: EtcdMember) -> None:
+    """etcd's port opens before it serves; wait until it does."""
+    store = EtcdStore((member.client_url,), timeout=2)
+    try:
+        wait_for(lambda: answers(store), 30, f"etcd on {member.client_url}", interval=0.1)
+    finally:
+        store.close()

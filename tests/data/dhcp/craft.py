@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from pxeserver.dhcp_packets import request_packet
+from pxeserver.dhcp.packets import request_packet
 from pxeserver.model import MAC
 
 HERE = Path(__file__).resolve().parent

@@ -1,0 +1,1 @@
+"""ProxyDHCP: the server (:mod:`.proxy`) over pure packet code (:mod:`.packets`)."""

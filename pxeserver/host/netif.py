@@ -1,0 +1,94 @@
+"""The server's own addresses (netifaces), and what a socket bound to them needs: a receive
+buffer a rack's burst fits in, and one sentence when it cannot be bound."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+
+import netifaces
+
+from ..errors import PxeError
+
+log = logging.getLogger(__name__)
+
+
+# A rack powered on together sends hundreds of DISCOVERs (and then read requests) within
+# milliseconds. The kernel's default receive buffer (212992 bytes) holds about 150 such
+# datagrams; the rest are dropped and the firmware asks again only after 4 s (PXE 2.1).
+# 4 MiB holds a few thousand (docs/BENCHMARKS.md, "Boot storm").
+UDP_RECEIVE_BUFFER = 4 << 20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; beyond net.core.rmem_max
+
+
+def enlarge_receive_buffer(sock: socket.socket, size: int = UDP_RECEIVE_BUFFER) -> int:
+    """Ask for a ``size`` receive buffer on ``sock``: past ``net.core.rmem_max`` when we may
+    (root or CAP_NET_ADMIN), else up to that limit. Returns the size the kernel granted."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)) // 2  # it doubles
+    if granted < size:
+        log.debug(
+            "UDP receive buffer: %d bytes granted of %d asked (raise net.core.rmem_max for "
+            "more)", granted, size,
+        )  # fmt: skip
+    return granted
+
+
+def interface_address(name: str) -> str:
+    """The first IPv4 address of interface ``name``; PxeError that says what exists if none."""
+    if name not in netifaces.interfaces():
+        known = ", ".join(netifaces.interfaces())
+        raise PxeError(f"no network interface {name!r}; the interfaces are: {known}")
+    for entry in netifaces.ifaddresses(name).get(netifaces.AF_INET, []):
+        if entry.get("addr"):
+            return str(entry["addr"])
+    raise PxeError(f"interface {name!r} has no IPv4 address; give it one or use --listen")
+
+
+def interface_of(address: str) -> str | None:
+    """The interface that holds ``address``, or None (0.0.0.0, or not ours)."""
+    for name in netifaces.interfaces():
+        for entry in netifaces.ifaddresses(name).get(netifaces.AF_INET, []):
+            if entry.get("addr") == address:
+                return str(name)
+    return None
+
+
+def address_of_index(index: int) -> str | None:
+    """The first IPv4 address of the interface with kernel index ``index``."""
+    try:
+        import socket
+
+        name = socket.if_indextoname(index)
+    except OSError:
+        return None
+    for entry in netifaces.ifaddresses(name).get(netifaces.AF_INET, []):
+        if entry.get("addr"):
+            return str(entry["addr"])
+    return None
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+PRIVILEGED_HINT = "run as root (then --user to drop privileges) or use --tftp-port 6969 --no-dhcp"
+
+
+def bind_error(service: str, address: str, port: int, exc: OSError) -> PxeError:
+    """One sentence for a socket that could not be bound, with what to do."""
+    if isinstance(exc, PermissionError) and port < 1024:
+        return PxeError(
+            f"cannot bind {service} to {address}:{port}: port {port} needs root; {PRIVILEGED_HINT}"
+        )
+    return PxeError(
+        f"cannot bind {service} to {address}:{port}: {exc.strerror or exc}; "
+        "is another server using that port? choose another with the port flags"
+    )

@@ -1,0 +1,391 @@
+"""The node registry: records, states, events and hostnames, on top of a :class:`NodeStore`.
+
+Every change is a read, a pure change function, and a compare-and-swap write, retried when
+another writer got there first. Events carry ids and the node remembers the ids it has
+applied recently, so applying the same event twice (a retried write whose first answer was
+lost, a journal replayed after a crash) changes nothing the second time.
+
+State rules (see :func:`advance`): a DHCP sighting starts a new boot (``discovered``); the
+iPXE script makes it ``booting`` and counts the boot; the cloud-config (or Ignition
+config) ``configured``; phoning home ``ready``; a heartbeat keeps a node ``ready`` (and
+brings a ``lost`` one back). A ``ready`` node silent for ``heartbeat_ttl`` seconds, or a
+``booting``/``configured`` one silent for ``boot_timeout``, becomes ``lost``; its earlier
+events stay, so the timeline shows where it stopped.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .. import model, timeline
+from ..errors import AlreadyExists, Conflict, Forbidden, HostnameTaken, NotFound, StoreUnavailable
+from ..model import (
+    MAC,
+    UNSET,
+    Event,
+    EventKind,
+    Machine,
+    Node,
+    State,
+    Versioned,
+    hostname_from_pattern,
+)
+from ..store import NodeStore
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 64
+RECENT_IDS = 64
+# Repeats of these within this many seconds bump the last event's count instead of
+# growing the timeline (firmware retries DHCP; heartbeats come every few seconds).
+COALESCE = {EventKind.DHCP: 120.0, EventKind.HEARTBEAT: float("inf")}
+
+# What pxeserver waits for from a node in each state that has a deadline: the lost event
+# says it, so the timeline of a node that never got further tells why it is lost.
+WAITED_FOR = {
+    State.BOOTING: "its OS to fetch its config",
+    State.CONFIGURED: "it to phone home ready (its config was served)",
+    State.READY: "its next heartbeat",
+}
+# How long a thread's last read may stand in for the read a write starts with (see
+# Registry._mutate): the length of one request, not more.
+READ_REUSE_S = 1.0
+
+
+def advance(state: State, kind: EventKind) -> State:
+    """The state a node moves to when ``kind`` happens to it in ``state``."""
+    if kind is EventKind.DHCP:
+        return State.DISCOVERED
+    if kind is EventKind.IPXE:
+        return State.BOOTING
+    if kind in (EventKind.CLOUD_CONFIG, EventKind.IGNITION):
+        return State.CONFIGURED
+    if kind is EventKind.READY:
+        return State.READY
+    if kind is EventKind.HEARTBEAT:
+        if state in (State.CONFIGURED, State.READY, State.LOST):
+            return State.READY
+        return state
+    if kind is EventKind.LOST:
+        return State.LOST
+    return state  # TFTP, operator changes
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing that happened to a node, as the registry applies it (or replays it)."""
+
+    kind: EventKind
+    detail: str = ""
+    facts: Machine | None = None
+    at: float | None = None
+    event_id: str | None = None
+    move: bool = True  # False: record the event but keep the state (e.g. "no profile matched")
+    count_boot: bool = False
+    # READY under a profile with ``install: disk``: the node's disk now holds this profile
+    # (Node.installed); later boots of it are told to boot from disk.
+    installs: str | None = None
+
+
+class Registry:
+    def __init__(
+        self,
+        store: NodeStore,
+        *,
+        hostname_pattern: str = "node-{index:03d}",
+        events_kept: int = 50,
+        heartbeat_ttl: float = 90,
+        boot_timeout: float = 900,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.hostname_pattern = hostname_pattern
+        self.events_kept = events_kept
+        self.heartbeat_ttl = heartbeat_ttl
+        self.boot_timeout = boot_timeout
+        self.clock = clock
+        self._last_read = threading.local()
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, mac: MAC) -> Node | None:
+        found = self.store.get(mac)
+        if found is not None:
+            self._last_read.seen = (found, time.monotonic())
+        return found.node if found else None
+
+    def _reuse_read(self, mac: MAC) -> Versioned | None:
+        """This thread's last read of ``mac`` if it is recent, once (then it is gone).
+
+        Serving ``/ipxe`` reads the node, renders, then records: the write's
+        compare-and-swap can start from that read instead of asking the store again
+        (one round trip fewer per request). It only ever saves the read for a write: a
+        stale revision makes the compare-and-swap fail and the loop reads afresh, and a
+        change that turns out to do nothing on it is decided again on a fresh read.
+        """
+        seen = getattr(self._last_read, "seen", None)
+        self._last_read.seen = None
+        if seen is None or seen[0].node.mac != mac:
+            return None
+        if time.monotonic() - seen[1] > READ_REUSE_S:
+            return None
+        return seen[0]
+
+    def require(self, mac: MAC) -> Node:
+        node = self.get(mac)
+        if node is None:
+            raise NotFound(f"no node with MAC {mac}")
+        return node
+
+    def all(self) -> list[Node]:
+        return [v.node for v in self.store.scan()]
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable if the store does not answer."""
+        self.store.ping()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- the one write path ---------------------------------------------------------------
+
+    def _mutate(
+        self,
+        mac: MAC,
+        change: Callable[[Node], Node | None],
+        *,
+        create: bool,
+    ) -> Node:
+        """Apply ``change`` to the stored node with compare-and-swap, retrying on conflict.
+
+        ``change`` returns the new node, or None for "nothing to do". With ``create``, an
+        unknown MAC starts as a blank node that ``change`` fills in.
+        """
+        reused = self._reuse_read(mac)
+        for attempt in range(MAX_ATTEMPTS):
+            current = reused or self.store.get(mac)
+            if current is None:
+                if not create:
+                    raise NotFound(f"no node with MAC {mac}")
+                blank = Node(mac=mac, first_seen=self.clock(), last_seen=self.clock())
+                new = change(blank)
+                if new is None:
+                    return blank
+                try:
+                    return self.store.create(new, self._hostname_for(mac)).node
+                except AlreadyExists:
+                    continue
+            new = change(current.node)
+            if new is None or new == current.node:
+                if reused is not None:  # decide "nothing to do" on a fresh read only
+                    reused = None
+                    continue
+                return current.node
+            reused = None
+            try:
+                return self.store.update(current, new).node
+            except HostnameTaken:
+                raise
+            except Conflict:
+                # Someone else wrote first: back off a little and apply to their result.
+                time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+        raise StoreUnavailable(f"{mac}: gave up after {MAX_ATTEMPTS} conflicting writes")
+
+    def _hostname_for(self, mac: MAC) -> Callable[[int], str]:
+        return lambda index: hostname_from_pattern(self.hostname_pattern, index, mac)
+
+    def _with_event(self, node: Node, event: Event, recent_ids: tuple[str, ...]) -> Node:
+        events = list(node.events)
+        window = COALESCE.get(event.kind)
+        last = events[-1] if events else None
+        if (
+            window is not None
+            and last is not None
+            and last.kind is event.kind
+            and last.state is event.state
+            and last.detail == event.detail
+            and event.at - last.at <= window
+        ):
+            events[-1] = Event(
+                last.kind, event.at, last.state, last.detail, last.id, last.count + 1
+            )
+        else:
+            events.append(event)
+        ids = (*recent_ids, event.id)[-RECENT_IDS:]
+        return node.replace(events=tuple(events[-self.events_kept :]), recent_ids=ids)
+
+    def apply(self, mac: MAC, change: Change, *, create: bool = True) -> Node:
+        """Record that ``change`` happened to the machine ``mac``. Idempotent on event id."""
+        node = self._mutate(mac, self.change_fn(change), create=create)
+        if change.move:
+            timeline.milestone(log, node, change.kind, change.detail)
+        return node
+
+    def change_fn(self, change: Change) -> Callable[[Node], Node | None]:
+        """The pure function ``apply`` runs on the stored node: the node after ``change``,
+        or None if its event id was applied already. The journal uses it on cached nodes."""
+        at = change.at if change.at is not None else self.clock()
+        # One id for every attempt of this call: if a write landed but its answer was lost
+        # (a deadline, a leader change), the retry after the conflict finds the id and
+        # stops, instead of recording the event a second time.
+        event_id = change.event_id or model.new_event_id()
+
+        def fn(node: Node) -> Node | None:
+            if event_id is not None and event_id in node.recent_ids:
+                return None
+            facts = change.facts
+            state = advance(node.state, change.kind) if change.move else node.state
+            updated = node.replace(
+                uuid=(facts.uuid if facts and facts.uuid else node.uuid),
+                arch=(facts.arch if facts and facts.arch else node.arch),
+                platform=(facts.platform if facts and facts.platform else node.platform),
+                ip=(facts.ip if facts and facts.ip else node.ip),
+                state=state,
+                first_seen=min(node.first_seen or at, at),
+                last_seen=max(node.last_seen, at),
+                boot_count=node.boot_count + (1 if change.count_boot else 0),
+            )
+            if change.kind in (EventKind.READY, EventKind.HEARTBEAT):
+                updated = updated.replace(last_heartbeat=max(node.last_heartbeat or 0.0, at))
+            if change.installs and change.installs != node.installed:
+                updated = updated.replace(installed=change.installs, installed_at=at)
+            event = Event(change.kind, at, state, change.detail)
+            if event_id is not None:
+                event = Event(change.kind, at, state, change.detail, event_id)
+            return self._with_event(updated, event, node.recent_ids)
+
+        return fn
+
+    # -- the node's own calls -------------------------------------------------------------
+
+    def check_token(self, mac: MAC, token: str | None) -> Node:
+        node = self.require(mac)
+        if not token:
+            raise Forbidden(f"{mac}: the node token is missing", missing=True)
+        if not hmac.compare_digest(node.token.encode(), token.encode()):
+            raise Forbidden(f"{mac}: the node token is wrong")
+        return node
+
+    def phone_home(
+        self,
+        mac: MAC,
+        token: str | None,
+        kind: EventKind,
+        detail: str = "",
+        *,
+        installs: str | None = None,
+    ) -> Node:
+        """``ready`` or ``heartbeat`` from the node itself, which must present its token.
+        ``installs``: the disk-installing profile a ``ready`` node now has on its disk."""
+        self.check_token(mac, token)
+        return self.apply(mac, Change(kind, detail, installs=installs), create=False)
+
+    # -- operators -------------------------------------------------------------------------
+
+    def set(
+        self,
+        mac: MAC,
+        *,
+        profile: object = UNSET,
+        labels: Mapping[str, str | None] | None = None,
+        hostname: str | None = None,
+        reinstall: bool = False,
+    ) -> Node:
+        """Assign a profile (None clears it), merge labels (None removes one), rename;
+        ``reinstall`` forgets what the node installed on its disk, so that its next boot
+        network-boots (and installs) its profile again."""
+
+        def fn(node: Node) -> Node:
+            parts = []
+            changed = node
+            if profile is not UNSET and profile != node.profile:
+                changed = changed.replace(profile=profile)
+                parts.append(f"profile {profile or '(from groups)'}")
+            if labels:
+                merged = dict(node.labels)
+                for k, v in labels.items():
+                    if v is None:
+                        merged.pop(k, None)
+                    else:
+                        merged[k] = v
+                if merged != node.labels:
+                    changed = changed.replace(labels=merged)
+                    parts.append(
+                        "labels " + ",".join(f"{k}={v}" for k, v in sorted(merged.items()))
+                    )
+            if hostname and hostname != node.hostname:
+                changed = changed.replace(hostname=hostname)
+                parts.append(f"hostname {hostname}")
+            if reinstall:
+                was = f" (the disk holds {node.installed!r})" if node.installed else ""
+                changed = changed.replace(installed=None, installed_at=None)
+                parts.append(f"reinstall: the next boot installs from the network{was}")
+            if not parts:
+                return node
+            event = Event(EventKind.OPERATOR, self.clock(), node.state, "set " + "; ".join(parts))
+            return self._with_event(changed, event, node.recent_ids)
+
+        node = self._mutate(mac, fn, create=False)
+        log.info("%s %s: changed by an operator", mac, node.hostname)
+        return node
+
+    def forget(self, mac: MAC) -> bool:
+        gone = self.store.delete(mac)
+        if gone:
+            log.info("%s: forgotten by an operator", mac)
+        return gone
+
+    # -- time -------------------------------------------------------------------------------
+
+    def silent_for(self, node: Node, now: float) -> float | None:
+        """Seconds past the node's deadline, or None if it is within it (or has none)."""
+        if node.state is State.READY:
+            deadline = (node.last_heartbeat or node.last_seen) + self.heartbeat_ttl
+        elif node.state in (State.BOOTING, State.CONFIGURED):
+            deadline = node.last_seen + self.boot_timeout
+        else:
+            return None
+        return now - deadline if now > deadline else None
+
+    def expire(self) -> list[Node]:
+        """Mark every node that has gone silent past its deadline as ``lost``."""
+        now = self.clock()
+        lost = []
+        for versioned in self.store.scan():
+            node = versioned.node
+            if self.silent_for(node, now) is None:
+                continue
+
+            def fn(current: Node) -> Node | None:
+                if self.silent_for(current, now) is None:
+                    return None  # it spoke up since we looked
+                last = max(current.last_seen, current.last_heartbeat or 0.0)
+                detail = (
+                    f"silent for {int(now - last)} s while {current.state}; "
+                    f"waited for {WAITED_FOR[current.state]}"
+                )
+                event = Event(EventKind.LOST, now, State.LOST, detail)
+                return self._with_event(
+                    current.replace(state=State.LOST), event, current.recent_ids
+                )
+
+            try:
+                updated = self._mutate(node.mac, fn, create=False)
+            except NotFound:
+                continue
+            if updated.state is State.LOST:
+                log.warning(
+                    "%s %s: lost (%s)",
+                    updated.mac,
+                    updated.hostname,
+                    updated.events[-1].detail,
+                    extra={"mac": updated.mac.value, "hostname": updated.hostname, "event": "lost"},
+                )
+                lost.append(updated)
+        return lost

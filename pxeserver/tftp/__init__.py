@@ -1,0 +1,2 @@
+"""TFTP: the listening server (:mod:`.server`), the transfer loops (:mod:`.transfers`),
+the files it serves (:mod:`.files`) and pure packet code (:mod:`.packets`)."""
