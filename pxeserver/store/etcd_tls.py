@@ -3,7 +3,8 @@ the settings (``store.etcd_ca``, ``etcd_cert``, ``etcd_key``, checked when they 
 what a failed handshake means, as a sentence that names the file to fix.
 
 gRPC cannot tell which side gave up a handshake. A server certificate the CA did not
-sign fails on this side (``CERTIFICATE_VERIFY_FAILED``). A client certificate etcd does
+sign fails on this side (``CERTIFICATE_VERIFY_FAILED``), and so does one made for another
+host (``Hostname Verification Check failed``). A client certificate etcd does
 not accept, or none where etcd asks for one, shows as the connection dropped right after
 the handshake (``Unwrap failed``, ``TSI_DATA_CORRUPTED``: etcd sends its alert after a
 TLS 1.3 handshake), so the sentence says what was configured. A plain-HTTP etcd closes
@@ -19,7 +20,13 @@ from pathlib import Path
 from ..errors import StoreUnavailable
 
 # How gRPC says that a TLS handshake failed (its details, BoringSSL's words).
-HANDSHAKE_FAILED = ("handshake", "TSI_", "SSL_ERROR", "CERTIFICATE_VERIFY_FAILED")
+HANDSHAKE_FAILED = (
+    "handshake",
+    "TSI_",
+    "SSL_ERROR",
+    "CERTIFICATE_VERIFY_FAILED",
+    "Verification Check failed",
+)
 
 
 def handshake_failed(detail: str) -> bool:
@@ -52,6 +59,12 @@ class ClientTls:
                 f"etcd's server certificate does not verify against the CA in {self.ca} "
                 f"(store.etcd_ca: {why}): set store.etcd_ca to the CA that signed etcd's "
                 "certificate, one that names this endpoint's host"
+            )
+        if "Hostname Verification Check failed" in detail:
+            return (
+                "etcd's server certificate does not name this URL's host: write the URL with "
+                "a name or address its subjectAltName holds, or give etcd a certificate for "
+                "this one"
             )
         if "TSI_DATA_CORRUPTED" in detail or "Unwrap failed" in detail:
             if self.cert is None:

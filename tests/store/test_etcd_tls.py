@@ -23,7 +23,7 @@ from pxeserver.store.etcd import EtcdStore
 
 from ..support.certs import Pki
 from ..support.etcd import ETCDCTL, EtcdMember, etcd_prefix
-from ..support.net import free_port
+from ..support.net import free_port, port_open, wait_for
 
 pytestmark = pytest.mark.etcd
 
@@ -149,3 +149,17 @@ def test_the_store_fails_over_between_tls_endpoints(tls_etcd: EtcdMember) -> Non
         assert store.stats["failed_over"] == 1
     finally:
         store.close()
+
+
+def test_a_certificate_for_another_host_is_named(tmp_path: Path, pki: Pki) -> None:
+    member = EtcdMember("elsewhere", tmp_path / "etcd", tmp_path, pki, server="elsewhere")
+    member.start(wait=False)  # its /health would not verify either
+    try:
+        wait_for(lambda: port_open(member.client_port), 30, "etcd to listen")
+        line = refusal(store_with(member, **member.tls_files()))
+        assert (
+            f"{member.client_url}: etcd's server certificate does not name this URL's host: "
+            "write the URL with a name or address its subjectAltName holds" in line
+        ), line
+    finally:
+        member.stop()

@@ -1,10 +1,10 @@
 """Certificates for the TLS tests, made by the openssl command as an operator would.
 
 One :class:`Pki` folder holds: a CA and the server certificate it signed for etcd on
-127.0.0.1 (and ``localhost``); a client certificate from the same CA; a second CA that
-etcd does not trust, with a client certificate of its own (``stranger``); and a client
-certificate of the first CA that expired in 2020. Keys are P-256 (quick to make) and
-mode 0600, as the settings demand.
+127.0.0.1 (and ``localhost``), and one for another host (``elsewhere``); a client
+certificate from the same CA; a second CA that etcd does not trust, with a client
+certificate of its own (``stranger``); and a client certificate of the first CA that
+expired in 2020. Keys are P-256 (quick to make) and mode 0600, as the settings demand.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 SERVER_EXT = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+ELSEWHERE_EXT = "subjectAltName=DNS:elsewhere.example\nextendedKeyUsage=serverAuth\n"
 CLIENT_EXT = "extendedKeyUsage=clientAuth\n"
 # `openssl ca` is the way to give a certificate dates in the past (x509 -req has only -days).
 CA_CONF = """\
@@ -42,6 +43,7 @@ class Pki:
         self.authority("ca")
         self.authority("wrong-ca")
         self.leaf("server", "ca", SERVER_EXT)
+        self.leaf("elsewhere", "ca", ELSEWHERE_EXT)
         self.leaf("client", "ca", CLIENT_EXT)
         self.leaf("stranger", "wrong-ca", CLIENT_EXT)
         self.expired_leaf("expired", "ca")

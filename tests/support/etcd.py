@@ -42,9 +42,17 @@ def require_etcd() -> None:
 
 
 class EtcdMember:
-    def __init__(self, name: str, data_dir: Path, log_dir: Path, pki: Pki | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        log_dir: Path,
+        pki: Pki | None = None,
+        server: str = "server",
+    ) -> None:
         self.name = name
         self.pki = pki
+        self.server = server  # the Pki's certificate this member serves with
         self.host = "127.0.0.1"
         self.data_dir = data_dir
         self.log_path = log_dir / f"etcd-{name}.log"
@@ -96,11 +104,11 @@ class EtcdMember:
         if self.pki is None:
             return []
         # Peers too: a node's etcd proxy asks a member's peer URL for the member list.
-        return ["--cert-file", str(self.pki.crt("server")),
-                "--key-file", str(self.pki.key("server")),
+        return ["--cert-file", str(self.pki.crt(self.server)),
+                "--key-file", str(self.pki.key(self.server)),
                 "--trusted-ca-file", str(self.pki.crt("ca")), "--client-cert-auth",
-                "--peer-cert-file", str(self.pki.crt("server")),
-                "--peer-key-file", str(self.pki.key("server")),
+                "--peer-cert-file", str(self.pki.crt(self.server)),
+                "--peer-key-file", str(self.pki.key(self.server)),
                 "--peer-trusted-ca-file", str(self.pki.crt("ca")),
                 "--peer-client-cert-auth"]  # fmt: skip
 
