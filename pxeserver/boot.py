@@ -246,10 +246,10 @@ class BootService:
         ipxe = self.renderer.ipxe_script(node, profile, decision, base)
         cloud = None
         if profile.cloud_config:
-            cloud = self.renderer.cloud_config(node, profile, decision.group, base)
+            cloud = self.renderer.cloud_config(node, profile, decision.group, base, preview=True)
         ignition = None
         if profile.ignition:
-            ignition = self.renderer.ignition(node, profile, decision.group, base)
+            ignition = self.renderer.ignition(node, profile, decision.group, base, preview=True)
         boot = self.renderer.boot_choice(node, profile)
         return Preview(node, known, decision, ipxe, cloud, ignition, boot)
 
