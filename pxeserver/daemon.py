@@ -239,6 +239,20 @@ def local_state(service: BootService) -> Replayer | None:
 # -- the main process -----------------------------------------------------------------------
 
 
+def log_write_policy(settings: Settings) -> None:
+    """Say at start who may change nodes over HTTP (pxeserver.web.context.write_policy)."""
+    s = settings.server
+    if s.api_token is not None:
+        log.info("changes over HTTP need the API token (server.api_token)")
+    elif s.allow_unauthenticated_writes:
+        log.warning("no api_token is set and server.allow_unauthenticated_writes is on: anyone "
+                    "who reaches port %d can change and forget nodes", s.http_port)  # fmt: skip
+    else:
+        log.info("no api_token is set: nodes can be changed over HTTP from this machine "
+                    "(loopback) only; set server.api_token (or PXESERVER_API_TOKEN) to change "
+                    "them from elsewhere")  # fmt: skip
+
+
 class Daemon:
     """What ``pxeserver serve`` runs in its main process beside the HTTP server: the store
     and the boot policy, the UDP services, the reaper and the journal's replayer.
@@ -317,9 +331,7 @@ class Daemon:
         log.info("pxeserver %s: HTTP on %s:%d (%d workers), store %r, %d profiles, %d groups",
                  "serving", s.listen, s.http_port, s.http_workers, self.service.registry.store,
                  len(self.settings.profiles), len(self.settings.groups))  # fmt: skip
-        if s.api_token is None and s.listen not in ("127.0.0.1", "::1"):
-            log.warning("no api_token is set: anyone who reaches port %d can change nodes; set "
-                        "server.api_token or PXESERVER_API_TOKEN", s.http_port)  # fmt: skip
+        log_write_policy(self.settings)
 
     def stop(self) -> None:
         """Stop what runs and release what is open (also after a bind that failed)."""

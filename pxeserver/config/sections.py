@@ -89,6 +89,9 @@ def server(c: Checker, raw: Mapping[str, Any]) -> ServerSettings:
         tftp=c.bool_(raw, "tftp", w, d.tftp),
         base_url=base_url,
         api_token=_secret(c, raw, "api_token", w),
+        allow_unauthenticated_writes=c.bool_(
+            raw, "allow_unauthenticated_writes", w, d.allow_unauthenticated_writes
+        ),
         http_workers=c.int_(raw, "http_workers", w, d.http_workers, 1, 64),
         static_assets=c.bool_(raw, "static_assets", w, d.static_assets),
         user=c.str_(raw, "user", w, None),

@@ -31,8 +31,13 @@ class ServerSettings:
     pxe_port: int = 4011
     dhcp: bool = True
     tftp: bool = True
-    base_url: str | None = None  # what machines are told; default: the address they asked
-    api_token: str | None = None  # bearer token for writes to the API; None: writes open
+    # What machines are told; default: the address they asked, if it is one of this
+    # host's, else the listening address (see pxeserver.web.context.base_url).
+    base_url: str | None = None
+    api_token: str | None = None  # bearer token for writes to the API
+    # Without api_token, writes are accepted from this machine (loopback) only; True
+    # accepts them from anyone who reaches the HTTP port (docs/SECURITY.md).
+    allow_unauthenticated_writes: bool = False
     http_workers: int = 2
     # Serve /assets/ (kernels, initrds) from granian's own static file handler instead of
     # Flask: no Python per byte. It has no Range requests and no ETag (docs/BENCHMARKS.md).

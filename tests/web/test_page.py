@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ..support import browser
+from ..support.browser import csp_violations
 from ..support.server import ServerProcess
 from ..support.settings import REPO
 
@@ -252,6 +253,10 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
 
     steps = wait(page, "the ready node's timeline", timeline)
     assert [kind for kind, _, _ in steps] == ["ipxe", "cloud-config", "ready", "heartbeat"]
+    # Each step's bar is as wide as the time it took: styled from the script, which the
+    # page's Content-Security-Policy allows (it refuses style attributes).
+    widths = [b.size["width"] for b in page.find_elements(By.CSS_SELECTOR, "#d-timeline .bar")]
+    assert max(widths) > 10, widths
     took = steps[1][1]
     assert took.endswith(" ms") or took.endswith(" s"), took  # iPXE → cloud-config
     assert "×" in steps[3][2]  # heartbeats, counted
@@ -285,6 +290,12 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     if __import__("os").environ.get("PXESERVER_UPDATE_DOCS"):
         shutil.copy(shot, REPO / "docs" / "node-page.png")
 
+    # Nothing the page does breaks its own Content-Security-Policy; the control: a style
+    # attribute set from a script is refused, and the console says so.
+    assert csp_violations(page) == []
+    page.execute_script("document.body.setAttribute('style', 'color: red')")
+    assert wait(page, "the refused style attribute", csp_violations)
+
     # A node whose disk holds its profile: the page says so and can have it reinstall.
     assert not page.find_element(By.ID, "e-reinstall").is_displayed()  # RAM profile
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -299,3 +310,28 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     wait(page, "the reinstall done", lambda d: "next boot reinstalls" in text(d, "#e-result"))
     assert server.json(f"/api/v1/nodes/{READY}")["installed"] is None
     wait(page, "the record cleared", lambda d: "(network boot)" in text(d, "#d-facts"))
+
+
+@pytest.mark.parametrize(
+    ("server", "says"),
+    [
+        ({}, "changes allowed from this machine only"),
+        ({"allow_unauthenticated_writes": True}, "changes open to anyone"),
+    ],
+)
+def test_the_page_says_who_may_change_nodes_without_a_token(
+    tmp_path: Path, page: Any, server: dict[str, Any], says: str
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    settings = {**SETTINGS, "server": server}
+    served = ServerProcess(tmp_path, settings=settings, args=["--no-dhcp", "--no-tftp"]).start()
+    try:
+        served.get(f"/ipxe?mac={READY}&arch=x86_64")
+        page.get(served.url + "/")
+        wait(page, says, lambda d: says in text(d, "#mode"))
+        open_node(page, READY)
+        wait(page, "the edit form", lambda d: d.find_element(By.ID, "d-edit").is_displayed())
+        assert csp_violations(page) == []
+    finally:
+        served.stop()

@@ -19,6 +19,7 @@ function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "class") e.className = v;
     else if (k === "text") e.textContent = v;
+    else if (k === "style") e.style.cssText = v; // CSSOM: the page's CSP refuses style attributes
     else e.setAttribute(k, v);
   }
   for (const c of children) e.append(c);
@@ -165,12 +166,25 @@ function renderDetail() {
   renderEdit();
 }
 
+// Who may change nodes, from /api/v1/info: "writes" is the server's rule, and
+// "writes_need_token" whether this browser must give the token.
+function modeText(writable) {
+  const info = state.info;
+  if (!info) return "read-only";
+  if (!info.writes_need_token) {
+    return info.writes === "anyone"
+      ? "changes open to anyone: this server has no API token"
+      : "changes allowed from this machine only: this server has no API token";
+  }
+  if (info.writes === "loopback") return "read-only: this server has no API token, so changes come from its own machine only";
+  return writable ? "changes allowed" : "read-only";
+}
+
 function renderEdit() {
   const writable = state.info && (!state.info.writes_need_token || state.token);
   $("#d-edit").hidden = !writable || !state.detail;
   const mode = $("#mode");
-  const open = state.info && !state.info.writes_need_token;
-  mode.textContent = open ? "changes open: the server has no API token" : writable ? "changes allowed" : "read-only";
+  mode.textContent = modeText(writable);
   mode.classList.toggle("write", Boolean(writable));
   if (!writable || !state.detail) return;
   $("#e-reinstall").hidden = !state.detail.installed;
@@ -250,6 +264,7 @@ async function start() {
   } catch (err) {
     state.info = { states: ["discovered", "booting", "configured", "ready", "lost"], profiles: [], writes_need_token: true };
   }
+  renderEdit(); // says who may change nodes before any node is opened
   for (const s of state.info.states) $("#f-state").append(el("option", { value: s, text: s }));
   for (const p of state.info.profiles) $("#f-profile").append(el("option", { value: p, text: p }));
   for (const id of ["#f-text", "#f-state", "#f-profile", "#f-label"]) $(id).addEventListener("input", renderAll);
