@@ -363,9 +363,22 @@ def _worker_app(spec: str) -> Any:
 
 
 def http_server(settings: Settings) -> Any:
-    """granian's server for the HTTP workers (they build their app with :func:`_worker_app`)."""
-    from granian.constants import Interfaces
+    """granian's server for the HTTP workers (they build their app with :func:`_worker_app`).
+
+    What keeps slow or idle connections from stopping it (docs/SECURITY.md): each worker
+    holds up to ``limits.http_connections`` connections (granian's ``backpressure``; its
+    default, 512 a worker, was the ~1,100 slow connections that stopped all HTTP), with
+    the open-files limit raised to fit; a connection has ``limits.http_header_timeout``
+    seconds to send a whole request head, idle or not; and HTTP/1 only, because in
+    granian's auto mode (HTTP/1 or 2) that timer starts only once the protocol is known,
+    so a connection that sent nothing was held for good (measured: open after 90 s).
+    No client of pxeserver speaks HTTP/2 without TLS (h2c) anyway.
+    """
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
     from granian.server import Server
+
+    from .host.resources import open_files_for
 
     static: dict[str, Any] = {}
     if settings.server.static_assets:
@@ -375,12 +388,17 @@ def http_server(settings: Settings) -> Any:
             "static_path_mount": [settings.paths.assets_dir.resolve()],
             "static_path_expires": 300,
         }
+    limits = settings.limits
     return Server(
         "pxeserver",
         address=settings.server.listen,
         port=settings.server.http_port,
         interface=Interfaces.WSGI,
         workers=settings.server.http_workers,
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=limits.http_header_timeout * 1000),
+        backlog=4096,  # what waits to be accepted (the kernel may cap it: somaxconn)
+        backpressure=open_files_for(limits.http_connections),
         blocking_threads=8,
         # A machine that lost power mid-download leaves its HTTP connection open for
         # good; without a limit granian waits on it forever and SIGTERM never ends us.

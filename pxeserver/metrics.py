@@ -118,7 +118,8 @@ dhcp_ignored = _counter(
 limited = _counter(
     "pxeserver_limited",
     "Requests and sightings a limit dropped or turned away: tftp-request (rate per address), "
-    "tftp-session (per address or in all), new-mac (sightings of unknown MACs)",
+    "tftp-session (per address or in all), new-mac (sightings of unknown MACs), "
+    "http-client (HTTP requests in flight from one address)",
     ("what",),
 )
 

@@ -51,12 +51,17 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class LimitSettings:
-    """What one client, or a flood, can make the UDP services do (docs/RELIABILITY.md)."""
+    """What one client, or a flood, can make the services do (docs/RELIABILITY.md,
+    docs/SECURITY.md)."""
 
     tftp_sessions: int = 1024  # TFTP transfers at once, all clients together
     tftp_sessions_per_client: int = 4  # TFTP transfers at once from one address
     tftp_requests_per_client: int = 10  # new TFTP requests a second from one address (×2 burst)
     new_macs_per_second: int = 20  # sightings of MACs not in the registry written a second
+    # HTTP, in each HTTP worker process (docs/SECURITY.md, "The boot network"):
+    http_connections: int = 4096  # connections held at once (then new ones wait to be accepted)
+    http_header_timeout: int = 10  # seconds a connection has to send a whole request head
+    http_requests_per_client: int = 4  # requests in flight from one address (loopback: any)
 
 
 @dataclass(frozen=True)
