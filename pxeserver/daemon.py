@@ -60,12 +60,17 @@ def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = 
     """The registry over ``store``. With ``local`` (default: for the etcd backend), a
     :class:`~pxeserver.nodes.resilient.ResilientRegistry` whose node cache and journal live
     in the data dir, so that known machines boot through a store outage."""
+    from .nodes.unbooted import NeverBootedBound
+
     c = settings.cluster
+    # Who creates records: each HTTP worker, and the main process (TFTP, DHCP sightings).
+    writers = settings.server.http_workers + 1
     kwargs: dict[str, Any] = {
         "hostname_pattern": c.hostname_pattern,
         "events_kept": c.events_kept,
         "heartbeat_ttl": c.heartbeat_ttl,
         "boot_timeout": c.boot_timeout,
+        "never_booted": NeverBootedBound(settings.limits.never_booted, writers),
     }
     if local is None:
         local = settings.store.backend == "etcd"

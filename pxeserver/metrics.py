@@ -123,6 +123,12 @@ limited = _counter(
     ("what",),
 )
 
+never_booted_dropped = _counter(
+    "pxeserver_never_booted_dropped",
+    "Records of machines that never booted, forgotten (the oldest first) to keep at most "
+    "limits.never_booted of them",
+)
+
 # -- store and journal ----------------------------------------------------------------------------
 store_errors = _counter(
     "pxeserver_store_errors", "Store calls that failed (store unavailable), by where", ("where",)

@@ -139,6 +139,7 @@ def limits(c: Checker, raw: Mapping[str, Any]) -> LimitSettings:
         new_macs_per_second=c.int_(
             raw, "new_macs_per_second", w, d.new_macs_per_second, 1, 1_000_000
         ),
+        never_booted=c.int_(raw, "never_booted", w, d.never_booted, 10, 10_000_000),
         http_connections=c.int_(raw, "http_connections", w, d.http_connections, 16, 1_000_000),
         http_header_timeout=c.int_(raw, "http_header_timeout", w, d.http_header_timeout, 1, 3600),
         http_requests_per_client=c.int_(

@@ -58,6 +58,9 @@ class LimitSettings:
     tftp_sessions_per_client: int = 4  # TFTP transfers at once from one address
     tftp_requests_per_client: int = 10  # new TFTP requests a second from one address (×2 burst)
     new_macs_per_second: int = 20  # sightings of MACs not in the registry written a second
+    # Records of machines that never booted (never phoned home, untouched by operators),
+    # on every path together: beyond it the ones last seen longest ago are forgotten.
+    never_booted: int = 10_000
     # HTTP, in each HTTP worker process (docs/SECURITY.md, "The boot network"):
     http_connections: int = 4096  # connections held at once (then new ones wait to be accepted)
     http_header_timeout: int = 10  # seconds a connection has to send a whole request head

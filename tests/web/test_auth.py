@@ -74,8 +74,14 @@ class Caller:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         path = template.replace("{mac}", MAC).replace("{path}", "kernel")
         query = {"mac": MAC} if path in ("/ipxe", "/cloud-config", "/ignition") else {}
-        resp = self.client.open(path, method=method.upper(), query_string=query,
-                                headers=headers, json=BODIES.get(method), environ_base=environ)  # fmt: skip
+        resp = self.client.open(
+            path,
+            method=method.upper(),
+            query_string=query,
+            headers=headers,
+            json=BODIES.get(method),
+            environ_base=environ,
+        )
         return int(resp.status_code)
 
 
