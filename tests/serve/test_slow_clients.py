@@ -29,6 +29,7 @@ import yaml
 from ..lab.netns import Namespace, stop_process
 from ..support.net import wait_for
 from ..support.server import ServerProcess
+from ..support.settings import REPO
 
 pytestmark = [
     pytest.mark.slow,
@@ -232,6 +233,42 @@ def test_a_connection_that_sends_no_whole_request_head_is_closed(tmp_path: Path)
             return not any(held(s) for s in socks)
 
         wait_for(closed, 60, "the server to close connections that never sent a request", 0.5)
+    finally:
+        for s in socks:
+            s.close()
+        server.stop()
+
+
+def documented_table() -> str:
+    """The nftables table of docs/SECURITY.md ("Per-address connection caps")."""
+    text = (REPO / "docs" / "SECURITY.md").read_text()
+    return text.split("```nft\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_kernel_cap_holds_one_address_to_its_connections(
+    boot_net: Namespace, tmp_path: Path
+) -> None:
+    table = documented_table()
+    assert f"tcp dport {PORT} " in table and "ct count over 64" in table
+    subprocess.run(boot_net.command(["nft", "-f", "-"]), input=table.encode(), check=True,
+                   capture_output=True, timeout=30)  # fmt: skip
+    server = NamespacedServer(boot_net, tmp_path, {})
+    socks: list[socket.socket] = []
+    try:
+
+        def connect_many() -> tuple[list[socket.socket], int]:
+            opened, refused = [], 0
+            for _ in range(100):
+                try:
+                    opened.append(open_from(SLOW, 1, HEAD)[0])
+                except OSError:
+                    refused += 1
+            return opened, refused
+
+        socks, refused = boot_net.call(connect_many)
+        assert (len(socks), refused) == (64, 36)
+        status, _ = boot_net.call(answer, f"/ipxe?mac={KNOWN}", 5.0)
+        assert status == 200  # another address is not held back
     finally:
         for s in socks:
             s.close()
