@@ -60,12 +60,17 @@ def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = 
     """The registry over ``store``. With ``local`` (default: for the etcd backend), a
     :class:`~pxeserver.nodes.resilient.ResilientRegistry` whose node cache and journal live
     in the data dir, so that known machines boot through a store outage."""
+    from .nodes.unbooted import NeverBootedBound
+
     c = settings.cluster
+    # Who creates records: each HTTP worker, and the main process (TFTP, DHCP sightings).
+    writers = settings.server.http_workers + 1
     kwargs: dict[str, Any] = {
         "hostname_pattern": c.hostname_pattern,
         "events_kept": c.events_kept,
         "heartbeat_ttl": c.heartbeat_ttl,
         "boot_timeout": c.boot_timeout,
+        "never_booted": NeverBootedBound(settings.limits.never_booted, writers),
     }
     if local is None:
         local = settings.store.backend == "etcd"
@@ -327,9 +332,9 @@ class Daemon:
         log.info("pxeserver %s: HTTP on %s:%d (%d workers), store %r, %d profiles, %d groups",
                  "serving", s.listen, s.http_port, s.http_workers, self.service.registry.store,
                  len(self.settings.profiles), len(self.settings.groups))  # fmt: skip
-        if s.api_token is None and s.listen not in ("127.0.0.1", "::1"):
-            log.warning("no api_token is set: anyone who reaches port %d can change nodes; set "
-                        "server.api_token or PXESERVER_API_TOKEN", s.http_port)  # fmt: skip
+        from .web.security import log_write_policy  # Flask stays out of import time
+
+        log_write_policy(self.settings.server)
 
     def stop(self) -> None:
         """Stop what runs and release what is open (also after a bind that failed)."""
@@ -361,9 +366,22 @@ def _worker_app(spec: str) -> Any:
 
 
 def http_server(settings: Settings) -> Any:
-    """granian's server for the HTTP workers (they build their app with :func:`_worker_app`)."""
-    from granian.constants import Interfaces
+    """granian's server for the HTTP workers (they build their app with :func:`_worker_app`).
+
+    What keeps slow or idle connections from stopping it (docs/SECURITY.md): each worker
+    holds up to ``limits.http_connections`` connections (granian's ``backpressure``; its
+    default, 512 a worker, was the ~1,100 slow connections that stopped all HTTP), with
+    the open-files limit raised to fit; a connection has ``limits.http_header_timeout``
+    seconds to send a whole request head, idle or not; and HTTP/1 only, because in
+    granian's auto mode (HTTP/1 or 2) that timer starts only once the protocol is known,
+    so a connection that sent nothing was held for good (measured: open after 90 s).
+    No client of pxeserver speaks HTTP/2 without TLS (h2c) anyway.
+    """
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
     from granian.server import Server
+
+    from .host.resources import open_files_for
 
     static: dict[str, Any] = {}
     if settings.server.static_assets:
@@ -373,12 +391,17 @@ def http_server(settings: Settings) -> Any:
             "static_path_mount": [settings.paths.assets_dir.resolve()],
             "static_path_expires": 300,
         }
+    limits = settings.limits
     return Server(
         "pxeserver",
         address=settings.server.listen,
         port=settings.server.http_port,
         interface=Interfaces.WSGI,
         workers=settings.server.http_workers,
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=limits.http_header_timeout * 1000),
+        backlog=4096,  # what waits to be accepted (the kernel may cap it: somaxconn)
+        backpressure=open_files_for(limits.http_connections),
         blocking_threads=8,
         # A machine that lost power mid-download leaves its HTTP connection open for
         # good; without a limit granian waits on it forever and SIGTERM never ends us.

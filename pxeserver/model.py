@@ -247,6 +247,19 @@ class Node:
     def replace(self, **changes: Any) -> Node:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def never_booted(self) -> bool:
+        """Never phoned home, nothing on its disk, and nothing an operator gave it: a
+        record anyone who names a MAC could have made (``limits.never_booted`` bounds
+        how many are kept)."""
+        return (
+            self.last_heartbeat is None
+            and self.installed is None
+            and self.profile is None
+            and not self.labels
+            and not any(e.kind is EventKind.OPERATOR for e in self.events)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The stored form: JSON-ready, readable with plain ``etcdctl get``."""
         return {

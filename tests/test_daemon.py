@@ -110,3 +110,26 @@ def test_a_store_that_cannot_open_is_one_sentence_from_bind(tmp_path: Path) -> N
     with pytest.raises(PxeError, match=r"^cannot open the store: SQLite store .*pxeserver\.db"):
         daemon.bind()
     assert daemon.service is None and daemon.udp is None and running() == []
+
+
+@pytest.mark.parametrize(
+    ("server", "level", "words"),
+    [
+        ({}, "INFO", "from this machine (loopback) only"),
+        ({"allow_unauthenticated_writes": True}, "WARNING", "anyone who reaches port 8080"),
+        ({"api_token": "s3cret"}, "INFO", "need the API token"),
+    ],
+)
+def test_the_start_says_who_may_change_nodes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, server: dict[str, object], level: str,
+    words: str,
+) -> None:  # fmt: skip
+    settings = udp_settings(tmp_path, dhcp=False, tftp=False, **server)  # type: ignore[arg-type]
+    daemon = Daemon(settings)  # type: ignore[arg-type]
+    with caplog.at_level("INFO", logger="pxeserver.daemon"):
+        daemon.start()
+        daemon.stop()
+    said = [r for r in caplog.records if "change" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == level and words in said[0].getMessage(), [
+        r.getMessage() for r in said
+    ]

@@ -91,6 +91,9 @@ def server(c: Checker, raw: Mapping[str, Any]) -> ServerSettings:
         tftp=c.bool_(raw, "tftp", w, d.tftp),
         base_url=base_url,
         api_token=_secret(c, raw, "api_token", w),
+        allow_unauthenticated_writes=c.bool_(
+            raw, "allow_unauthenticated_writes", w, d.allow_unauthenticated_writes
+        ),
         http_workers=c.int_(raw, "http_workers", w, d.http_workers, 1, 64),
         static_assets=c.bool_(raw, "static_assets", w, d.static_assets),
         user=c.str_(raw, "user", w, None),
@@ -137,6 +140,12 @@ def limits(c: Checker, raw: Mapping[str, Any]) -> LimitSettings:
         ),
         new_macs_per_second=c.int_(
             raw, "new_macs_per_second", w, d.new_macs_per_second, 1, 1_000_000
+        ),
+        never_booted=c.int_(raw, "never_booted", w, d.never_booted, 10, 10_000_000),
+        http_connections=c.int_(raw, "http_connections", w, d.http_connections, 16, 1_000_000),
+        http_header_timeout=c.int_(raw, "http_header_timeout", w, d.http_header_timeout, 1, 3600),
+        http_requests_per_client=c.int_(
+            raw, "http_requests_per_client", w, d.http_requests_per_client, 1, 10_000
         ),
     )
 

@@ -72,6 +72,30 @@ def address_of_index(index: int) -> str | None:
     return None
 
 
+def own_addresses() -> frozenset[str]:
+    """Every address of this host's interfaces, IPv4 and IPv6 (without a scope ID)."""
+    found = set()
+    for name in netifaces.interfaces():
+        for family in (netifaces.AF_INET, netifaces.AF_INET6):
+            for entry in netifaces.ifaddresses(name).get(family, []):
+                text = str(entry.get("addr") or "").partition("%")[0]
+                if text:
+                    found.add(str(ipaddress.ip_address(text)))
+    return frozenset(found)
+
+
+def address_towards(peer: str) -> str | None:
+    """The address of ours that the kernel would send from to reach ``peer`` (a route
+    lookup: connecting a UDP socket sends nothing), or None if there is no route."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(peer).version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((peer, 9))
+            return str(probe.getsockname()[0]).partition("%")[0]
+    except (OSError, ValueError):
+        return None
+
+
 def is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback

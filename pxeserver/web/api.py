@@ -1,9 +1,10 @@
 """The node API: operators list, inspect and steer nodes; nodes phone home.
 
 Reads are open. Operator writes (PATCH, DELETE) need ``Authorization: Bearer <api_token>``
-when the settings name a token. ``ready`` and ``heartbeat`` need the node's own token,
-issued in its cloud-config, as ``Authorization: Bearer <token>`` or a ``token`` field in a
-form or JSON body.
+when the settings name a token, and come from this machine otherwise (see
+:mod:`.security`, which guards them before the view runs). ``ready`` and ``heartbeat``
+need the node's own token, issued in its cloud-config, as ``Authorization: Bearer
+<token>`` or a ``token`` field in a form or JSON body.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from .. import timeline
 from ..errors import InvalidInput
 from ..model import MAC, UNSET, EventKind, Node, State, label_name_problem, label_value_problem
 from . import listing
-from .context import bearer, require_operator, service
+from .context import bearer, service
+from .security import node_call
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -131,7 +133,6 @@ def show_node(mac: str) -> Response:
 
 @bp.patch("/nodes/<mac>")
 def patch_node(mac: str) -> Response:
-    require_operator()
     address = MAC.parse(mac)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -163,7 +164,6 @@ def patch_node(mac: str) -> Response:
 
 @bp.delete("/nodes/<mac>")
 def delete_node(mac: str) -> Response:
-    require_operator()
     service().forget(MAC.parse(mac))
     return Response(status=204)
 
@@ -179,12 +179,14 @@ def _node_token() -> str | None:
 
 
 @bp.post("/nodes/<mac>/ready")
+@node_call
 def ready(mac: str) -> Response:
     node = service().phone_home(MAC.parse(mac), _node_token(), EventKind.READY)
     return jsonify(mac=node.mac.value, hostname=node.hostname, state=node.state.value)
 
 
 @bp.post("/nodes/<mac>/heartbeat")
+@node_call
 def heartbeat(mac: str) -> Response:
     node = service().phone_home(MAC.parse(mac), _node_token(), EventKind.HEARTBEAT)
     return jsonify(mac=node.mac.value, hostname=node.hostname, state=node.state.value)

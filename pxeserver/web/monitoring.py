@@ -25,7 +25,8 @@ bp = Blueprint("monitoring", __name__)
 
 
 class NodesCollector:
-    """``pxeserver_nodes{state}`` and ``pxeserver_store_up``, asked of the boot policy."""
+    """``pxeserver_nodes{state}``, ``pxeserver_never_booted`` and ``pxeserver_store_up``,
+    asked of the boot policy."""
 
     def __init__(self, boot: WebBoot) -> None:
         self.boot = boot
@@ -50,6 +51,13 @@ class NodesCollector:
         for state in State:
             family.add_metric([state.value], counts.get(state, 0))
         yield family
+        unbooted = GaugeMetricFamily(
+            "pxeserver_never_booted",
+            "Nodes that never phoned home and that no operator touched (limits.never_booted "
+            "bounds them)",
+        )
+        unbooted.add_metric([], sum(n.never_booted for n in nodes))
+        yield unbooted
 
 
 @bp.get("/metrics")

@@ -26,17 +26,24 @@ bp = Blueprint("page", __name__, static_folder="static", static_url_path="/ui")
 MARK = '<body data-writes="">'
 
 
-def write_policy() -> str:
-    """``open`` if this request's client may change nodes without a token, else ``token``."""
+def writes_mark() -> str:
+    """Which of the banner's words apply to this request's client (app.js's writesMark
+    makes the same choice): ``open`` (anyone may change nodes), ``local`` (no API token and
+    the browser is on this machine), ``nobody`` (no API token and the browser is elsewhere:
+    changes come from this machine only) or ``token``."""
     info = explain.info().get_json()
-    return "token" if info["writes_need_token"] else "open"
+    if info["writes"] == "anyone":
+        return "open"
+    if info["writes"] == "loopback":
+        return "nobody" if info["writes_need_token"] else "local"
+    return "token"
 
 
 @bp.get("/")
 def index() -> Response:
     assert bp.static_folder is not None
     html = (Path(bp.static_folder) / "index.html").read_text(encoding="utf-8")
-    html = html.replace(MARK, f'<body data-writes="{write_policy()}">', 1)
+    html = html.replace(MARK, f'<body data-writes="{writes_mark()}">', 1)
     resp = Response(html, mimetype="text/html")
     resp.headers["Cache-Control"] = "no-cache"
     return resp

@@ -223,10 +223,21 @@ SCHEMAS: dict[str, Any] = {
     "Info": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["version", "writes_need_token", "profiles", "groups", "states"],
+        "required": ["version", "writes_need_token", "writes", "profiles", "groups", "states"],
         "properties": {
             "version": {"type": "string"},
-            "writes_need_token": {"type": "boolean"},
+            "writes_need_token": {
+                "type": "boolean",
+                "description": "whether this request's client must give the API token to "
+                "change nodes",
+            },
+            "writes": {
+                "type": "string",
+                "enum": ["token", "loopback", "anyone"],
+                "description": "who may change nodes: whoever gives the API token; with no "
+                "token set, this machine only (loopback), or anyone "
+                "(server.allow_unauthenticated_writes)",
+            },
             "profiles": {"type": "array", "items": {"type": "string"}},
             "groups": {
                 "type": "array",

@@ -17,6 +17,7 @@ from pxeserver.store.etcd import EtcdStore
 from pxeserver.store.sqlite import SQLiteStore
 
 from ..support import browser, fleet
+from ..support.browser import csp_violations
 from ..support.etcd import etcd_prefix
 from ..support.server import ServerProcess
 from ..support.settings import REPO
@@ -65,6 +66,7 @@ SETTINGS: dict[str, Any] = {
 READ_ONLY = "read-only: type the API token to change nodes"
 WITH_TOKEN = "changes allowed with your token"
 OPEN = "changes open to anyone: this server has no API token"
+LOCAL = "changes allowed from this machine only: this server has no API token"
 
 
 def picture(driver: Any, name: str) -> Path:
@@ -279,6 +281,10 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
 
     steps = wait(page, "the ready node's timeline", timeline)
     assert [kind for kind, _, _ in steps] == ["ipxe", "cloud-config", "ready", "heartbeat"]
+    # Each step's bar is as wide as the time it took: styled from the script, which the
+    # page's Content-Security-Policy allows (it refuses style attributes).
+    widths = [b.size["width"] for b in page.find_elements(By.CSS_SELECTOR, "#d-timeline .bar")]
+    assert max(widths) > 10, widths
     took = steps[1][1]
     assert took.endswith(" ms") or took.endswith(" s"), took  # iPXE → cloud-config
     assert "×" in steps[3][2]  # heartbeats, counted
@@ -307,6 +313,12 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     assert text(page, "#mode") == WITH_TOKEN
     page.execute_script("window.scrollTo(0, 0)")
     picture(page, "node-page.png")
+
+    # Nothing the page does breaks its own Content-Security-Policy; the control: a style
+    # attribute set from a script is refused, and the console says so.
+    assert csp_violations(page) == []
+    page.execute_script("document.body.setAttribute('style', 'color: red')")
+    assert wait(page, "the refused style attribute", csp_violations)
 
     # A node whose disk holds its profile: the page says so and can have it reinstall.
     assert not page.find_element(By.ID, "e-reinstall").is_displayed()  # RAM profile
@@ -415,7 +427,7 @@ def banner_without_scripts(driver: Any, url: str) -> str:
 
 @pytest.mark.parametrize(
     ("token", "store", "words"),
-    [(None, "sqlite", OPEN), (TOKEN, "etcd", READ_ONLY)],
+    [(None, "sqlite", LOCAL), (TOKEN, "etcd", READ_ONLY)],
     ids=["no-token-sqlite", "token-etcd"],
 )
 def test_the_first_paint_says_who_may_change_nodes(
@@ -573,3 +585,29 @@ def test_ten_thousand_nodes(tmp_path: Path, page: Any) -> None:
         assert len(states) == 200 and set(states) == {"lost"}
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("server", "says"),
+    [
+        ({}, LOCAL),
+        ({"allow_unauthenticated_writes": True}, OPEN),
+    ],
+)
+def test_the_page_says_who_may_change_nodes_without_a_token(
+    tmp_path: Path, page: Any, server: dict[str, Any], says: str
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    settings = {**SETTINGS, "server": server}
+    served = ServerProcess(tmp_path, settings=settings, args=["--no-dhcp", "--no-tftp"]).start()
+    try:
+        served.get(f"/ipxe?mac={READY}&arch=x86_64")
+        page.get(served.url + "/")
+        assert text(page, "#mode") == says  # the first paint
+        wait(page, says, lambda d: text(d, "#mode") == says)  # and the script kept it
+        open_node(page, READY)
+        wait(page, "the edit form", lambda d: d.find_element(By.ID, "d-edit").is_displayed())
+        assert csp_violations(page) == []
+    finally:
+        served.stop()

@@ -30,6 +30,7 @@ function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "class") e.className = v;
     else if (k === "text") e.textContent = v;
+    else if (k === "style") e.style.cssText = v; // CSSOM: the page's CSP refuses style attributes
     else e.setAttribute(k, v);
   }
   for (const c of children) e.append(c);
@@ -264,6 +265,8 @@ function renderDetail() {
   renderEdit();
 }
 
+// Who may change nodes, from /api/v1/info: "writes" is the server's rule, and
+// "writes_need_token" whether this browser must give the token.
 function renderEdit() {
   const writable = state.info && (!state.info.writes_need_token || state.token);
   $("#d-edit").hidden = !writable || !state.detail;
@@ -361,11 +364,18 @@ function schedule() {
   state.timer = setTimeout(refresh, every);
 }
 
+// The same choice as page.py's writes_mark: which of the banner's words (index.html) apply.
+function writesMark(info) {
+  if (info.writes === "anyone") return "open";
+  if (info.writes === "loopback") return info.writes_need_token ? "nobody" : "local";
+  return "token";
+}
+
 function applyInfo(info) {
   state.info = info;
   // The server chose the first words (see page.py); this keeps them true after a token
   // is typed or the server's settings change.
-  document.body.dataset.writes = info.writes_need_token ? "token" : "open";
+  document.body.dataset.writes = writesMark(info);
   if (state.token) document.body.dataset.token = "given";
   else delete document.body.dataset.token;
 }
