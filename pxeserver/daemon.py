@@ -19,6 +19,8 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,7 @@ from . import metrics
 from .boot import BootService
 from .config import Settings, load
 from .errors import PxeError, StoreUnavailable
+from .host.claims import DataFolderLock, PortClaim, check_tcp_port_free
 from .logs import configure
 from .nodes.reaper import Reaper
 from .nodes.registry import Registry
@@ -142,29 +145,43 @@ class UdpServices:
         self.settings = settings
         self.service = service
         self.services: list[Any] = []
+        self.claims: list[PortClaim] = []
 
     def bind(self) -> None:
-        """Bind every socket, or raise PxeError with what to do (privileged ports)."""
+        """Claim and bind every socket, or raise PxeError with what to do (a port that
+        another pxeserver or another program has, a privileged port)."""
         from .host.netif import bind_error
 
         address = listen_address(self.settings)
-        for name, service, port in self._services(address):
+        interface = self.settings.server.interface
+        claimed = address + (f"%{interface}" if interface else "")
+        for name, service, ports in self._services(address):
             try:
+                for port in ports:
+                    self._claim(PortClaim("udp", claimed, port))
                 service.bind()
             except OSError as exc:
                 self.close()
-                raise bind_error(name, address, port(), exc) from exc
+                # the port a claim or bind failed on (ProxyDHCP binds two)
+                failed = getattr(exc, "port", None) or getattr(service, "failed_port", None)
+                port = failed if failed in ports else next(iter(ports))
+                raise bind_error(name, address, port, exc, ports[port]) from exc
             self.services.append(service)
 
-    def _services(self, address: str) -> list[tuple[str, Any, Callable[[], int]]]:
-        """The services the settings ask for: name, server, the port a bind failed on."""
+    def _claim(self, claim: PortClaim) -> None:
+        claim.acquire()
+        self.claims.append(claim)
+
+    def _services(self, address: str) -> list[tuple[str, Any, dict[int, str]]]:
+        """The services the settings ask for: name, server, and its ports with the flag
+        that chooses each."""
         s = self.settings.server
-        found: list[tuple[str, Any, Callable[[], int]]] = []
+        found: list[tuple[str, Any, dict[int, str]]] = []
         if s.tftp:
-            found.append(("TFTP", self._tftp(address), lambda: s.tftp_port))
+            found.append(("TFTP", self._tftp(address), {s.tftp_port: "--tftp-port"}))
         if s.dhcp:
-            dhcp = self._dhcp(address)
-            found.append(("ProxyDHCP", dhcp, lambda: dhcp.failed_port))
+            ports = {s.dhcp_port: "--dhcp-port", s.pxe_port: "--pxe-port"}
+            found.append(("ProxyDHCP", self._dhcp(address), ports))
         return found
 
     def _tftp(self, address: str) -> Any:
@@ -203,10 +220,16 @@ class UdpServices:
         )
 
     def close(self) -> None:
-        """Release the sockets of services bound but never started."""
+        """Release the sockets of services bound but never started, and the claims."""
         for service in self.services:
             service.close()
         self.services = []
+        self._release()
+
+    def _release(self) -> None:
+        for claim in self.claims:
+            claim.release()
+        self.claims = []
 
     def start(self) -> None:
         self.service.start_background()
@@ -217,6 +240,7 @@ class UdpServices:
         for service in self.services:
             service.stop()
         self.service.stop_background()
+        self._release()
 
 
 def local_state(service: BootService) -> Replayer | None:
@@ -250,16 +274,48 @@ class Daemon:
     has granian call them around its HTTP workers; the tests call them directly.
     """
 
-    def __init__(self, settings: Settings, *, config: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, config: Path | None = None, own_metrics: bool = False
+    ) -> None:
         self.settings = settings
         self.config = config  # the settings file: the dropped user must read it too
+        # ``serve``: this process and its HTTP workers count in <data_dir>/metrics, which
+        # :meth:`bind` empties once it holds the data folder (tests count in memory).
+        self.own_metrics = own_metrics
+        self.data_lock = DataFolderLock(settings.paths.data_dir)
+        self.http_claim = PortClaim("tcp", settings.server.listen, settings.server.http_port)
         self.service: BootService | None = None
         self.udp: UdpServices | None = None
         self.reaper: Reaper | None = None
         self.replayer: Replayer | None = None
         self.running = False
+        self._stopping: threading.Thread | None = None
+        self._stop_lock = threading.Lock()
 
     def bind(self) -> None:
+        self._own()
+        try:
+            self._open()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _own(self) -> None:
+        """What this server owns, first: another server's folder or port stops us before
+        we touch its metrics files, its store or its sockets."""
+        self.data_lock.acquire()
+        try:
+            self._claim_http()
+        except BaseException:
+            self.data_lock.release()
+            raise
+        if self.own_metrics:
+            # Before anything records and before the HTTP workers are spawned (they
+            # inherit the folder).
+            metrics.setup(self.settings.paths.data_dir / "metrics")
+
+    def _open(self) -> None:
+        """The store, the boot policy and what runs beside it; the UDP sockets bound."""
         s = self.settings
         try:
             store = make_store(s)
@@ -281,13 +337,27 @@ class Daemon:
         )
         self.replayer = local_state(self.service)
         self.udp = UdpServices(s, self.service)
+        if s.server.user:
+            self._check_user(s.server.user)
+        self.udp.bind()
+
+    def _claim_http(self) -> None:
+        """The HTTP port: claimed against other pxeservers, and checked free of other
+        programs, before granian's workers bind it with SO_REUSEPORT (which would share
+        it with any process of the same user that does the same)."""
+        from .host.netif import bind_error
+
+        s = self.settings.server
         try:
-            if s.server.user:
-                self._check_user(s.server.user)
-            self.udp.bind()
-        except BaseException:
-            self.stop()
-            raise
+            self.http_claim.acquire()
+            check_tcp_port_free(s.listen, s.http_port)
+        except OSError as exc:
+            self.http_claim.release()
+            raise bind_error("HTTP", s.listen, s.http_port, exc, "--http-port") from exc
+
+    def _release(self) -> None:
+        self.http_claim.release()
+        self.data_lock.release()
 
     def _check_user(self, user: str) -> None:
         from .host.privileges import check_user_can_serve
@@ -321,17 +391,32 @@ class Daemon:
             log.warning("no api_token is set: anyone who reaches port %d can change nodes; set "
                         "server.api_token or PXESERVER_API_TOKEN", s.http_port)  # fmt: skip
 
+    def stop_soon(self) -> None:
+        """Begin stopping in a thread and return at once (from a signal handler, so that
+        the UDP services stop while granian stops its workers); :meth:`stop` waits."""
+        with self._stop_lock:
+            if self._stopping is None:
+                self._stopping = threading.Thread(target=self._stop_parts, name="stopping")
+                self._stopping.start()
+
     def stop(self) -> None:
         """Stop what runs and release what is open (also after a bind that failed)."""
+        self.stop_soon()
+        assert self._stopping is not None
+        self._stopping.join()
+        self._stopping = None
+        if self.running:
+            log.info("pxeserver stopped")
+        self.running = False
+        self._release()
+
+    def _stop_parts(self) -> None:
         for part in (self.udp, self.reaper, self.replayer):
             if part is not None:
                 part.stop()
         if self.service is not None:
             self.service.close()
-        if self.running:
-            log.info("pxeserver stopped")
         self.service = self.udp = self.reaper = self.replayer = None
-        self.running = False
 
 
 # -- HTTP (granian) -------------------------------------------------------------------------
@@ -344,6 +429,11 @@ def _worker_app(spec: str) -> Any:
 
     args = json.loads(spec)
     die_with_parent(args["parent"])  # no orphan holding the HTTP port if we are SIGKILLed
+    # Ctrl-C reaches the terminal's whole process group; a worker that got SIGINT and then
+    # its parent's SIGTERM could hang in granian until killed ("refused to gracefully
+    # stop"). The parent alone decides when a worker stops. Blocked here, in the thread
+    # that starts granian's threads, so that they all inherit it; SIGTERM stays open.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     path = Path(args["config"]) if args["config"] else None
     settings, _ = load(path, args["overrides"])
     configure_logging(settings)
@@ -385,9 +475,7 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     configure_logging(settings)
     for problem in warnings:
         log.warning("%s", problem)
-    # Before anything records and before the HTTP workers are spawned (they inherit it).
-    metrics.setup(settings.paths.data_dir / "metrics")
-    daemon = Daemon(settings, config=config)
+    daemon = Daemon(settings, config=config, own_metrics=True)
     try:
         daemon.bind()
     except PxeError as exc:
@@ -399,9 +487,48 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     spec = json.dumps({"config": str(config) if config else None,
                        "overrides": dict(overrides), "parent": os.getpid()})  # fmt: skip
     server = http_server(settings)
+    quiet_granian()
     # Started once granian has bound the HTTP port and before it spawns a worker: the
     # moment to stop being root, so that the workers spawn unprivileged.
     server.on_startup(daemon.start)
     server.on_shutdown(daemon.stop)
-    server.serve(target_loader=functools.partial(_worker_app, spec), wrap_loader=False)
+    _stop_early(server, daemon)
+    try:
+        server.serve(target_loader=functools.partial(_worker_app, spec), wrap_loader=False)
+    except RuntimeError as exc:
+        if daemon.running:
+            raise
+        # granian could not bind the HTTP port: another program took it after our check
+        daemon.stop()
+        log.error("cannot bind HTTP to %s:%d: %s; stop that program or choose another port "
+                  "with --http-port", settings.server.listen, settings.server.http_port,
+                  str(exc).splitlines()[0])  # fmt: skip
+        return 1
     return 0
+
+
+def _stop_early(server: Any, daemon: Daemon) -> None:
+    """On SIGINT or SIGTERM, stop the UDP services while granian stops its HTTP workers
+    (it calls its shutdown hooks only after them): a quick stop is a sum of waits."""
+    granian_handler = server.signal_handler_interrupt  # set by granian at its startup
+
+    def interrupted(*args: Any) -> None:
+        granian_handler(*args)
+        if daemon.running:
+            daemon.stop_soon()
+
+    server.signal_handler_interrupt = interrupted
+
+
+class _Intended(logging.Filter):
+    """granian's advice on settings pxeserver chose on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # 8 blocking threads a worker, more than 2 × cores + 1 on a small machine: each
+        # thread mostly waits on the store or a client (docs/BENCHMARKS.md).
+        return not record.getMessage().startswith("Configuration allows spawning up to")
+
+
+def quiet_granian() -> None:
+    """No warning on a normal start: drop granian's advice about what we chose on purpose."""
+    logging.getLogger("_granian").addFilter(_Intended())
