@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .commands.check import check_settings, default_base_url
+from .checks import check_settings, default_base_url
 from .commands.nodes import DEFAULT_SERVER, Api, changes, details, table
 from .config import load
 from .errors import ConfigError, PxeError

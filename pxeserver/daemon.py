@@ -19,7 +19,7 @@ import json
 import logging
 import multiprocessing
 import os
-import signal
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -390,6 +390,16 @@ class Daemon:
         if s.api_token is None and s.listen not in ("127.0.0.1", "::1"):
             log.warning("no api_token is set: anyone who reaches port %d can change nodes; set "
                         "server.api_token or PXESERVER_API_TOKEN", s.http_port)  # fmt: skip
+        self._report_problems()
+
+    def _report_problems(self) -> None:
+        """What ``pxeserver check`` finds, said at start: a missing kernel, initrd,
+        template or boot loader is one block that names each file and how to get it."""
+        from .checks import check_settings, start_report
+
+        problems = check_settings(self.settings)
+        if problems:
+            log.warning("%s", start_report(self.settings, problems))
 
     def stop_soon(self) -> None:
         """Begin stopping in a thread and return at once (from a signal handler, so that
@@ -429,11 +439,13 @@ def _worker_app(spec: str) -> Any:
 
     args = json.loads(spec)
     die_with_parent(args["parent"])  # no orphan holding the HTTP port if we are SIGKILLed
-    # Ctrl-C reaches the terminal's whole process group; a worker that got SIGINT and then
-    # its parent's SIGTERM could hang in granian until killed ("refused to gracefully
-    # stop"). The parent alone decides when a worker stops. Blocked here, in the thread
-    # that starts granian's threads, so that they all inherit it; SIGTERM stays open.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # The parent alone stops a worker (SIGTERM). A worker that got a second signal, the
+    # terminal's Ctrl-C (SIGINT to the foreground process group) or a SIGTERM to the
+    # group, could hang in granian until killed after WORKERS_KILL_TIMEOUT_S ("refused
+    # to gracefully stop"). In a process group of its own, only its parent's reaches it.
+    os.setpgid(0, 0)
+    # The command as the operator ran it, for hints in log lines (pxeserver.hints).
+    sys.argv[0] = args["program"]
     path = Path(args["config"]) if args["config"] else None
     settings, _ = load(path, args["overrides"])
     configure_logging(settings)
@@ -484,7 +496,7 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     # Workers are spawned, not forked: the main process runs threads (UDP services,
     # reaper), and forking a threaded process can copy held locks into the child.
     multiprocessing.set_start_method("spawn", force=True)
-    spec = json.dumps({"config": str(config) if config else None,
+    spec = json.dumps({"config": str(config) if config else None, "program": sys.argv[0],
                        "overrides": dict(overrides), "parent": os.getpid()})  # fmt: skip
     server = http_server(settings)
     quiet_granian()
