@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from .checks import check_settings, default_base_url
-from .commands.nodes import DEFAULT_SERVER, Api, changes, details, table
+from .commands.nodes import DEFAULT_SERVER, Api, changes, details, echo, nothing_found, table
 from .config import load
 from .errors import ConfigError, PxeError
 from .model import MAC, Machine
@@ -210,6 +210,8 @@ def nodes_list(
     """List nodes."""
     found = api.nodes(state, profile, labels)
     click.echo(json.dumps(found, indent=2) if as_json else "\n".join(table(found)))
+    if not found:  # said on stderr: stdout stays what scripts parse
+        click.echo(nothing_found(api, state, profile, labels), err=True)
 
 
 @nodes.command("show")
@@ -248,10 +250,9 @@ def nodes_set(
     reinstall: bool,
 ) -> None:
     """Assign a profile, set labels, rename a node or have it reinstall."""
-    n = api.set(mac, changes(profile, labels, hostname, reinstall))
-    click.echo(f"{n['mac']} {n['hostname']}: profile {n['profile']} ({n['profile_source']})")
-    if reinstall:
-        click.echo(f"{n['mac']} {n['hostname']}: its next boot installs {n['profile']} again")
+    body = changes(profile, labels, hostname, reinstall)
+    for line in echo(api.set(mac, body), body):
+        click.echo(line)
 
 
 @nodes.command("forget")
