@@ -342,14 +342,19 @@ def assets_ipxe(config: Path | None, target: Path | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the VM's serial console log goes (default: a new temporary folder).",
 )
-def demo(server: str, mac: str | None, timeout: float, keep: bool, log_dir: Path | None) -> None:
+@click.option("--wait", type=click.FloatRange(0, 600), default=30.0, show_default=True,
+              help="Seconds to wait for the server to answer (just started, say).")  # fmt: skip
+def demo(
+    server: str, mac: str | None, timeout: float, keep: bool, log_dir: Path | None, wait: float
+) -> None:
     """Boot one QEMU VM against a running server and follow it to ready (no root needed)."""
     from .commands import demo as demo_
 
     address = MAC.parse(mac) if mac else None
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-    sys.exit(demo_.run(server, mac=address, timeout=timeout, keep=keep, log_dir=log_dir))
+    code = demo_.run(server, mac=address, timeout=timeout, keep=keep, log_dir=log_dir, wait=wait)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

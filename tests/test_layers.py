@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"nodes"},  # the registry and what keeps it going
     {"boot", "checks"},  # the boot policy every protocol asks; what can be checked before
     {"dhcp", "tftp", "web"},  # the protocols
+    {"udp"},  # TFTP and ProxyDHCP, bound and run together in the main process
     {"daemon"},  # wiring
     {"commands"},  # what the CLI's commands do
     {"cli"},

@@ -104,8 +104,9 @@ def refused(method: str, path: str, status: int, message: str) -> str:
     return f"{method} {path}: {status} {message}"
 
 
-def unreachable(server: str, exc: BaseException) -> str:
-    """No HTTP answer from ``server``: a TLS mismatch named as such, else how to start one."""
+def unreachable(server: str, exc: BaseException, hint: str | None = None) -> str:
+    """No HTTP answer from ``server``: a TLS mismatch named as such, else how to start one
+    (``hint``: what to start, if not the default ``pxeserver serve``)."""
     reason = getattr(exc, "reason", exc)
     plain = server.replace("https://", "http://", 1)
     if isinstance(reason, ssl.SSLCertVerificationError):
@@ -126,10 +127,11 @@ def unreachable(server: str, exc: BaseException) -> str:
             f"{server} closed the connection without an HTTP answer; if it serves HTTPS, use "
             f"{secure}"
         )
-    return (
-        f"cannot reach {server} ({reason}); is `pxeserver serve` running? start it with "
-        f"{command('serve')}, or name the server with --server URL"
+    hint = hint or (
+        f"is `pxeserver serve` running? start it with {command('serve')}, or name the "
+        "server with --server URL"
     )
+    return f"cannot reach {server} ({reason}); {hint}"
 
 
 def label_filter(text: str) -> str:
