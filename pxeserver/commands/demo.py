@@ -210,6 +210,7 @@ def run(
     wait_for_server(server, wait, echo)
     mac = mac or random_mac()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="pxeserver-demo-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     serial_log = log_dir / f"serial-{mac.hex}.log"
     bootfile = guest_url(server) + "/boot.ipxe"
     echo(f"demo: machine {mac}: QEMU (BIOS, iPXE ROM, user-mode network) boots {bootfile}")

@@ -27,9 +27,10 @@ TOKEN_ENV = "PXESERVER_API_TOKEN"
 class Api:
     """Calls to a running server's ``/api/v1``, with the API token when one is given."""
 
-    def __init__(self, server: str, token: str | None) -> None:
+    def __init__(self, server: str, token: str | None, origin: str = "") -> None:
         self.server = checked_url(server).rstrip("/")
         self.token = token
+        self.origin = origin  # how the server was chosen: said when it cannot be reached
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -48,7 +49,7 @@ class Api:
                 message = exc.reason
             raise PxeError(refused(method, path, exc.code, str(message))) from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise PxeError(unreachable(self.server, exc)) from exc
+            raise PxeError(unreachable(self.server, exc, origin=self.origin)) from exc
         return json.loads(raw) if raw else None
 
     def nodes(self, state: str | None, profile: str | None, labels: tuple[str, ...]) -> Any:
@@ -104,9 +105,10 @@ def refused(method: str, path: str, status: int, message: str) -> str:
     return f"{method} {path}: {status} {message}"
 
 
-def unreachable(server: str, exc: BaseException, hint: str | None = None) -> str:
+def unreachable(server: str, exc: BaseException, hint: str | None = None, origin: str = "") -> str:
     """No HTTP answer from ``server``: a TLS mismatch named as such, else how to start one
-    (``hint``: what to start, if not the default ``pxeserver serve``)."""
+    (``hint``: what to start, if not the default ``pxeserver serve``; ``origin``: how the
+    server was chosen, said with it)."""
     reason = getattr(exc, "reason", exc)
     plain = server.replace("https://", "http://", 1)
     if isinstance(reason, ssl.SSLCertVerificationError):
@@ -127,10 +129,9 @@ def unreachable(server: str, exc: BaseException, hint: str | None = None) -> str
             f"{server} closed the connection without an HTTP answer; if it serves HTTPS, use "
             f"{secure}"
         )
-    hint = hint or (
-        f"is `pxeserver serve` running? start it with {command('serve')}, or name the "
-        "server with --server URL"
-    )
+    hint = hint or f"is `pxeserver serve` running? start it with {command('serve')}"
+    if origin:
+        return f"cannot reach {server} ({origin}): {reason}; {hint}"
     return f"cannot reach {server} ({reason}); {hint}"
 
 
