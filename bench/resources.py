@@ -1,7 +1,7 @@
 """Resource use: an idle ``pxeserver serve`` with 10,000 registered nodes, SQLite and etcd.
 
-    sudo .venv/bin/python -m bench.resources               # 10,000 nodes, 30 s idle
-    sudo .venv/bin/python -m bench.resources --quick       # 1,000 nodes, 10 s
+    .venv/bin/python -m bench.resources               # as root; 10,000 nodes, 30 s idle
+    .venv/bin/python -m bench.resources --quick       # as root; 1,000 nodes, 10 s
 
 The registry is filled before the server starts, one document per node as a booted node
 leaves it (events dhcp, ipxe, cloud-config, ready; state ``ready``), through pxeserver's

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from .commands.check import check_settings, default_base_url
-from .commands.nodes import DEFAULT_SERVER, Api, changes, details, table
+from .checks import check_settings, default_base_url
+from .commands.nodes import DEFAULT_SERVER, Api, changes, details, echo, nothing_found, table
 from .config import load
 from .errors import ConfigError, PxeError
 from .model import MAC, Machine
@@ -215,8 +215,10 @@ def serve(config: Path | None, **flags: Any) -> None:
 @config_option
 def check(config: Path | None) -> None:
     """Validate settings, templates and assets; print every problem found."""
+    from .daemon import make_store
+
     settings, warnings = load(config)
-    problems = warnings + check_settings(settings)
+    problems = warnings + check_settings(settings, make_store)
     for problem in problems:
         click.echo(str(problem), err=True)
     errors = [p for p in problems if not p.warning]
@@ -297,6 +299,8 @@ def nodes_list(
     """List nodes."""
     found = api.nodes(state, profile, labels)
     click.echo(json.dumps(found, indent=2) if as_json else "\n".join(table(found)))
+    if not found:  # said on stderr: stdout stays what scripts parse
+        click.echo(nothing_found(api, state, profile, labels), err=True)
 
 
 @nodes.command("show")
@@ -337,10 +341,9 @@ def nodes_set(
     reinstall: bool,
 ) -> None:
     """Assign a profile, set labels, rename a node or have it reinstall."""
-    n = api.set(mac, changes(profile, labels, hostname, reinstall))
-    click.echo(f"{n['mac']} {n['hostname']}: profile {n['profile']} ({n['profile_source']})")
-    if reinstall:
-        click.echo(f"{n['mac']} {n['hostname']}: its next boot installs {n['profile']} again")
+    body = changes(profile, labels, hostname, reinstall)
+    for line in echo(api.set(mac, body), body):
+        click.echo(line)
 
 
 @nodes.command("forget")
@@ -431,15 +434,16 @@ def assets_ipxe(config: Path | None, target: Path | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the VM's serial console log goes (default: a new temporary folder).",
 )
-def demo(mac: str | None, timeout: float, keep: bool, log_dir: Path | None) -> None:
+@click.option("--wait", type=click.FloatRange(0, 600), default=30.0, show_default=True,
+              help="Seconds to wait for the server to answer (just started, say).")  # fmt: skip
+def demo(mac: str | None, timeout: float, keep: bool, log_dir: Path | None, wait: float) -> None:
     """Boot one QEMU VM against a running server and follow it to ready (no root needed)."""
     from .commands import demo as demo_
 
     server = remote(click.get_current_context()).server
     address = MAC.parse(mac) if mac else None
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-    sys.exit(demo_.run(server, mac=address, timeout=timeout, keep=keep, log_dir=log_dir))
+    code = demo_.run(server, mac=address, timeout=timeout, keep=keep, log_dir=log_dir, wait=wait)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

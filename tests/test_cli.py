@@ -319,7 +319,7 @@ def test_a_connection_error_names_the_server_and_how_it_was_chosen(tmp_path: Pat
     cases = [
         (["nodes", "list", "--server", dead], {}, f"cannot reach {dead} (from --server): "),
         (["nodes", "list"], {"PXESERVER_SERVER": dead}, f"{dead} (from PXESERVER_SERVER): "),
-        (["demo", "--server", dead], {}, f"cannot reach {dead} "),
+        (["demo", "--server", dead, "--wait", "0"], {}, f"cannot reach {dead} "),
     ]
     for args, env, said in cases:
         r = run(*args, cwd=tmp_path, env=env)

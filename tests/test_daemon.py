@@ -87,8 +87,8 @@ def test_a_port_in_use_is_raised_by_start_and_nothing_stays_open(tmp_path: Path)
     settings = udp_settings(tmp_path, tftp_port=tftp_port, dhcp_port=dhcp_port, pxe_port=pxe_port)
     daemon = Daemon(settings)  # type: ignore[arg-type]
     try:
-        with pytest.raises(PxeError, match=rf"cannot bind ProxyDHCP to 127\.0\.0\.1:{pxe_port}: "
-                           r".*is another server using that port"):  # fmt: skip
+        taken = rf"cannot bind ProxyDHCP to 127\.0\.0\.1:{pxe_port}: port {pxe_port} is in use "
+        with pytest.raises(PxeError, match=taken + r"by another program .*port with --pxe-port$"):
             daemon.start()
         # TFTP and ProxyDHCP's first port were bound before the failure: released again.
         assert can_bind(tftp_port) and can_bind(dhcp_port)
@@ -105,7 +105,7 @@ def test_a_port_in_use_is_raised_by_start_and_nothing_stays_open(tmp_path: Path)
 
 
 def test_a_store_that_cannot_open_is_one_sentence_from_bind(tmp_path: Path) -> None:
-    (tmp_path / "var").write_text("a file where the data dir should be")
+    (tmp_path / "var" / "pxeserver.db").mkdir(parents=True)  # a folder where the file goes
     daemon = Daemon(udp_settings(tmp_path))  # type: ignore[arg-type]
     with pytest.raises(PxeError, match=r"^cannot open the store: SQLite store .*pxeserver\.db"):
         daemon.bind()

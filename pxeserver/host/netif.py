@@ -3,6 +3,7 @@ buffer a rack's burst fits in, and one sentence when it cannot be bound."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import socket
@@ -10,6 +11,7 @@ import socket
 import netifaces
 
 from ..errors import PxeError
+from .claims import PortTaken
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +108,21 @@ def is_loopback(address: str) -> bool:
 PRIVILEGED_HINT = "run as root (then --user to drop privileges) or use --tftp-port 6969 --no-dhcp"
 
 
-def bind_error(service: str, address: str, port: int, exc: OSError) -> PxeError:
-    """One sentence for a socket that could not be bound, with what to do."""
+def bind_error(service: str, address: str, port: int, exc: OSError, flag: str) -> PxeError:
+    """One sentence for a socket that could not be bound, naming the port and what to do
+    (``flag``: the option that chooses another port)."""
+    where = f"cannot bind {service} to {address}:{port}"
     if isinstance(exc, PermissionError) and port < 1024:
+        return PxeError(f"{where}: port {port} needs root; {PRIVILEGED_HINT}")
+    if isinstance(exc, PortTaken):
+        who, stop = ("another pxeserver", "stop it")
+        if exc.pid is not None:
+            who, stop = (f"the pxeserver with PID {exc.pid}", f"stop it (kill {exc.pid})")
+        return PxeError(f"{where}: {who} serves port {port}; {stop} or choose another port "
+                        f"with {flag}")  # fmt: skip
+    if exc.errno == errno.EADDRINUSE:
         return PxeError(
-            f"cannot bind {service} to {address}:{port}: port {port} needs root; {PRIVILEGED_HINT}"
+            f"{where}: port {port} is in use by another program (`ss -lntup 'sport = "
+            f":{port}'` names it); stop it or choose another port with {flag}"
         )
-    return PxeError(
-        f"cannot bind {service} to {address}:{port}: {exc.strerror or exc}; "
-        "is another server using that port? choose another with the port flags"
-    )
+    return PxeError(f"{where}: {exc.strerror or exc}; choose another address or {flag}")

@@ -11,11 +11,12 @@ from flask import Blueprint, Response, request
 from ..errors import InvalidInput
 from ..model import KNOWN_ARCHES, KNOWN_PLATFORMS, MAC, Machine, parse_uuid
 from .context import base_url, service
+from .files import remember_client
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
 
-IPXE_TYPE = "text/plain; charset=utf-8"
+IPXE_TYPE = "text/plain"  # Flask adds "; charset=utf-8" to text/ types
 
 
 def _mac() -> MAC:
@@ -97,14 +98,16 @@ def chain() -> Response:
 
 @bp.get("/ipxe")
 def ipxe() -> Response:
-    return Response(service().ipxe_script(_machine(), base_url()), mimetype=IPXE_TYPE)
+    machine = _machine()
+    remember_client(request.remote_addr, machine.mac)  # for a 404 on its kernel next
+    return Response(service().ipxe_script(machine, base_url()), mimetype=IPXE_TYPE)
 
 
 @bp.get("/cloud-config")
 def cloud_config() -> Response:
     mac = _mac()
     text = service().cloud_config(mac, base_url(), _source_ip(mac))
-    return Response(text, mimetype="text/cloud-config; charset=utf-8")
+    return Response(text, mimetype="text/cloud-config")  # charset added by Flask
 
 
 @bp.get("/ignition")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver.commands.check import _cluster_problems, _etcd_v2, _tls_context
+from pxeserver.checks import _cluster_problems, _etcd_v2, _tls_context
 
 from ..support.certs import Pki
 from ..support.etcd import EtcdMember

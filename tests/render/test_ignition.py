@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pxeserver.commands.check import check_settings
+from pxeserver.checks import check_settings
 from pxeserver.daemon import make_service
 from pxeserver.render import ignition
 from pxeserver.store.sqlite import SQLiteStore

@@ -20,12 +20,13 @@ import pxeserver.dhcp.proxy
 import pxeserver.tftp.server  # noqa: F401
 from pxeserver.commands.ipxe import copy_ipxe
 from pxeserver.config import parse
-from pxeserver.daemon import UdpServices, make_service
+from pxeserver.daemon import make_service
 from pxeserver.dhcp import packets as dp
 from pxeserver.errors import PxeError
 from pxeserver.host.privileges import drop_privileges
 from pxeserver.model import MAC
 from pxeserver.store.sqlite import SQLiteStore
+from pxeserver.udp import UdpServices
 
 from ..support.dhcp import exchange, golden
 from ..support.net import free_port, wait_for

@@ -206,3 +206,12 @@ def test_an_ip_with_a_scope_id_is_dropped_and_adds_no_files(
     assert sorted(again) == sorted(benign)
     assert 'public_ip="192.0.2.35"' in again["/etc/fleet/fleet.conf"]
     store.close()
+
+
+def test_boot_answers_name_their_charset_once(client: Any) -> None:
+    """The content type said ``charset=utf-8`` twice (Flask adds it to text/ types)."""
+    assert client.get("/boot.ipxe").headers["Content-Type"] == "text/plain; charset=utf-8"
+    ipxe = client.get("/ipxe?mac=52:54:00:12:34:57")
+    assert ipxe.headers["Content-Type"] == "text/plain; charset=utf-8"
+    config = client.get("/cloud-config?mac=52:54:00:12:34:57")
+    assert config.headers["Content-Type"] == "text/cloud-config; charset=utf-8"

@@ -22,17 +22,19 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ..config import EtcdTls, Settings, peer_urls
-from ..errors import Problem, RenderError, StoreUnavailable
-from ..logs import redact
-from ..model import MAC, Node, hostname_from_pattern
-from ..profiles import Decision, Group, Profile
-from ..render import engine
-from ..render.templates import Renderer
+from .config import EtcdTls, Settings, peer_urls
+from .errors import Problem, RenderError, StoreUnavailable
+from .hints import command
+from .logs import redact
+from .model import MAC, Node, hostname_from_pattern
+from .profiles import Decision, Group, Profile
+from .render import engine
+from .render.templates import Renderer
+from .store import NodeStore
 
 SAMPLE_MAC = MAC.parse("52:54:00:00:00:01")
 BOOT_LOADERS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
@@ -113,7 +115,7 @@ def _render_problems(settings: Settings, renderer: Renderer, base: str) -> list[
                             settings.source,
                             f"{key}.cloud_config",
                             f"{exc} (for {who})",
-                            f"fix {settings.paths.templates_dir / profile.cloud_config}",
+                            _template_fix(settings, profile.cloud_config),
                         )
                     )
             problems += _ignition_problems(settings, renderer, base, profile, node, group, who)
@@ -171,10 +173,15 @@ def _ignition_problems(
                 settings.source,
                 f"profiles.{profile.name}.ignition",
                 f"{exc} (for {who})",
-                f"fix {settings.paths.templates_dir / profile.ignition}",
+                _template_fix(settings, profile.ignition),
             )
         ]
     return []
+
+
+def _template_fix(settings: Settings, name: str) -> str:
+    path = Path(settings.paths.templates_dir) / name
+    return f"fix {path}" if path.is_file() else f"write {path} or name a template that exists"
 
 
 def _install_problems(settings: Settings, renderer: Renderer, base: str) -> list[Problem]:
@@ -224,11 +231,33 @@ def _asset_problems(settings: Settings) -> list[Problem]:
                         settings.source,
                         f"profiles.{profile.name}.{key}",
                         f"{assets / path} does not exist",
-                        "fetch it (e.g. `pxeserver assets fetch flatcar`) or fix the path",
+                        fetch_hint(settings, path),
                         warning=True,
                     )
                 )
     return problems
+
+
+def fetch_hint(settings: Settings, path: str) -> str:
+    """How to get the asset ``path`` (relative to the assets folder): the command that
+    fetches it, or why none can."""
+    top = path.split("/", 1)[0]
+    if top in ("flatcar", "flatcar-arm64"):
+        arch = " --arch arm64" if top == "flatcar-arm64" else ""
+        return f"fetch it: {command('assets fetch flatcar' + arch + _config(settings))}"
+    if top == "coreos":
+        return (
+            "CoreOS Container Linux cannot be fetched: its images went offline with its end "
+            "of life (2020); copy its PXE kernel and initrd there yourself, or boot Flatcar "
+            f"({command('assets fetch flatcar' + _config(settings))})"
+        )
+    return "put the file there or fix the path"
+
+
+def _config(settings: Settings) -> str:
+    """`` --config FILE`` for a command that must use the same settings, if from a file."""
+    source = settings.source
+    return f" --config {source}" if source and not source.startswith("<") else ""
 
 
 def _loader_problems(settings: Settings) -> list[Problem]:
@@ -238,12 +267,14 @@ def _loader_problems(settings: Settings) -> list[Problem]:
     missing = [name for name in BOOT_LOADERS if not (root / name).is_file()]
     if not missing:
         return []
+    what = f"{root} does not exist" if not root.is_dir() else f"{root} lacks {', '.join(missing)}"
     return [
         Problem(
             settings.source,
             "paths.tftp_root",
-            f"{root} lacks {', '.join(missing)}",
-            "run `pxeserver assets ipxe` to copy them from Debian's ipxe package",
+            what,
+            f"run {command('assets ipxe' + _config(settings))} to copy the boot loaders from "
+            "Debian's ipxe package",
             warning=True,
         )
     ]
@@ -327,12 +358,12 @@ def _cluster_problems(settings: Settings) -> list[Problem]:
     return problems
 
 
-def _store_problems(settings: Settings) -> list[Problem]:
+def _store_problems(
+    settings: Settings, make_store: Callable[[Settings], NodeStore]
+) -> list[Problem]:
     """The store's etcd, asked once with its settings (TLS files included)."""
     if settings.store.backend != "etcd":
         return []
-    from ..daemon import make_store
-
     store = make_store(settings)
     try:
         store.ping()
@@ -355,8 +386,12 @@ def _store_problems(settings: Settings) -> list[Problem]:
     return []
 
 
-def check_settings(settings: Settings) -> list[Problem]:
-    """Every problem ``pxeserver check`` reports beyond what loading the settings found."""
+def check_settings(
+    settings: Settings, make_store: Callable[[Settings], NodeStore] | None = None
+) -> list[Problem]:
+    """Every problem ``pxeserver check`` reports beyond what loading the settings found.
+    With ``make_store`` (how the daemon opens the store), the store is asked once too: not
+    at a server's start, which opens the store itself and says whether it answers."""
     problems: list[Problem] = []
     templates = settings.paths.templates_dir
     if not Path(templates).is_dir():
@@ -374,5 +409,17 @@ def check_settings(settings: Settings) -> list[Problem]:
     problems += _asset_problems(settings)
     problems += _loader_problems(settings)
     problems += _cluster_problems(settings)
-    problems += _store_problems(settings)
+    if make_store is not None:
+        problems += _store_problems(settings, make_store)
     return problems
+
+
+def start_report(settings: Settings, problems: list[Problem]) -> str:
+    """The block ``serve`` logs at start: what will fail, one line each, with the fix."""
+    lines = [
+        f"{settings.source}: {len(problems)} problem{'s' if len(problems) > 1 else ''} "
+        f"found at start (`{command('check' + _config(settings))}` lists them too):"
+    ]
+    for p in problems:
+        lines.append(f"  {p.key}: {'' if p.warning else 'error: '}{p.what} — {p.fix}")
+    return "\n".join(lines)
