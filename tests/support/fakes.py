@@ -147,17 +147,20 @@ class BrokenStore:
 
 
 class CountingStore:
-    """Any store, with its calls counted by method name: ``calls["get"]``, ``calls.total()``.
-    A call counts whether it succeeds or raises."""
+    """Any store, with its calls counted by method name (``calls["get"]``,
+    ``calls.total()``) and by the name of the thread that made them (``callers["dhcp-dhcp"]``:
+    which service asked). A call counts whether it succeeds or raises."""
 
     def __init__(self, inner: NodeStore) -> None:
         self.inner = inner
         self.calls: Counter[str] = Counter()
+        self.callers: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def _count(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         with self._lock:
             self.calls[name] += 1
+            self.callers[threading.current_thread().name] += 1
         return fn(*args)
 
     def writes(self) -> int:
