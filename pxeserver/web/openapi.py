@@ -25,6 +25,7 @@ from .schemas import (
     STATES,
     WRITE_ERRORS,
     json_body,
+    node_patch,
     ref,
     text_body,
 )
@@ -288,15 +289,7 @@ def _server_paths() -> dict[str, Any]:
 
 
 def document(profiles: list[str]) -> dict[str, Any]:
-    schemas = dict(SCHEMAS)
-    patch = schemas["NodePatch"]
-    schemas["NodePatch"] = {
-        **patch,
-        "properties": {
-            **patch["properties"],
-            "profile": {**patch["properties"]["profile"], "enum": [*profiles, None]},
-        },
-    }
+    schemas = {**SCHEMAS, "NodePatch": node_patch(profiles)}
     return {
         "openapi": "3.1.0",
         "info": {
