@@ -23,7 +23,7 @@ from .model import (
     Node,
     State,
     hostname_from_pattern,
-    valid_hostname,
+    hostname_problem,
 )
 from .nodes.registry import Change, Registry
 from .nodes.sightings import Sightings
@@ -309,11 +309,8 @@ class BootService:
         if profile is not UNSET and profile is not None and profile not in self.settings.profiles:
             known = ", ".join(sorted(self.settings.profiles))
             raise InvalidInput(f"no profile named {profile!r}; the profiles are: {known}")
-        if hostname is not None and not valid_hostname(hostname):
-            raise InvalidInput(
-                f"hostname {hostname[:70]!r} is not a valid hostname: use 1-63 lower-case "
-                "letters, digits and dashes, not starting or ending with a dash"
-            )
+        if hostname is not None and (problem := hostname_problem(hostname)):
+            raise InvalidInput(problem)
         return self.registry.set(
             mac, profile=profile, labels=labels, hostname=hostname, reinstall=reinstall
         )

@@ -16,6 +16,7 @@ from pxeserver.web import create_app
 
 from .support.certs import Pki
 from .support.etcd import EtcdMember, etcd_prefix
+from .support.fakes import FixedStore
 from .support.settings import make_settings
 
 
@@ -51,11 +52,14 @@ def tls_etcd(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Etc
     member.stop()
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
+@pytest.fixture(params=["sqlite", "etcd", "fixed"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """Each backend in turn: the store contract holds for both."""
+    """Each backend in turn: the store contract holds for both, and for the in-memory
+    fake the boot policy's tests use (tests/support/fakes.py), so that it stays faithful."""
     if request.param == "sqlite":
         s: Any = SQLiteStore(tmp_path / "store.db")
+    elif request.param == "fixed":
+        s = FixedStore()
     else:
         from pxeserver.store.etcd import EtcdStore
 

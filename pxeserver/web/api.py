@@ -16,10 +16,11 @@ from flask import Blueprint, Response, jsonify, request
 
 from .. import timeline
 from ..errors import InvalidInput
-from ..model import MAC, UNSET, EventKind, Node, State, label_name_problem, label_value_problem
+from ..model import MAC, UNSET, EventKind, Node, State
 from . import listing
-from .context import bearer, service
+from .context import bearer, service, settings
 from .security import node_call
+from .validate import check_patch
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -72,27 +73,6 @@ def node_json(node: Node, *, events: bool) -> dict[str, Any]:
     return d
 
 
-def _labels(raw: Any, *, allow_none: bool) -> dict[str, str | None]:
-    if not isinstance(raw, dict):
-        raise InvalidInput('labels must be an object such as {"rack": "r1"}')
-    labels: dict[str, str | None] = {}
-    for key, value in raw.items():
-        name_problem = label_name_problem(key)
-        if name_problem:
-            raise InvalidInput(name_problem)
-        if value is None and allow_none:
-            labels[key] = None
-        elif isinstance(value, (str, int)) and not isinstance(value, bool):
-            text = str(value)
-            problem = label_value_problem(text)
-            if problem:
-                raise InvalidInput(f"label {key}: {problem}")
-            labels[key] = text
-        else:
-            raise InvalidInput(f"label {key}: the value must be a string (or null to remove it)")
-    return labels
-
-
 @bp.get("/nodes")
 def list_nodes() -> Response:
     state = None
@@ -134,28 +114,12 @@ def show_node(mac: str) -> Response:
 @bp.patch("/nodes/<mac>")
 def patch_node(mac: str) -> Response:
     address = MAC.parse(mac)
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput(
-            'send a JSON object, e.g. {"profile": "flatcar", "labels": {"rack": "r1"}}'
-        )
-    unknown = set(body) - {"profile", "labels", "hostname", "reinstall"}
-    if unknown:
-        raise InvalidInput(
-            f"unknown fields {sorted(unknown)}; use profile, labels, hostname, reinstall"
-        )
-    profile: object = UNSET
-    if "profile" in body:
-        if body["profile"] is not None and not isinstance(body["profile"], str):
-            raise InvalidInput("profile must be a profile name, or null to go back to the groups")
-        profile = body["profile"]
-    labels = _labels(body["labels"], allow_none=True) if "labels" in body else None
+    # Validated against the NodePatch schema the OpenAPI document shows (web/validate.py).
+    body = check_patch(request.get_json(silent=True), sorted(settings().profiles))
+    profile = body.get("profile", UNSET)
+    labels = body.get("labels")
     hostname = body.get("hostname")
-    if hostname is not None and not isinstance(hostname, str):
-        raise InvalidInput("hostname must be a string")
     reinstall = body.get("reinstall", False)
-    if not isinstance(reinstall, bool):
-        raise InvalidInput("reinstall must be true (install again at the next boot) or false")
     node = service().set_node(
         address, profile=profile, labels=labels, hostname=hostname, reinstall=reinstall
     )

@@ -32,6 +32,7 @@ from .schemas import (
     STATES,
     WRITE_ERRORS,
     json_body,
+    node_patch,
     ref,
     text_body,
 )
@@ -348,15 +349,7 @@ def _server_paths() -> dict[str, Any]:
 def document(profiles: list[str], writes: str = "token") -> dict[str, Any]:
     """The document for a server with these profiles and this write rule
     (:func:`.context.write_policy`)."""
-    schemas = dict(SCHEMAS)
-    patch = schemas["NodePatch"]
-    schemas["NodePatch"] = {
-        **patch,
-        "properties": {
-            **patch["properties"],
-            "profile": {**patch["properties"]["profile"], "enum": [*profiles, None]},
-        },
-    }
+    schemas = {**SCHEMAS, "NodePatch": node_patch(profiles)}
     return {
         "openapi": "3.1.0",
         "info": {

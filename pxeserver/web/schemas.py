@@ -1,11 +1,22 @@
 """The JSON Schemas of the API's bodies and the answers every call can give: the
-components of the OpenAPI document (:mod:`.openapi`)."""
+components of the OpenAPI document (:mod:`.openapi`). Enums and patterns come from
+:mod:`pxeserver.model`, which checks with the same ones; the body of a PATCH is validated
+against the schema the document shows (:mod:`.patch`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..model import EventKind, State
+from ..model import (
+    HOSTNAME_PATTERN,
+    LABEL_NAME_PATTERN,
+    LABEL_VALUE_MAX,
+    LABEL_VALUE_PATTERN,
+    MAC_FORMS,
+    MAC_PATTERN,
+    EventKind,
+    State,
+)
 
 STATES = [s.value for s in State]
 KINDS = [k.value for k in EventKind]
@@ -27,28 +38,14 @@ def nullable(kind: str, **more: Any) -> dict[str, Any]:
     return {"type": [kind, "null"], **more}
 
 
-# Exactly what MAC.parse accepts (surrounding blanks aside), so that generated requests
-# that match it must be accepted.
-HEX = "[0-9A-Fa-f]"
-MAC_PATTERN = (
-    f"^({HEX}{{12}}|{HEX}{{4}}\\.{HEX}{{4}}\\.{HEX}{{4}}"
-    f"|{HEX}{{1,2}}(:{HEX}{{1,2}}){{5}}|{HEX}{{1,2}}(-{HEX}{{1,2}}){{5}})$"
-)
-HOSTNAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-LABEL_KEY_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.\\-/]{0,62}$"
-LABEL_VALUE = {
-    "type": "string",
-    "maxLength": 253,
-    # (The server also refuses lone surrogates, which UTF-8 cannot carry anyway.)
-    "pattern": '^[^\\x00-\\x1f\\x7f-\\x9f\\ufffe\\uffff",=\\\\]*$',
-}
+LABEL_VALUE = {"type": "string", "maxLength": LABEL_VALUE_MAX, "pattern": LABEL_VALUE_PATTERN}
 
 
 MAC_PARAM = {
     "name": "mac",
     "in": "path",
     "required": True,
-    "description": "aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabbccddeeff or aabb.ccdd.eeff",
+    "description": MAC_FORMS,
     "schema": {"type": "string", "pattern": MAC_PATTERN},
 }
 MAC_QUERY = {**MAC_PARAM, "in": "query"}
@@ -153,11 +150,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            # The enum of profile names is filled in from the settings when served.
+            # The enum of profile names is filled in from the settings (node_patch()).
             "profile": nullable("string", description="a profile; null: back to the groups"),
             "labels": {
                 "type": "object",
-                "propertyNames": {"pattern": LABEL_KEY_PATTERN},
+                "propertyNames": {"pattern": LABEL_NAME_PATTERN},
                 "additionalProperties": {**LABEL_VALUE, "type": ["string", "null"]},
                 "description": "merged into the node's labels; null removes a label",
             },
@@ -268,6 +265,16 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+
+def node_patch(profiles: list[str]) -> dict[str, Any]:
+    """The body of a PATCH, with this server's profile names: what the document shows and
+    what a PATCH is validated against."""
+    patch = SCHEMAS["NodePatch"]
+    profile = {**patch["properties"]["profile"], "enum": [*profiles, None]}
+    return {**patch, "properties": {**patch["properties"], "profile": profile}}
+
+
 # A node with its timeline: everything a Node has, plus events.
 SCHEMAS["NodeDetail"] = {
     **SCHEMAS["Node"],

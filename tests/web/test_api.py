@@ -78,6 +78,9 @@ def test_patch_profile_overrides_groups_and_shows_in_the_script(client: Any) -> 
         ({"hostname": "Bad_Name"}, "not a valid hostname"),
         ({"labels": {"bad key!": "x"}}, "label name"),
         ({"labels": {"k": ["x"]}}, "must be a string"),
+        ({"labels": {"rack": 7}}, "label rack: the value must be a string"),  # as documented
+        ({"labels": {"rack": "r1\n"}}, "U+000A"),  # JSON Schema's "$" is the end of the text
+        ({"reinstall": "yes"}, "reinstall must be true"),
         ({"labels": "rack=r1"}, "labels must be an object"),
         ({"colour": "blue"}, "unknown fields"),
         ("not an object", "send a JSON object"),
