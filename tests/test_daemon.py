@@ -126,10 +126,10 @@ def test_the_start_says_who_may_change_nodes(
 ) -> None:  # fmt: skip
     settings = udp_settings(tmp_path, dhcp=False, tftp=False, **server)  # type: ignore[arg-type]
     daemon = Daemon(settings)  # type: ignore[arg-type]
-    with caplog.at_level("INFO", logger="pxeserver.daemon"):
+    with caplog.at_level("INFO", logger="pxeserver"):
         daemon.start()
         daemon.stop()
-    said = [r for r in caplog.records if "change" in r.getMessage()]
+    said = [r for r in caplog.records if r.name == "pxeserver.web.security"]
     assert len(said) == 1 and said[0].levelname == level and words in said[0].getMessage(), [
         r.getMessage() for r in said
     ]

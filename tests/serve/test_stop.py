@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support.net import free_port
+from ..support.net import free_port, wait_for
 from ..support.server import ServerProcess
 from ..support.settings import REPO
 from ..support.tftp import fetch
@@ -74,6 +74,14 @@ def run_and_stop(tmp_path: Path, how: str) -> tuple[float, str]:
     try:
         assert server.get("/ipxe?mac=52:54:00:5a:00:01")[0] == 200
         assert fetch(tftp_port, "undionly.kpxe") == (REPO / "tftproot/undionly.kpxe").read_bytes()
+        # Every HTTP worker running: one still loading its app has not yet left the group
+        # (daemon._worker_app), and a signal to the group then ends it the default way.
+        workers = good_settings(tmp_path)["server"].get("http_workers", 2)
+        wait_for(
+            lambda: all(f"Started worker-{n}" in server.log() for n in range(1, workers + 1)),
+            60,
+            "every HTTP worker to start",
+        )
         started = time.monotonic()
         if how == "ctrl-c":
             os.killpg(server.proc.pid, signal.SIGINT)
