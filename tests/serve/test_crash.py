@@ -32,6 +32,7 @@ from pxeserver.store.sqlite import SQLiteStore
 from ..support.etcd import EtcdMember, wait_answers
 from ..support.net import wait_for
 from ..support.server import ServerProcess
+from ..support.web import config_path
 
 pytestmark = pytest.mark.slow
 
@@ -66,13 +67,14 @@ def mac_of(i: int) -> str:
 
 def boot_one(server: ServerProcess, storm: Storm, mac: str, steps: tuple[str, ...]) -> bool:
     """One machine's boot; stops at the first step not acknowledged (the server died)."""
+    script = b""
     for step in steps:
         storm.count(storm.sent, mac, step)
         try:
             if step == "ipxe":
-                status, _, _ = server.get(f"/ipxe?mac={mac}&platform=efi")
+                status, _, script = server.get(f"/ipxe?mac={mac}&platform=efi")
             elif step == "cloud-config":
-                status, _, body = server.get(f"/cloud-config?mac={mac}")
+                status, _, body = server.get(config_path(script.decode()))
                 found = TOKEN.search(body.decode(errors="replace"))
                 if status == 200 and found:
                     with storm.lock:

@@ -26,6 +26,7 @@ from ..support.net import free_port
 from ..support.server import ServerProcess
 from ..support.settings import LAB_PROFILES, make_settings
 from ..support.tftp import fetch
+from ..support.web import served_config
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +55,7 @@ def metric(server: ServerProcess, name: str) -> float:
 
 def keep(server: ServerProcess) -> None:
     """A machine that booted, and one an operator labelled: the bound never takes them."""
-    server.get(f"/ipxe?mac={BOOTED}")
-    _, _, body = server.get(f"/cloud-config?mac={BOOTED}")
+    _, _, body = served_config(server, BOOTED)
     token = body.decode().split("Authorization: Bearer ")[1].split('"')[0]
     auth = {"Authorization": f"Bearer {token}"}
     assert server.request("POST", f"/api/v1/nodes/{BOOTED}/ready", headers=auth)[0] == 200

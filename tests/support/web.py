@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from pxeserver.model import MAC as MAC_TYPE
+
 MAC = "52:54:00:12:34:56"
 
 
@@ -32,3 +34,18 @@ def fetch_config(client: Any, mac: str = MAC, **kwargs: Any) -> Any:
     (``kwargs`` go to both requests: the same client address)."""
     script = client.get(f"/ipxe?mac={mac}", **kwargs).text
     return client.get(config_path(script), **kwargs)
+
+
+def served_config(server: Any, mac: str, query: str = "") -> tuple[int, Any, str]:
+    """:func:`fetch_config` against a running server (``ServerProcess.get``)."""
+    status, _, script = server.get(f"/ipxe?mac={mac}{query}")
+    assert status == 200, script
+    return server.get(config_path(script.decode()))  # type: ignore[no-any-return]
+
+
+def issued_config(client: Any, mac: str = MAC, endpoint: str = "cloud-config") -> Any:
+    """The config of the boot whose script the app served last to ``mac`` (at 127.0.0.1,
+    the test client's address): its URL with a secret as that script carries."""
+    fetch = client.application.extensions["pxeserver"].fetch
+    secret = fetch.issue(MAC_TYPE.parse(mac), "127.0.0.1")
+    return client.get(f"/{endpoint}?mac={mac}&secret={secret}")
