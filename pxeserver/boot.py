@@ -25,6 +25,7 @@ from .model import (
     State,
     hostname_from_pattern,
     hostname_problem,
+    new_event_id,
 )
 from .nodes.registry import Change, Registry
 from .nodes.sightings import Sightings
@@ -258,12 +259,12 @@ class BootService:
             text = render(node, profile, decision.group)
             detail = f"profile {profile.name}" + moved_note(existing, asked_from)
             facts = machine if machine.ip else None
-            change = Change(kind, detail, facts, config_issued=issued)
+            change = Change(kind, detail, facts, event_id=new_event_id(), config_issued=issued)
             recorded = self.registry.apply(mac, change)
         except BaseException:
             self.fetch.release(mac, issued)  # not served: the machine may ask again
             raise
-        if recorded.config_issued != issued:  # another worker served it first
+        if change.event_id not in recorded.recent_ids:  # another worker served it first
             raise self._refused(kind, mac, self.fetch.used(mac, issued), recorded)
         # First sight of this MAC: the hostname and token exist once it is recorded.
         return text if existing is not None else render(recorded, profile, decision.group)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from pxeserver.daemon import make_service
+from pxeserver.model import MAC as MAC_TYPE
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
@@ -222,3 +223,18 @@ def test_the_key_is_made_once_in_the_data_folder_readable_by_pxeserver_only(
     path = config_path(script(client))
     given = made({"server": {"config_fetch_key": "k" * 40}})
     assert given.get(path, environ_base=HERE).status_code == 403
+
+
+def test_two_workers_fetching_at_the_same_moment_serve_one_config(made: Any) -> None:
+    """The race's worst case: the other worker read the node before the first one
+    recorded its config; the compare-and-swap that records it refuses the second."""
+    one, other = made(), made()
+    path = config_path(script(one))
+    late = other.application.extensions["pxeserver"].registry
+    stale = late.get(MAC_TYPE.parse(MAC))
+    assert stale is not None and stale.config_issued is None
+    assert one.get(path, environ_base=HERE).status_code == 200
+    late.get = lambda mac: stale  # what it read before the first config was recorded
+    r = other.get(path, environ_base=HERE)
+    assert r.status_code == 403 and "handed out already" in r.text
+    assert refused_events(one) == ["refused: second fetch of the same config (possible spoofing)"]
