@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver.model import Node
+from pxeserver.fetchsecret import FetchSecrets, file_key
+from pxeserver.model import MAC, Node
 from pxeserver.store.etcd import EtcdStore
 from pxeserver.store.sqlite import SQLiteStore
 
@@ -65,6 +66,13 @@ def mac_of(i: int) -> str:
     return f"52:54:00:cc:{i >> 8:02x}:{i & 0xFF:02x}"
 
 
+def issued(server: ServerProcess, mac: str) -> str:
+    """A config URL as a script of this server would name it (a machine whose script
+    came before: the storm starts at its config)."""
+    fetch = FetchSecrets(file_key(server.workdir / "var"), 600)
+    return f"/cloud-config?mac={mac}&secret={fetch.issue(MAC.parse(mac), '127.0.0.1')}"
+
+
 def boot_one(server: ServerProcess, storm: Storm, mac: str, steps: tuple[str, ...]) -> bool:
     """One machine's boot; stops at the first step not acknowledged (the server died)."""
     script = b""
@@ -74,7 +82,8 @@ def boot_one(server: ServerProcess, storm: Storm, mac: str, steps: tuple[str, ..
             if step == "ipxe":
                 status, _, script = server.get(f"/ipxe?mac={mac}&platform=efi")
             elif step == "cloud-config":
-                status, _, body = server.get(config_path(script.decode()))
+                path = config_path(script.decode()) if script else issued(server, mac)
+                status, _, body = server.get(path)
                 found = TOKEN.search(body.decode(errors="replace"))
                 if status == 200 and found:
                     with storm.lock:

@@ -95,7 +95,8 @@ def boot_script(server: ServerProcess, mac: str, query: str = "") -> int:
 
 
 def token_of(server: ServerProcess, mac: str) -> str:
-    _, _, body = server.get(config_path(SCRIPTS[mac]))
+    status, _, body = server.get(config_path(SCRIPTS[mac]))
+    assert status == 200, (status, body, SCRIPTS[mac])
     return body.decode().split("Authorization: Bearer ")[1].split('"')[0]
 
 
@@ -224,7 +225,7 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    server, _ = lab
+    server, beats = lab
     page.get(server.url + "/")
     assert page.title == "pxeserver — nodes"
 
@@ -334,7 +335,7 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     assert not page.find_element(By.ID, "e-reinstall").is_displayed()  # RAM profile
     auth = {"Authorization": f"Bearer {TOKEN}"}
     server.request("PATCH", f"/api/v1/nodes/{READY}", {"profile": "coreos-disk"}, auth)
-    phone(server, READY, "ready", token_of(server, READY))
+    phone(server, READY, "ready", beats.token)  # its token (its config went out once)
     wait(page, "what is on its disk", lambda d: "coreos-disk since" in text(d, "#d-facts"))
     wait(
         page, "the reinstall button", lambda d: d.find_element(By.ID, "e-reinstall").is_displayed()
