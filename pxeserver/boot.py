@@ -9,12 +9,13 @@ what the machine receives.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from . import metrics
 from .config import Settings
 from .errors import InvalidInput, NotFound, RenderError, StoreUnavailable
+from .fetchsecret import PREVIEW, ConfigRefused, FetchSecrets
 from .model import (
     MAC,
     UNSET,
@@ -24,10 +25,20 @@ from .model import (
     State,
     hostname_from_pattern,
     hostname_problem,
+    new_event_id,
 )
 from .nodes.registry import Change, Registry
 from .nodes.sightings import Sightings
-from .profiles import BootChoice, Decision, Profile, Verdict, choose, machine_facts, verdicts
+from .profiles import (
+    BootChoice,
+    Decision,
+    Group,
+    Profile,
+    Verdict,
+    choose,
+    machine_facts,
+    verdicts,
+)
 from .render.templates import Renderer
 
 log = logging.getLogger(__name__)
@@ -70,11 +81,17 @@ class BootService:
     :func:`pxeserver.daemon.make_service` and nowhere else."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, renderer: Renderer, sightings: Sightings
+        self,
+        settings: Settings,
+        registry: Registry,
+        renderer: Renderer,
+        sightings: Sightings,
+        fetch: FetchSecrets,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.renderer = renderer
+        self.fetch = fetch  # the one-time secrets of config URLs (pxeserver.fetchsecret)
         # What ProxyDHCP and TFTP saw; written to the registry by a background thread
         # that only the daemon's main process starts (start_background).
         self.sightings = sightings
@@ -132,8 +149,9 @@ class BootService:
     def chain_script(self, base: str) -> str:
         return self.renderer.chain_script(base)
 
-    def ipxe_script(self, machine: Machine, base: str) -> str:
-        """The machine's iPXE script. Serving it records the node as ``booting``."""
+    def ipxe_script(self, machine: Machine, base: str, client: str | None = None) -> str:
+        """The machine's iPXE script. Serving it records the node as ``booting``.
+        ``client``: the address it was asked from, to which the config of this boot goes."""
         existing = self.registry.get(machine.mac)
         before = self._with_facts(existing, machine) if existing else self._provisional(machine)
         try:
@@ -146,9 +164,11 @@ class BootService:
             raise
         profile = self.profile(decision, before)
         # Render before recording: a template error must not leave a node marked booting.
-        script = self.renderer.ipxe_script(before, profile, decision, base)
+        secret = self.fetch.issue(machine.mac, client)
+        script = self.renderer.ipxe_script(before, profile, decision, base, secret)
         local = self.renderer.boot_choice(before, profile).from_disk
         detail = f"profile {profile.name}" + (": told to boot from disk" if local else "")
+        detail += moved_note(existing, client)
         # A boot from disk is a boot too: counted, and the node is booting until its
         # installed OS phones home (or boot_timeout marks it lost: the disk did not boot).
         node = self.registry.apply(
@@ -159,31 +179,26 @@ class BootService:
         else:
             metrics.boots_started.labels(profile=profile.name).inc()
         if existing is None:
-            script = self.renderer.ipxe_script(node, profile, decision, base)
+            script = self.renderer.ipxe_script(node, profile, decision, base, secret)
         return script
 
-    def cloud_config(self, mac: MAC, base: str, ip: str | None = None) -> str:
+    def cloud_config(
+        self, mac: MAC, base: str, ip: str | None = None, secret: str | None = None
+    ) -> str:
         """The node's cloud-config, validated. Serving it makes the node ``configured``.
 
         ``ip``: the address the request came from. The booted OS fetches its own config,
         so this is the address the OS has, which its config names (fleet's public IP) and
         the registry records from now on. The firmware's lease, recorded at the iPXE
         step, may differ: systemd-networkd asks DHCP with a DUID, not the firmware's MAC.
+        ``secret``: the one-time secret of the config URL in the boot's script; without a
+        good one the config is refused (:class:`ConfigRefused`, a 403).
         """
-        existing = self.registry.get(mac)
-        machine = Machine(mac, ip=ip)
-        node = self._with_facts(existing, machine) if existing else self._provisional(machine)
-        decision = self.decide(node)
-        profile = self.profile(decision, node)
-        change = Change(EventKind.CLOUD_CONFIG, f"profile {profile.name}", machine)
-        if existing is not None:
-            text = self.renderer.cloud_config(node, profile, decision.group, base)
-            self.registry.apply(mac, change)
-            return text
-        # First sight of this MAC: the hostname and token exist once it is recorded.
-        self.renderer.cloud_config(node, profile, decision.group, base)
-        node = self.registry.apply(mac, change)
-        return self.renderer.cloud_config(node, profile, decision.group, base)
+
+        def render(node: Node, profile: Profile, group: Group | None) -> str:
+            return self.renderer.cloud_config(node, profile, group, base)
+
+        return self._config(EventKind.CLOUD_CONFIG, Machine(mac, ip=ip), secret, render)
 
     def phone_home(self, mac: MAC, token: str | None, kind: EventKind) -> Node:
         installs, detail = None, ""
@@ -204,18 +219,69 @@ class BootService:
             metrics.boots_completed.labels(profile=profile).inc()
         return node
 
-    def ignition(self, mac: MAC, base: str) -> str:
-        """The node's Ignition config, validated. Serving it makes the node ``configured``."""
+    def ignition(
+        self, mac: MAC, base: str, ip: str | None = None, secret: str | None = None
+    ) -> str:
+        """The node's Ignition config, validated. Serving it makes the node ``configured``.
+        ``ip`` and ``secret`` as for :meth:`cloud_config` (``ip`` is checked, not recorded)."""
+
+        def render(node: Node, profile: Profile, group: Group | None) -> str:
+            if not profile.ignition:
+                raise NotFound(
+                    f"{mac} boots profile {profile.name!r}, which has no Ignition config"
+                )
+            return self.renderer.ignition(node, profile, group, base)
+
+        return self._config(EventKind.IGNITION, Machine(mac), secret, render, ip)
+
+    def _config(
+        self,
+        kind: EventKind,
+        machine: Machine,
+        secret: str | None,
+        render: Callable[[Node, Profile, Group | None], str],
+        ip: str | None = None,
+    ) -> str:
+        """A config served once per boot: for a good secret of this machine
+        (:mod:`pxeserver.fetchsecret`), never used before here or in the node's record.
+        Rendered before it is recorded, so that a broken template records nothing."""
+        mac, asked_from = machine.mac, ip or machine.ip
         existing = self.registry.get(mac)
-        node = existing or self._provisional(Machine(mac))
-        decision = self.decide(node)
-        profile = self.profile(decision, node)
-        if not profile.ignition:
-            raise NotFound(f"{mac} boots profile {profile.name!r}, which has no Ignition config")
-        # As for the cloud-config: render first, so that a broken template records nothing.
-        self.renderer.ignition(node, profile, decision.group, base)
-        node = self.registry.apply(mac, Change(EventKind.IGNITION, f"profile {profile.name}"))
-        return self.renderer.ignition(node, profile, decision.group, base)
+        try:
+            issued = self.fetch.check(mac, secret, asked_from)
+            self.fetch.claim(mac, issued, existing.config_issued if existing else None)
+        except ConfigRefused as exc:
+            raise self._refused(kind, mac, exc, existing) from None
+        try:
+            node = self._with_facts(existing, machine) if existing else self._provisional(machine)
+            decision = self.decide(node)
+            profile = self.profile(decision, node)
+            text = render(node, profile, decision.group)
+            detail = f"profile {profile.name}" + moved_note(existing, asked_from)
+            facts = machine if machine.ip else None
+            change = Change(kind, detail, facts, event_id=new_event_id(), config_issued=issued)
+            recorded = self.registry.apply(mac, change)
+        except BaseException:
+            self.fetch.release(mac, issued)  # not served: the machine may ask again
+            raise
+        if change.event_id not in recorded.recent_ids:  # another worker served it first
+            raise self._refused(kind, mac, self.fetch.used(mac, issued), recorded)
+        # First sight of this MAC: the hostname and token exist once it is recorded.
+        return text if existing is not None else render(recorded, profile, decision.group)
+
+    def _refused(
+        self, kind: EventKind, mac: MAC, exc: ConfigRefused, node: Node | None
+    ) -> ConfigRefused:
+        """Count and record a refused config fetch (possible spoofing); the 403 follows."""
+        metrics.configs_refused.labels(reason=exc.reason.value).inc()
+        log.warning("%s: %s refused: %s", mac, kind, exc)
+        if node is not None:  # a MAC never booted gets no record from a refusal
+            change = Change(kind, f"refused: {exc.short} (possible spoofing)", move=False)
+            try:
+                self.registry.apply(mac, change, create=False)
+            except (StoreUnavailable, NotFound) as failed:
+                log.warning("%s: the refusal is not in its timeline: %s", mac, failed)
+        return exc
 
     # -- previews (render, check, explain) ---------------------------------------------------
 
@@ -243,7 +309,9 @@ class BootService:
 
     def _preview(self, node: Node, known: bool, decision: Decision, base: str) -> Preview:
         profile = self.profile(decision, node)
-        ipxe = self.renderer.ipxe_script(node, profile, decision, base)
+        # A preview is not the node's boot: its config URL carries a placeholder, and no
+        # secret is issued or used.
+        ipxe = self.renderer.ipxe_script(node, profile, decision, base, PREVIEW)
         cloud = None
         if profile.cloud_config:
             cloud = self.renderer.cloud_config(node, profile, decision.group, base, preview=True)
@@ -383,14 +451,30 @@ class BootService:
         before = self._with_facts(existing, machine) if existing else self._provisional(machine)
         decision = self.decide(before)
         profile = self.profile(decision, before)
-        text = pxelinux.render(self.renderer, before, profile, decision, base)
+        secret = self.fetch.issue(machine.mac, machine.ip)
+        text = pxelinux.render(self.renderer, before, profile, decision, base, secret)
         local = self.renderer.boot_choice(before, profile).from_disk
         detail = f"PXELINUX config over TFTP, profile {profile.name}"
         detail += ": told to boot from disk" if local else ""
+        detail += moved_note(existing, machine.ip)
         node = self.registry.apply(
             machine.mac, Change(EventKind.IPXE, detail, machine, count_boot=True)
         )
         self.sightings.remember(node)
         if existing is None:
-            text = pxelinux.render(self.renderer, node, profile, decision, base)
+            text = pxelinux.render(self.renderer, node, profile, decision, base, secret)
         return text
+
+
+def moved_note(node: Node | None, address: str | None) -> str:
+    """What a boot GET's event adds when it comes from another address than the one
+    recorded for a node past discovery: the facts it carries are recorded all the same
+    (machines move), but never without the timeline saying so."""
+    if node is None or not node.ip or not address or address == node.ip:
+        return ""
+    if node.state is State.DISCOVERED:
+        return ""
+    return (
+        f"; asked from {address}, not {node.ip} where it was {node.state}: "
+        "a reboot, or another machine naming this MAC"
+    )

@@ -29,6 +29,7 @@ from . import metrics
 from .boot import BootService
 from .config import Settings, load
 from .errors import PxeError, StoreUnavailable
+from .fetchsecret import FetchSecrets, file_key, setting_key
 from .host.claims import DataFolderLock, PortClaim, check_tcp_port_free
 from .logs import configure
 from .nodes.reaper import Reaper
@@ -99,7 +100,16 @@ def make_service(
     store = store if store is not None else make_store(settings)
     registry = make_registry(settings, store, local=local)
     sightings = Sightings(registry, new_macs_per_second=settings.limits.new_macs_per_second)
-    return BootService(settings, registry, Renderer(settings), sightings)
+    return BootService(settings, registry, Renderer(settings), sightings, fetch_secrets(settings))
+
+
+def fetch_secrets(settings: Settings) -> FetchSecrets:
+    """The config URLs' one-time secrets, under ``server.config_fetch_key`` or else the key
+    every process of this server shares in the data folder (read when first needed)."""
+    s = settings.server
+    key = s.config_fetch_key
+    source = setting_key(key) if key else file_key(settings.paths.data_dir)
+    return FetchSecrets(source, s.config_fetch_window, any_address=s.config_fetch_any_address)
 
 
 def configure_logging(settings: Settings) -> None:

@@ -93,6 +93,12 @@ boots_from_disk = _counter(
     "Boots told to start from the local disk: nodes whose disk holds their profile",
     ("profile",),
 )
+configs_refused = _counter(
+    "pxeserver_configs_refused",
+    "Config fetches refused (possible spoofing): missing, wrong, expired, address (asked "
+    "from another address than the script's) or used (a second fetch) secret",
+    ("reason",),
+)
 boot_step_seconds: Any = _Lazy(
     "Histogram",
     "pxeserver_boot_step_seconds",

@@ -236,6 +236,8 @@ class Node:
     profile said ``install: disk`` (at ``installed_at``): its disk holds that OS, and
     network boots of that profile are told to boot from disk. An operator clears it to
     reinstall (``pxeserver nodes set MAC --reinstall``).
+    ``config_issued`` is when the one-time secret its config was last served for was
+    issued (ms since the epoch, :mod:`pxeserver.fetchsecret`): a secret not newer is refused.
     """
 
     mac: MAC
@@ -254,6 +256,7 @@ class Node:
     installed: str | None = None
     installed_at: float | None = None
     token: str = field(default_factory=new_token)
+    config_issued: int | None = None
     events: tuple[Event, ...] = ()
     recent_ids: tuple[str, ...] = ()  # ids of the events applied lately, for idempotence
 
@@ -292,6 +295,7 @@ class Node:
             "installed": self.installed,
             "installed_at": self.installed_at,
             "token": self.token,
+            "config_issued": self.config_issued,
             "events": [e.to_dict() for e in self.events],
             "recent_ids": list(self.recent_ids),
         }
@@ -315,6 +319,7 @@ class Node:
             installed=d.get("installed") or None,
             installed_at=d.get("installed_at"),
             token=str(d.get("token") or new_token()),
+            config_issued=d.get("config_issued"),
             events=tuple(Event.from_dict(e) for e in d.get("events") or ()),
             recent_ids=tuple(str(i) for i in d.get("recent_ids") or ()),
         )

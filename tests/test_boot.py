@@ -144,8 +144,10 @@ def test_ignition_for_a_profile_without_one_is_not_found_and_records_nothing(
     tmp_path: Path,
 ) -> None:
     store = CountingStore(FixedStore([KNOWN]))
+    service = policy(tmp_path, store)
+    secret = service.fetch.issue(KNOWN.mac, "192.0.2.5")  # as its iPXE script would carry
     with pytest.raises(NotFound, match="'debug', which has no Ignition config"):
-        policy(tmp_path, store).ignition(KNOWN.mac, BASE)
+        service.ignition(KNOWN.mac, BASE, "192.0.2.5", secret)
     assert store.writes() == 0
 
 

@@ -26,6 +26,7 @@ from pxeserver.web import create_app
 from .support.cli import run, write
 from .support.server import ServerProcess
 from .support.settings import LAB_PROFILES, REPO, make_settings
+from .support.web import config_path, issued_config
 
 NODE = "52:54:00:0d:15:c0"
 TOKEN = "operator-secret-1"
@@ -69,7 +70,7 @@ def dhcp(service: BootService, mac: str = NODE) -> None:
 
 
 def node_token(client: Any, mac: str = NODE) -> str:
-    text = client.get(f"/cloud-config?mac={mac}").text
+    text = issued_config(client, mac).text  # for the secret of its last script
     doc = yaml.safe_load(text)
     units = {u["name"]: u for u in doc["coreos"]["units"]}
     content = units["pxeserver-ready.service"]["content"]
@@ -320,7 +321,7 @@ def test_the_cli_shows_the_install_and_asks_for_a_reinstall(tmp_path: Path) -> N
     try:
         status, _, body = server.get(f"/ipxe?mac={NODE}")
         assert status == 200 and b"\nkernel " in body
-        _, _, text = server.get(f"/cloud-config?mac={NODE}")
+        _, _, text = server.get(config_path(body.decode()))
         token = text.decode().split("Authorization: Bearer ")[1].split('"')[0]
         status, _, _ = server.request(
             "POST", f"/api/v1/nodes/{NODE}/ready", headers={"Authorization": f"Bearer {token}"}

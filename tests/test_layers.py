@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pxeserver"
 LAYERS: list[set[str]] = [
     {"__init__", "errors", "metrics", "logs", "ratelimit", "hints"},  # leaves
     {"model"},  # domain types
-    {"timeline", "profiles"},  # pure rules over the domain types
+    {"timeline", "profiles", "fetchsecret"},  # rules over the domain types
     {"config"},  # settings
     {"store", "render", "host"},  # the store, templates, the host's network and users
     {"nodes"},  # the registry and what keeps it going

@@ -13,6 +13,7 @@ from pxeserver.model import MAC, Event, EventKind, Node, State
 from pxeserver.timeline import durations, milestone
 
 from .support.server import ServerProcess
+from .support.web import served_config
 
 
 def ev(kind: EventKind, at: float, count: int = 1) -> Event:
@@ -72,8 +73,7 @@ def test_the_server_logs_one_line_per_milestone(tmp_path: Path, fmt: str) -> Non
     args = ["--no-dhcp", "--no-tftp"] + (["--log-format", "json"] if fmt == "json" else [])
     server = ServerProcess(tmp_path, args=args).start()
     try:
-        server.get("/ipxe?mac=52-54-00-00-00-45")
-        server.get("/cloud-config?mac=52:54:00:00:00:45")
+        assert served_config(server, "52-54-00-00-00-45")[0] == 200
     finally:
         server.stop()
     lines = milestones(server)

@@ -94,6 +94,11 @@ def server(c: Checker, raw: Mapping[str, Any]) -> ServerSettings:
         allow_unauthenticated_writes=c.bool_(
             raw, "allow_unauthenticated_writes", w, d.allow_unauthenticated_writes
         ),
+        config_fetch_window=c.int_(raw, "config_fetch_window", w, d.config_fetch_window, 10, 86400),
+        config_fetch_any_address=c.bool_(
+            raw, "config_fetch_any_address", w, d.config_fetch_any_address
+        ),
+        config_fetch_key=_secret(c, raw, "config_fetch_key", w),
         http_workers=c.int_(raw, "http_workers", w, d.http_workers, 1, 64),
         static_assets=c.bool_(raw, "static_assets", w, d.static_assets),
         user=c.str_(raw, "user", w, None),

@@ -38,6 +38,14 @@ class ServerSettings:
     # Without api_token, writes are accepted from this machine (loopback) only; True
     # accepts them from anyone who reaches the HTTP port (docs/SECURITY.md).
     allow_unauthenticated_writes: bool = False
+    # A machine's config is handed out once per boot, for the one-time secret in its
+    # script's config URL (docs/SECURITY.md): within this many seconds of the script,
+    config_fetch_window: int = 600
+    # to the address that fetched the script, unless this is on (NAT, relays, an OS that
+    # takes another DHCP lease than its firmware),
+    config_fetch_any_address: bool = False
+    # under this key; default: one made into <data_dir>/fetch.key (mode 0600).
+    config_fetch_key: str | None = None
     http_workers: int = 2
     # Serve /assets/ (kernels, initrds) from granian's own static file handler instead of
     # Flask: no Python per byte. It has no Range requests and no ETag (docs/BENCHMARKS.md).

@@ -93,6 +93,9 @@ class Change:
     # READY under a profile with ``install: disk``: the node's disk now holds this profile
     # (Node.installed); later boots of it are told to boot from disk.
     installs: str | None = None
+    # A config served for the fetch secret issued then (ms; pxeserver.fetchsecret): recorded
+    # as Node.config_issued, and nothing is recorded if the node has that one or a newer.
+    config_issued: int | None = None
 
 
 class Registry:
@@ -250,6 +253,9 @@ class Registry:
         def fn(node: Node) -> Node | None:
             if event_id is not None and event_id in node.recent_ids:
                 return None
+            issued = change.config_issued
+            if issued is not None and issued <= (node.config_issued or 0):
+                return None  # a second use of the secret: the caller refuses (it sees why)
             facts = change.facts
             state = advance(node.state, change.kind) if change.move else node.state
             updated = node.replace(
@@ -266,6 +272,8 @@ class Registry:
                 updated = updated.replace(last_heartbeat=max(node.last_heartbeat or 0.0, at))
             if change.installs and change.installs != node.installed:
                 updated = updated.replace(installed=change.installs, installed_at=at)
+            if issued is not None:
+                updated = updated.replace(config_issued=issued)
             event = Event(change.kind, at, state, change.detail)
             if event_id is not None:
                 event = Event(change.kind, at, state, change.detail, event_id)

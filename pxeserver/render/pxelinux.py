@@ -19,7 +19,14 @@ def _location(path: str) -> str:
     return path if "://" in path else "assets/" + path.lstrip("/")
 
 
-def render(renderer: Renderer, node: Node, profile: Profile, decision: Decision, base: str) -> str:
+def render(
+    renderer: Renderer,
+    node: Node,
+    profile: Profile,
+    decision: Decision,
+    base: str,
+    secret: str | None = None,
+) -> str:
     header = [
         one_line(f"# pxeserver: {node.mac} ({node.hostname}) boots profile {profile.name!r}"),
         one_line(f"# why: {decision.reason}"),
@@ -34,7 +41,7 @@ def render(renderer: Renderer, node: Node, profile: Profile, decision: Decision,
             "\n".join([one_line(f"# boot from disk: {choice.why}"), *header, "  LOCALBOOT 0"])
             + "\n"
         )
-    urls = renderer.urls(base)
+    urls = renderer.urls(base, secret)  # the boot's one-time config secret
     variables = template_vars(node, profile, decision.group, renderer.settings.cluster, urls)
     args = renderer.kernel_args(node, profile, variables)
     lines = [*header, f"  KERNEL {_location(profile.kernel)}"]

@@ -89,6 +89,9 @@ class Urls:
 
     base: str  # http://host:port, no trailing slash
     tftp_port: int = 69
+    # The one-time fetch secret of this boot (pxeserver.fetchsecret), carried by the
+    # config URLs of a boot script; None in a config itself.
+    secret: str | None = None
 
     def asset(self, path: str, transport: str) -> str:
         if "://" in path:
@@ -103,7 +106,8 @@ class Urls:
         return f"{self.base}/assets/{quoted}"
 
     def node(self, endpoint: str, node: Node) -> str:
-        return f"{self.base}/{endpoint}?mac={node.mac}"
+        once = f"&secret={self.secret}" if self.secret else ""
+        return f"{self.base}/{endpoint}?mac={node.mac}{once}"
 
     def api(self, node: Node, action: str) -> str:
         return f"{self.base}/api/v1/nodes/{node.mac}/{action}"
@@ -234,8 +238,8 @@ class Renderer:
     def _arg_template(self, text: str) -> jinja2.Template:
         return self.args_env.from_string(text)
 
-    def urls(self, base: str) -> Urls:
-        return Urls(base.rstrip("/"), self.settings.server.tftp_port)
+    def urls(self, base: str, secret: str | None = None) -> Urls:
+        return Urls(base.rstrip("/"), self.settings.server.tftp_port, secret)
 
     def chain_script(self, base: str) -> str:
         return CHAIN_SCRIPT.format(base=base.rstrip("/"), query=CHAIN_QUERY)
@@ -269,9 +273,12 @@ class Renderer:
             at = when.strftime("%Y-%m-%d %H:%M:%S UTC")
         return boot_choice(profile, node.installed, at)
 
-    def ipxe_script(self, node: Node, profile: Profile, decision: Decision, base: str) -> str:
+    def ipxe_script(
+        self, node: Node, profile: Profile, decision: Decision, base: str, secret: str | None = None
+    ) -> str:
         """The machine's own iPXE script: kernel, initrds, arguments, then boot; or, for a
-        node whose disk holds its profile, ``exit`` to boot from that disk."""
+        node whose disk holds its profile, ``exit`` to boot from that disk. ``secret``: the
+        boot's one-time fetch secret, in the config URL of the kernel arguments."""
         choice = self.boot_choice(node, profile)
         if choice.from_disk:
             hostname = node.hostname or str(node.mac)
@@ -282,7 +289,7 @@ class Renderer:
                 profile=one_line(repr(profile.name)),
                 why=one_line(choice.why),
             )
-        urls = self.urls(base)
+        urls = self.urls(base, secret)
         variables = template_vars(node, profile, decision.group, self.settings.cluster, urls)
         args = self.kernel_args(node, profile, variables)
         efi = (node.platform or "").lower() == "efi"

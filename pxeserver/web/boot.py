@@ -100,17 +100,20 @@ def chain() -> Response:
 def ipxe() -> Response:
     machine = _machine()
     remember_client(request.remote_addr, machine.mac)  # for a 404 on its kernel next
-    return Response(service().ipxe_script(machine, base_url()), mimetype=IPXE_TYPE)
+    script = service().ipxe_script(machine, base_url(), _source_ip(machine.mac))
+    return Response(script, mimetype=IPXE_TYPE)
 
 
 @bp.get("/cloud-config")
 def cloud_config() -> Response:
     mac = _mac()
-    text = service().cloud_config(mac, base_url(), _source_ip(mac))
+    # Once per boot, for the secret= of the URL its script gave (pxeserver.fetchsecret).
+    text = service().cloud_config(mac, base_url(), _source_ip(mac), request.args.get("secret"))
     return Response(text, mimetype="text/cloud-config")  # charset added by Flask
 
 
 @bp.get("/ignition")
 def ignition() -> Response:
-    text = service().ignition(_mac(), base_url())
+    mac = _mac()
+    text = service().ignition(mac, base_url(), _source_ip(mac), request.args.get("secret"))
     return Response(text, mimetype="application/vnd.coreos.ignition+json")

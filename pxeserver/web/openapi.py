@@ -40,6 +40,24 @@ from .schemas import (
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
 
+# A config is handed out once per boot, to the machine that fetched the boot script, for
+# the one-time secret of the URL in that script (pxeserver/fetchsecret.py).
+ONCE_PER_BOOT: dict[str, Any] = {
+    "security": [{"fetchSecret": []}],
+    "description": "Only for `secret=` of the URL the boot's iPXE script names, once, within "
+    "server.config_fetch_window, from the address that fetched the script (unless "
+    "server.config_fetch_any_address); otherwise 403. To read a node's config without "
+    "booting it: GET /api/v1/nodes/{mac}/explain or `pxeserver render MAC`.",
+}
+
+REFUSED = {
+    "403": text_body(
+        "refused: no secret, a wrong or expired one, another address, or a second fetch "
+        "(one line saying which, and what to do)"
+    )
+}
+
+
 def _boot_paths() -> dict[str, Any]:
     fact = {"in": "query", "required": False, "schema": {"type": "string"}}
     return {
@@ -67,10 +85,12 @@ def _boot_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["boot"],
                 "summary": "The node's cloud-config; records it as configured",
+                **ONCE_PER_BOOT,
                 "parameters": [MAC_QUERY],
                 "responses": {
                     "200": text_body("a validated #cloud-config", "text/cloud-config"),
                     **BOOT_ERRORS,
+                    **REFUSED,
                 },
             }
         },
@@ -78,6 +98,7 @@ def _boot_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["boot"],
                 "summary": "The node's Ignition (spec 3) config; records it as configured",
+                **ONCE_PER_BOOT,
                 "parameters": [MAC_QUERY],
                 "responses": {
                     "200": {
@@ -88,6 +109,7 @@ def _boot_paths() -> dict[str, Any]:
                     },
                     **BOOT_ERRORS,
                     "404": text_body("no group selects it, or its profile has no Ignition config"),
+                    **REFUSED,
                 },
             }
         },
@@ -366,6 +388,7 @@ def document(profiles: list[str], writes: str = "token") -> dict[str, Any]:
             "securitySchemes": {
                 "apiToken": {"type": "http", "scheme": "bearer"},
                 "nodeToken": {"type": "http", "scheme": "bearer"},
+                "fetchSecret": {"type": "apiKey", "in": "query", "name": "secret"},
             },
         },
     }

@@ -96,6 +96,10 @@ def real_image() -> Path:
 def lab_settings() -> dict[str, Any]:
     profile = {"kernel": "real/vmlinuz", "args": NODE_ARGS}
     return {
+        # systemd-networkd asks DHCP with a DUID, so the OS that fetches the config has
+        # another lease than the firmware that fetched the script (asserted below): the
+        # setting for such networks (docs/SECURITY.md).
+        "server": {"config_fetch_any_address": True},
         "cluster": {
             "heartbeat_interval": HEARTBEAT_INTERVAL_S,
             "heartbeat_ttl": HEARTBEAT_TTL_S,

@@ -35,6 +35,7 @@ from ..support.etcd import EtcdMember, answers, wait_answers
 from ..support.fakes import CountingStore
 from ..support.net import wait_for
 from ..support.settings import make_settings
+from ..support.web import config_path, issued_config
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +98,7 @@ def boot(client: Any, mac: MAC, token: str, profile: str) -> None:
     assert r.status_code == 200, (mac, r.status_code, r.text)
     for name, marker in MARKERS.items():
         assert (marker in r.text) == (name == profile), (mac, profile, r.text)
-    r = client.get(f"/cloud-config?mac={mac}")
+    r = client.get(config_path(r.text))
     assert r.status_code == 200, (mac, r.status_code, r.text)
     auth = {"Authorization": f"Bearer {token}"}
     for step in ("ready", "heartbeat"):
@@ -200,9 +201,9 @@ def test_known_machines_boot_through_an_etcd_outage_and_nothing_is_lost(
                 served += 1
             else:
                 mac = new_mac(i // 2)
-                for path in (f"/ipxe?mac={mac}&platform=efi", f"/cloud-config?mac={mac}"):
-                    r = web.get(path)
-                    assert r.status_code == 503, (mac, path, r.status_code, r.text)
+                # (its config asked with a good secret, as if a script had been served)
+                for r in (web.get(f"/ipxe?mac={mac}&platform=efi"), issued_config(web, mac)):
+                    assert r.status_code == 503, (mac, r.request.path, r.status_code, r.text)
                     assert int(r.headers["Retry-After"]) > 0
                     assert not any(m in r.text for m in MARKERS.values())
                 refused += 1
@@ -301,8 +302,9 @@ def test_a_hung_etcd_fails_calls_by_their_deadline(tmp_path: Path, member: EtcdM
         # Through the boot service: one call waits out the deadline, then the breaker
         # answers every other call without asking the store.
         asked = counted.calls.total()
-        assert web.get(f"/ipxe?mac={mac}&platform=efi").status_code == 200
-        assert web.get(f"/cloud-config?mac={mac}").status_code == 200
+        r = web.get(f"/ipxe?mac={mac}&platform=efi")
+        assert r.status_code == 200
+        assert web.get(config_path(r.text)).status_code == 200
         r = web.get(f"/ipxe?mac={new_mac(9)}")
         assert r.status_code == 503 and "Retry-After" in r.headers
         assert counted.calls.total() - asked == 1, counted.calls

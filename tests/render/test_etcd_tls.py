@@ -39,6 +39,7 @@ from ..support.certs import Pki
 from ..support.etcd import ETCD, EtcdMember
 from ..support.net import free_port, port_open, wait_for
 from ..support.settings import make_settings
+from ..support.web import fetch_config
 
 pytestmark = pytest.mark.etcd
 
@@ -259,8 +260,7 @@ def test_a_preview_never_shows_the_key_the_config_carries(tmp_path: Path, pki: P
     try:
         web = create_app(settings, service).test_client()
         mac = "52:54:00:7e:03:02"
-        assert web.get(f"/ipxe?mac={mac}").status_code == 200
-        served = yaml.safe_load(web.get(f"/cloud-config?mac={mac}").text)
+        served = yaml.safe_load(fetch_config(web, mac).text)
         keys = [f["content"] for f in served["write_files"] if f["path"].endswith("key.pem")]
         assert keys == [pki.key("client").read_text()]
         shown = web.get(f"/api/v1/nodes/{mac}/explain", headers={"Authorization": "Bearer op"})

@@ -20,6 +20,7 @@ from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
 from ..support.settings import LAB_PROFILES, REPO, make_settings
+from ..support.web import config_path, fetch_config, issued_config
 
 MAC = "52:54:00:00:00:51"
 GOOD: dict[str, Any] = {
@@ -153,9 +154,9 @@ def test_ignition_endpoint_serves_the_nodes_config_and_records_it(tmp_path: Path
     ).test_client()
     script = client.get(f"/ipxe?mac={MAC}&platform=efi").text
     kernel = next(line for line in script.splitlines() if line.startswith("kernel "))
-    assert f"ignition.config.url=http://localhost/ignition?mac={MAC}" in kernel
+    assert f"ignition.config.url=http://localhost/ignition?mac={MAC}&secret=" in kernel
     assert "cloud-config-url" not in kernel and "flatcar.first_boot=1" in kernel
-    r = client.get(f"/ignition?mac={MAC}")
+    r = client.get(config_path(script))
     assert r.status_code == 200 and r.content_type == "application/vnd.coreos.ignition+json"
     doc = r.json
     assert doc["ignition"]["version"] == "3.3.0"
@@ -172,7 +173,7 @@ def test_ignition_endpoint_serves_the_nodes_config_and_records_it(tmp_path: Path
 
 def test_a_profile_without_ignition_is_404(client: Any) -> None:
     client.get(f"/ipxe?mac={MAC}")
-    r = client.get(f"/ignition?mac={MAC}")
+    r = issued_config(client, MAC, "ignition")  # the secret of its script, at /ignition
     assert r.status_code == 404 and "has no Ignition config" in r.text
     assert client.get(f"/api/v1/nodes/{MAC}").json["state"] == "booting"
 
@@ -183,8 +184,7 @@ def test_a_broken_template_is_500_changes_nothing_and_fails_check(tmp_path: Path
     client = create_app(
         settings, make_service(settings, SQLiteStore(tmp_path / "s.db"))
     ).test_client()
-    client.get(f"/ipxe?mac={MAC}")
-    r = client.get(f"/ignition?mac={MAC}")
+    r = fetch_config(client, MAC)
     assert r.status_code == 500 and "not a spec 3 version" in r.text
     assert client.get(f"/api/v1/nodes/{MAC}").json["state"] == "booting"
     problems = check_settings(settings)
@@ -212,7 +212,7 @@ def test_what_a_node_is_served_passes_ignitions_own_validator(tmp_path: Path) ->
     client = create_app(
         settings, make_service(settings, SQLiteStore(tmp_path / "s.db"))
     ).test_client()
-    served = client.get(f"/ignition?mac={MAC}").text
+    served = fetch_config(client, MAC).text
     out = ignition_validate(tmp_path, served)
     assert out.returncode == 0 and out.stdout + out.stderr == "", out.stdout + out.stderr
     # positive control: Ignition refuses what the schema refuses, and only warns of an

@@ -25,13 +25,15 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver.model import Node
+from pxeserver.fetchsecret import FetchSecrets, file_key
+from pxeserver.model import MAC, Node
 from pxeserver.store.etcd import EtcdStore
 from pxeserver.store.sqlite import SQLiteStore
 
 from ..support.etcd import EtcdMember, wait_answers
 from ..support.net import wait_for
 from ..support.server import ServerProcess
+from ..support.web import config_path
 
 pytestmark = pytest.mark.slow
 
@@ -64,15 +66,24 @@ def mac_of(i: int) -> str:
     return f"52:54:00:cc:{i >> 8:02x}:{i & 0xFF:02x}"
 
 
+def issued(server: ServerProcess, mac: str) -> str:
+    """A config URL as a script of this server would name it (a machine whose script
+    came before: the storm starts at its config)."""
+    fetch = FetchSecrets(file_key(server.workdir / "var"), 600)
+    return f"/cloud-config?mac={mac}&secret={fetch.issue(MAC.parse(mac), '127.0.0.1')}"
+
+
 def boot_one(server: ServerProcess, storm: Storm, mac: str, steps: tuple[str, ...]) -> bool:
     """One machine's boot; stops at the first step not acknowledged (the server died)."""
+    script = b""
     for step in steps:
         storm.count(storm.sent, mac, step)
         try:
             if step == "ipxe":
-                status, _, _ = server.get(f"/ipxe?mac={mac}&platform=efi")
+                status, _, script = server.get(f"/ipxe?mac={mac}&platform=efi")
             elif step == "cloud-config":
-                status, _, body = server.get(f"/cloud-config?mac={mac}")
+                path = config_path(script.decode()) if script else issued(server, mac)
+                status, _, body = server.get(path)
                 found = TOKEN.search(body.decode(errors="replace"))
                 if status == 200 and found:
                     with storm.lock:

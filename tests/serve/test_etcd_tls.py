@@ -21,6 +21,7 @@ from ..support.cli import run
 from ..support.etcd import EtcdMember, wait_answers
 from ..support.net import wait_for
 from ..support.server import ServerProcess
+from ..support.web import config_path
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 
@@ -61,7 +62,10 @@ def server(tmp_path: Path, raw: dict[str, Any]) -> ServerProcess:
 
 def boot(s: ServerProcess, mac: str) -> tuple[int, int]:
     """A machine's iPXE script and cloud-config: the two statuses."""
-    return s.get(f"/ipxe?mac={mac}")[0], s.get(f"/cloud-config?mac={mac}")[0]
+    status, _, script = s.get(f"/ipxe?mac={mac}")
+    if status != 200:
+        return status, s.get(f"/cloud-config?mac={mac}")[0]
+    return status, s.get(config_path(script.decode()))[0]
 
 
 def in_etcd(member: EtcdMember, mac: str) -> dict[str, Any]:

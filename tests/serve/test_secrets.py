@@ -24,6 +24,7 @@ from pxeserver import config
 
 from ..support.net import free_port
 from ..support.server import ServerProcess
+from ..support.web import config_path
 
 NODE = "52:54:00:5e:c2:01"
 OTHER = "52:54:00:5e:c2:02"
@@ -71,9 +72,10 @@ def test_tokens_are_never_logged_and_served_only_where_they_belong(
         return status, text
 
     try:
-        for mac in (NODE, OTHER):
-            assert call("GET", f"/ipxe?mac={mac}&platform=efi")[0] == 200
-        status, text = call("GET", f"/cloud-config?mac={NODE}")
+        scripts = {mac: call("GET", f"/ipxe?mac={mac}&platform=efi") for mac in (NODE, OTHER)}
+        assert [status for status, _ in scripts.values()] == [200, 200]
+        config = config_path(scripts[NODE][1])
+        status, text = call("GET", config)
         assert status == 200
         token = node_token(text)
         own = f"Bearer {token}"
@@ -123,7 +125,9 @@ def test_tokens_are_never_logged_and_served_only_where_they_belong(
         assert any(json.loads(x)["level"] == "DEBUG" for x in lines if x.startswith("{"))
         assert any('"event": "ready"' in x for x in lines)  # boot milestones are there
     # the API token and the wrong one: in no log line and in no response
-    for secret in (api_token, wrong):
+    # and the key of the config URLs' secrets (made into the data folder)
+    fetch_key = (tmp_path / "var" / "fetch.key").read_text().strip()
+    for secret in (api_token, wrong, fetch_key):
         leaked = [x for x in lines if secret in x]
         assert not leaked, leaked
         served = [(what, status) for what, status, text in responses if secret in text]
@@ -132,7 +136,7 @@ def test_tokens_are_never_logged_and_served_only_where_they_belong(
     served = sorted({what for what, _, text in responses if token in text})
     assert served == [
         f"GET /api/v1/nodes/{NODE}/explain ['Authorization']",
-        f"GET /cloud-config?mac={NODE} None",
+        f"GET {config} None",
     ], served
     assert not [x for x in lines if token in x]
 

@@ -13,6 +13,7 @@ import pytest
 from ..support.etcd import etcd_prefix
 from ..support.net import wait_for
 from ..support.server import ServerProcess
+from ..support.web import config_path
 
 MAC = "52:54:00:12:34:56"
 
@@ -31,7 +32,7 @@ def walk_through(server: ServerProcess) -> None:
     assert status == 200
     script = body.decode()
     assert "\nkernel " in script and "\ninitrd " in script
-    status, _, body = server.get(f"/cloud-config?mac={MAC}")
+    status, _, body = server.get(config_path(script))
     assert status == 200 and body.startswith(b"#cloud-config\n")
     assert b"hostname: node-001\n" in body
     out = cli(server, "list")

@@ -26,6 +26,7 @@ from pxeserver.store.etcd import EtcdStore
 from ..support.etcd import etcd_prefix
 from ..support.net import wait_for
 from ..support.server import ServerProcess
+from ..support.web import config_path
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 
@@ -38,6 +39,9 @@ TOKEN = re.compile(r"(?:Authorization: Bearer |PXESERVER_TOKEN=)([A-Za-z0-9_\-]+
 
 def mac_of(i: int) -> str:
     return f"52:54:00:d2:{i // 256:02x}:{i % 256:02x}"
+
+
+KEY = "two-servers-" + "k" * 32
 
 
 def fetch(
@@ -92,7 +96,8 @@ def test_two_servers_race_on_500_machines(etcd: Any, tmp_path: Path) -> None:
     servers = [
         ServerProcess(
             tmp_path / name,
-            settings={"store": {"etcd_prefix": prefix}},
+            # servers on one boot network share the key of the config URLs' secrets
+            settings={"store": {"etcd_prefix": prefix}, "server": {"config_fetch_key": KEY}},
             args=["--no-dhcp", "--no-tftp", "--etcd", etcd.client_url],
             name=name,
         )
@@ -118,7 +123,9 @@ def test_two_servers_race_on_500_machines(etcd: Any, tmp_path: Path) -> None:
 
             def configure_and_report(i: int) -> tuple[int, int]:
                 fetcher, reporter = servers[i % 2], servers[(i + 1) % 2]
-                status, text = fetch("GET", f"{fetcher.url}/cloud-config?mac={mac_of(i)}", retried)
+                script = first[2 * i][1]  # the script the fetcher served (k = 0)
+                url = fetcher.url + config_path(script)
+                status, text = fetch("GET", url, retried)
                 if status != 200:
                     return status, 0
                 token = TOKEN.search(text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -15,7 +16,7 @@ from pxeserver.daemon import make_service
 from pxeserver.web import create_app
 
 from ..support.settings import make_settings
-from ..support.web import MAC, boot
+from ..support.web import MAC, boot, config_path
 
 TOKEN = "api-token-for-the-auth-test"
 NETWORK = {"REMOTE_ADDR": "192.0.2.7"}
@@ -52,6 +53,8 @@ def enforced(accepted: dict[str, bool]) -> str:
         return "apiToken"
     if accepted["the node's token"] and not accepted["the API token"]:
         return "nodeToken"
+    if accepted["the boot's fetch secret"] and not accepted["the API token"]:
+        return "fetchSecret"
     return f"unclear: {accepted}"
 
 
@@ -74,6 +77,9 @@ class Caller:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         path = template.replace("{mac}", MAC).replace("{path}", "kernel")
         query = {"mac": MAC} if path in ("/ipxe", "/cloud-config", "/ignition") else {}
+        if credential == "the boot's fetch secret" and path in ("/cloud-config", "/ignition"):
+            script = self.client.get(f"/ipxe?mac={MAC}", environ_base=environ).text
+            query = parse_qs(urlsplit(config_path(script)).query)  # the config URL's own
         # Closed at once, as a server closes what it sent: an unread file answer would hold
         # its slot of limits.http_requests_per_client (web/guard.py) and later calls got 503.
         with self.client.open(
@@ -93,6 +99,7 @@ CALLS = {
     "a wrong token": ("a wrong token", NETWORK),
     "the API token": ("the API token", NETWORK),
     "the node's token": ("the node's token", NETWORK),
+    "the boot's fetch secret": ("the boot's fetch secret", NETWORK),
 }
 
 
@@ -133,5 +140,7 @@ def test_the_controls_each_kind_of_rule_is_told_apart() -> None:
     assert enforced(api) == "apiToken"
     node = {**dict.fromkeys(CALLS, False), "the node's token": True}
     assert enforced(node) == "nodeToken"
+    secret = {**dict.fromkeys(CALLS, False), "the boot's fetch secret": True}
+    assert enforced(secret) == "fetchSecret"
     assert documented({"security": [{"nodeToken": []}, {}]}) == "none"
     assert documented({"security": [{}], "x-pxeserver-from": "loopback"}) == "loopback"

@@ -12,6 +12,7 @@ from pxeserver.web import create_app
 
 from ..support.fakes import BrokenStore
 from ..support.settings import make_settings
+from ..support.web import config_path, fetch_config
 
 
 def test_chain_script(client: Any) -> None:
@@ -40,8 +41,7 @@ def test_ipxe_script_records_the_node_as_booting(client: Any) -> None:
 
 def test_cloud_config_is_the_nodes_own_and_marks_it_configured(client: Any) -> None:
     client.get("/ipxe?mac=52:54:00:12:34:56")
-    client.get("/ipxe?mac=52:54:00:12:34:57")
-    r = client.get("/cloud-config?mac=52:54:00:12:34:57")
+    r = fetch_config(client, "52:54:00:12:34:57")
     assert r.status_code == 200
     assert r.text.startswith("#cloud-config\n")
     doc = yaml.safe_load(r.text)
@@ -50,24 +50,22 @@ def test_cloud_config_is_the_nodes_own_and_marks_it_configured(client: Any) -> N
     assert client.get("/api/v1/nodes/52:54:00:12:34:56").json["state"] == "booting"
 
 
-def test_cloud_config_names_the_address_the_os_fetched_it_from(client: Any) -> None:
+def test_cloud_config_names_the_address_the_os_fetched_it_from(tmp_path: Path) -> None:
     # The firmware's lease (iPXE's ${netX/ip}) and the booted OS's lease may differ:
     # systemd-networkd asks DHCP with a DUID, not 01:MAC. The OS fetches its own config,
-    # so that request's address is the one fleet must advertise and pxeserver record.
+    # so that request's address is the one fleet must advertise and pxeserver record
+    # (a config from another address than the script's needs the setting).
+    settings = make_settings(tmp_path, {"server": {"config_fetch_any_address": True}})
+    client = create_app(settings, make_service(settings)).test_client()
     mac = "52:54:00:12:34:58"
-    client.get(f"/ipxe?mac={mac}&ip=192.0.2.101")
+    script = client.get(f"/ipxe?mac={mac}&ip=192.0.2.101").text
     assert client.get(f"/api/v1/nodes/{mac}").json["ip"] == "192.0.2.101"
     os_side = {"REMOTE_ADDR": "192.0.2.140"}
-    r = client.get(f"/cloud-config?mac={mac}", environ_base=os_side)
+    r = client.get(config_path(script), environ_base=os_side)
     assert r.status_code == 200, r.text
     assert yaml.safe_load(r.text)["coreos"]["fleet"]["public_ip"] == "192.0.2.140"
     node = client.get(f"/api/v1/nodes/{mac}").json
     assert node["ip"] == "192.0.2.140" and node["state"] == "configured"
-    # A machine pxeserver first sees at its cloud-config is recorded with that address too.
-    first = "52:54:00:12:34:59"
-    r = client.get(f"/cloud-config?mac={first}", environ_base={"REMOTE_ADDR": "192.0.2.141"})
-    assert yaml.safe_load(r.text)["coreos"]["fleet"]["public_ip"] == "192.0.2.141"
-    assert client.get(f"/api/v1/nodes/{first}").json["ip"] == "192.0.2.141"
 
 
 def test_second_boot_keeps_the_hostname_and_counts(client: Any) -> None:
@@ -148,8 +146,7 @@ def test_a_broken_template_is_500_and_leaves_the_node_as_it_was(
     client = create_app(
         settings, make_service(settings, SQLiteStore(tmp_path / "s.db"))
     ).test_client()
-    assert client.get("/ipxe?mac=52:54:00:12:34:56").status_code == 200
-    r = client.get("/cloud-config?mac=52:54:00:12:34:56")
+    r = fetch_config(client, "52:54:00:12:34:56")
     assert r.status_code == 500 and "hostnme" in r.text
     assert "#cloud-config" not in r.text
     assert "rendering failed" in caplog.text and "hostnme" in caplog.text
@@ -170,8 +167,10 @@ SCOPE_ATTACK = (
 
 
 def _files(client: Any, mac: str, source: str = "127.0.0.1", query: str = "") -> dict[str, str]:
-    """The files of ``mac``'s cloud-config, fetched from ``source`` (the booted OS)."""
-    r = client.get(f"/cloud-config?mac={mac}{query}", environ_base={"REMOTE_ADDR": source})
+    """The files of ``mac``'s cloud-config, fetched from ``source`` (the booted OS) with
+    the URL of a script fetched from there too."""
+    script = client.get(f"/ipxe?mac={mac}", environ_base={"REMOTE_ADDR": source}).text
+    r = client.get(config_path(script) + query, environ_base={"REMOTE_ADDR": source})
     assert r.status_code == 200, r.text
     return {f["path"]: f["content"] for f in yaml.safe_load(r.text)["write_files"]}
 
@@ -213,5 +212,5 @@ def test_boot_answers_name_their_charset_once(client: Any) -> None:
     assert client.get("/boot.ipxe").headers["Content-Type"] == "text/plain; charset=utf-8"
     ipxe = client.get("/ipxe?mac=52:54:00:12:34:57")
     assert ipxe.headers["Content-Type"] == "text/plain; charset=utf-8"
-    config = client.get("/cloud-config?mac=52:54:00:12:34:57")
+    config = client.get(config_path(ipxe.text))
     assert config.headers["Content-Type"] == "text/cloud-config; charset=utf-8"

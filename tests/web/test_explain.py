@@ -10,6 +10,7 @@ from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
 from ..support.settings import make_settings
+from ..support.web import fetch_config
 
 MAC = "52:54:00:00:00:61"
 GROUPS = [
@@ -32,7 +33,7 @@ def app_with(tmp_path: Path, **server: Any) -> Any:
 
 def test_explain_shows_the_decision_and_what_would_be_served(tmp_path: Path) -> None:
     client = app_with(tmp_path)
-    client.get(f"/cloud-config?mac={MAC}")
+    fetch_config(client, MAC)
     x = client.get(f"/api/v1/nodes/{MAC}/explain").json
     assert x["known"] and x["profile"] == "coreos" and x["group"] == "default"
     assert [(v["group"], v["matched"], v["chosen"]) for v in x["verdicts"]] == [
@@ -47,7 +48,9 @@ def test_explain_shows_the_decision_and_what_would_be_served(tmp_path: Path) -> 
     assert x["token_hidden"] and "<node token: hidden" in x["cloud_config"]
     # Nothing was recorded by explaining.
     node = client.get(f"/api/v1/nodes/{MAC}").json
-    assert [e["kind"] for e in node["events"]] == ["cloud-config"]
+    assert [e["kind"] for e in node["events"]] == ["ipxe", "cloud-config"]
+    # Nor does it issue or use the node's config secret: its script shows a placeholder.
+    assert "&secret=issued-per-boot" in x["ipxe"]
 
 
 def test_explain_follows_labels_and_platform(tmp_path: Path) -> None:
@@ -89,7 +92,7 @@ def test_explain_needs_a_known_node(client: Any) -> None:
 
 def test_the_api_token_shows_the_node_token(tmp_path: Path) -> None:
     client = app_with(tmp_path, api_token="op")
-    client.get(f"/cloud-config?mac={MAC}")
+    fetch_config(client, MAC)
     hidden = client.get(f"/api/v1/nodes/{MAC}/explain").json
     shown = client.get(f"/api/v1/nodes/{MAC}/explain", headers={"Authorization": "Bearer op"}).json
     wrong = client.get(

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from ..support.server import ServerProcess
+from ..support.web import config_path
 
 MAC = "52:54:00:66:00:01"
 TOKEN = "op-secret"
@@ -76,8 +77,9 @@ def node(s: ServerProcess) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def token(served: ServerProcess) -> str:
     """The node boots (iPXE script, cloud-config); its own token is in its cloud-config."""
-    assert raw(served, "GET", f"/ipxe?mac={MAC}")[0] == 200
-    status, body = raw(served, "GET", f"/cloud-config?mac={MAC}")
+    status, script = raw(served, "GET", f"/ipxe?mac={MAC}")
+    assert status == 200
+    status, body = raw(served, "GET", config_path(script.decode()))
     assert status == 200
     units = {u["name"]: u for u in yaml.safe_load(body)["coreos"]["units"]}
     return str(units["pxeserver-ready.service"]["content"].split("Bearer ")[1].split('"')[0])

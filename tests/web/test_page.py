@@ -21,6 +21,7 @@ from ..support.browser import csp_violations
 from ..support.etcd import etcd_prefix
 from ..support.server import ServerProcess
 from ..support.settings import REPO
+from ..support.web import config_path
 
 pytestmark = [
     pytest.mark.slow,
@@ -84,8 +85,18 @@ def picture(driver: Any, name: str) -> Path:
     return shot
 
 
+SCRIPTS: dict[str, str] = {}  # the last iPXE script of each MAC: its config URL
+
+
+def boot_script(server: ServerProcess, mac: str, query: str = "") -> int:
+    status, _, body = server.get(f"/ipxe?mac={mac}{query}")
+    SCRIPTS[mac] = body.decode()
+    return status
+
+
 def token_of(server: ServerProcess, mac: str) -> str:
-    _, _, body = server.get(f"/cloud-config?mac={mac}")
+    status, _, body = server.get(config_path(SCRIPTS[mac]))
+    assert status == 200, (status, body, SCRIPTS[mac])
     return body.decode().split("Authorization: Bearer ")[1].split('"')[0]
 
 
@@ -119,9 +130,9 @@ def lab(tmp_path: Path) -> Iterator[tuple[ServerProcess, Heartbeats]]:
     beats = None
     try:
         x86 = "&arch=x86_64&platform=efi"
-        server.get(f"/ipxe?mac={GOES_LOST}{x86}")
+        boot_script(server, GOES_LOST, x86)
         phone(server, GOES_LOST, "ready", token_of(server, GOES_LOST))  # then silence: lost
-        server.get(f"/ipxe?mac={READY}{x86}")
+        boot_script(server, READY, x86)
         time.sleep(0.3)  # so that the timeline shows steps that took a while
         token = token_of(server, READY)
         time.sleep(0.2)
@@ -129,10 +140,10 @@ def lab(tmp_path: Path) -> Iterator[tuple[ServerProcess, Heartbeats]]:
         beats = Heartbeats(server, READY, token)
         beats.start()
         server.get(f"/ipxe?mac={BOOTING}{x86}")
-        server.get(f"/ipxe?mac={CONFIGURED}&arch=x86_64&platform=pcbios")
-        server.get(f"/cloud-config?mac={CONFIGURED}")
-        server.get(f"/ipxe?mac={IGNITED}&arch=arm64&platform=efi")
-        assert server.get(f"/ignition?mac={IGNITED}")[0] == 200
+        boot_script(server, CONFIGURED, "&arch=x86_64&platform=pcbios")
+        server.get(config_path(SCRIPTS[CONFIGURED]))
+        boot_script(server, IGNITED, "&arch=arm64&platform=efi")
+        assert server.get(config_path(SCRIPTS[IGNITED]))[0] == 200
         assert server.get(f"/ipxe?mac={NOMATCH}&arch=i386")[0] == 404
         yield server, beats
     finally:
@@ -214,7 +225,7 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    server, _ = lab
+    server, beats = lab
     page.get(server.url + "/")
     assert page.title == "pxeserver — nodes"
 
@@ -232,9 +243,9 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     assert "live" in text(page, "#live")
 
     # A machine that boots now appears without a reload, then changes state live.
-    server.get(f"/ipxe?mac={NEW}&arch=x86_64")
+    boot_script(server, NEW, "&arch=x86_64")
     wait(page, "the new machine's row", lambda d: state_of(d, NEW) == "booting")
-    server.get(f"/cloud-config?mac={NEW}")
+    server.get(config_path(SCRIPTS[NEW]))
     wait(page, "the new machine configured", lambda d: state_of(d, NEW) == "configured")
 
     # Filters.
@@ -327,7 +338,7 @@ def test_node_page(lab: tuple[ServerProcess, Heartbeats], page: Any) -> None:
     assert not page.find_element(By.ID, "e-reinstall").is_displayed()  # RAM profile
     auth = {"Authorization": f"Bearer {TOKEN}"}
     server.request("PATCH", f"/api/v1/nodes/{READY}", {"profile": "coreos-disk"}, auth)
-    phone(server, READY, "ready", token_of(server, READY))
+    phone(server, READY, "ready", beats.token)  # its token (its config went out once)
     wait(page, "what is on its disk", lambda d: "coreos-disk since" in text(d, "#d-facts"))
     wait(
         page, "the reinstall button", lambda d: d.find_element(By.ID, "e-reinstall").is_displayed()

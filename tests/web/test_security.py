@@ -15,7 +15,7 @@ from pxeserver.web import create_app
 from pxeserver.web.security import HEADERS
 
 from ..support.settings import make_settings
-from ..support.web import MAC, boot
+from ..support.web import MAC, boot, config_path
 
 NETWORK = {"REMOTE_ADDR": "192.0.2.7"}  # a machine on the boot network
 LABEL = {"labels": {"rack": "r9"}}
@@ -134,7 +134,8 @@ def test_every_answer_carries_the_security_headers(make_client: Any, tmp_path: P
     (tmp_path / "assets" / "kernel").write_bytes(b"k" * 100)
     client = make_client()
     boot(client)
-    paths = ["/", "/ui/app.js", "/api/v1/nodes", f"/ipxe?mac={MAC}", f"/cloud-config?mac={MAC}",
+    config = config_path(client.get(f"/ipxe?mac={MAC}").text)
+    paths = ["/", "/ui/app.js", "/api/v1/nodes", f"/ipxe?mac={MAC}", config,
              "/assets/kernel", "/healthz", "/metrics", "/no/such/page"]  # fmt: skip
     for path in paths:
         resp = client.get(path)
@@ -157,7 +158,7 @@ def test_urls_in_scripts_never_come_from_an_unlisted_host(make_client: Any) -> N
     boot(client)
     for host in ("evil.example", "evil.example:8080", "192.0.2.250:8080"):
         script = client.get(f"/ipxe?mac={MAC}", headers={"Host": host}).text
-        config = client.get(f"/cloud-config?mac={MAC}", headers={"Host": host}).text
+        config = client.get(config_path(script), headers={"Host": host}).text
         yaml.safe_load(config)
         # The address of ours on the route back to the asking machine (here, loopback).
         assert urls(script) == {"127.0.0.1:8080"}, (host, script)
