@@ -117,9 +117,10 @@ _WILDCARDS = ("0.0.0.0", "::")
 
 def listed_host() -> str | None:
     """The request's ``Host`` (as ``host[:port]``) if it names this server: ``localhost``
-    or an address of this host (or ``server.base_url``'s host), with the HTTP port or
-    none; else None. A name nobody listed is never trusted: a web page may have rebound
-    it to us."""
+    or an address of this host (or ``server.base_url``'s host), or any address for a
+    client on loopback (it came through a forwarder here), with the HTTP port or none;
+    else None. A name nobody listed is never trusted: a web page may have rebound it to
+    us."""
     s = settings().server
     text = request.host.lower()
     host, port = text, None
@@ -136,7 +137,13 @@ def listed_host() -> str | None:
         address = str(ipaddress.ip_address(host))
     except ValueError:
         return None
-    return text if address == s.listen or address in OWN_ADDRESSES else None
+    if address == s.listen or address in OWN_ADDRESSES:
+        return text
+    # An address (never a name: a name may have been rebound) that arrived over loopback:
+    # the client connected to that address and a forwarder on this machine brought it here,
+    # e.g. QEMU's user network (`pxeserver demo`: 10.0.2.2 is the host's loopback for the
+    # VM), or a container runtime's port forward. That address is how it reaches us.
+    return text if is_loopback(request.remote_addr or "") else None
 
 
 def _host_of(url: str) -> str:

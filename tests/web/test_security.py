@@ -156,17 +156,22 @@ def urls(text: str) -> set[str]:
 def test_urls_in_scripts_never_come_from_an_unlisted_host(make_client: Any) -> None:
     client = make_client()
     boot(client)
-    for host in ("evil.example", "evil.example:8080", "192.0.2.250:8080"):
+    for host in ("evil.example", "evil.example:8080", "localhost:9999"):
         script = client.get(f"/ipxe?mac={MAC}", headers={"Host": host}).text
         config = client.get(config_path(script), headers={"Host": host}).text
         yaml.safe_load(config)
         # The address of ours on the route back to the asking machine (here, loopback).
         assert urls(script) == {"127.0.0.1:8080"}, (host, script)
         assert "127.0.0.1:8080" in urls(config) and "evil" not in config, host
-    # The control: a Host that names an address of this server is what the machine used.
-    assert urls(client.get(f"/ipxe?mac={MAC}", headers={"Host": "localhost:8080"}).text) == {
-        "localhost:8080"
-    }
+    # From the network, an address that is not ours is not trusted either.
+    script = client.get(f"/ipxe?mac={MAC}", headers={"Host": "192.0.2.250:8080"},
+                        environ_base=NETWORK).text  # fmt: skip
+    assert "192.0.2.250" not in script and urls(script), script
+    # The controls: a Host that names an address of this server is what the machine used;
+    # an address that came over loopback came through a forwarder here (QEMU's user
+    # network: 10.0.2.2 is the host's loopback for `pxeserver demo`'s VM).
+    for host in ("localhost:8080", "10.0.2.2:8080"):
+        assert urls(client.get(f"/ipxe?mac={MAC}", headers={"Host": host}).text) == {host}
 
 
 def test_base_url_or_the_listening_address_win_over_any_host(make_client: Any) -> None:
