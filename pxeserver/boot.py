@@ -9,7 +9,7 @@ what the machine receives.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from . import metrics
@@ -246,10 +246,10 @@ class BootService:
         ipxe = self.renderer.ipxe_script(node, profile, decision, base)
         cloud = None
         if profile.cloud_config:
-            cloud = self.renderer.cloud_config(node, profile, decision.group, base)
+            cloud = self.renderer.cloud_config(node, profile, decision.group, base, preview=True)
         ignition = None
         if profile.ignition:
-            ignition = self.renderer.ignition(node, profile, decision.group, base)
+            ignition = self.renderer.ignition(node, profile, decision.group, base, preview=True)
         boot = self.renderer.boot_choice(node, profile)
         return Preview(node, known, decision, ipxe, cloud, ignition, boot)
 
@@ -283,9 +283,11 @@ class BootService:
         state: State | None = None,
         profile: str | None = None,
         labels: Mapping[str, str] | None = None,
+        among: Iterable[Node] | None = None,
     ) -> list[Node]:
+        """The nodes (of ``among``, else of the registry) that pass every filter given."""
         found = []
-        for node in self.registry.all():
+        for node in self.registry.all() if among is None else among:
             if state is not None and node.state is not state:
                 continue
             if profile is not None and self.effective_profile(node)[0] != profile:

@@ -48,9 +48,9 @@ def make_store(settings: Settings) -> NodeStore:
     if settings.store.backend == "etcd":
         from .store.etcd import EtcdStore
 
-        return EtcdStore(
-            settings.store.etcd_endpoints, settings.store.etcd_prefix, settings.store.timeout
-        )
+        s, tls = settings.store, settings.store.etcd_tls
+        files = {"ca": tls.ca, "cert": tls.cert, "key": tls.key} if tls else {}
+        return EtcdStore(s.etcd_endpoints, s.etcd_prefix, s.timeout, **files)
     from .store.sqlite import SQLiteStore
 
     return SQLiteStore(settings.sqlite_path, settings.store.timeout)
@@ -268,8 +268,15 @@ class Daemon:
         try:
             store.ping()
         except StoreUnavailable as exc:
-            log.warning("the store does not answer yet (%s); known machines wait and new "
-                        "ones get 503 until it does", exc)  # fmt: skip
+            stats = getattr(store, "stats", {})
+            if stats.get("tls") or stats.get("refused"):
+                # Misconfigured, not down (a CA or certificate etcd does not take): the
+                # line names the file to fix. Known machines boot from the local cache.
+                log.error("the store refuses pxeserver: %s; known machines boot from the "
+                          "local cache and new ones get 503 until that is fixed", exc)  # fmt: skip
+            else:
+                log.warning("the store does not answer yet (%s); known machines wait and "
+                            "new ones get 503 until it does", exc)  # fmt: skip
         try:
             self.service = make_service(s, store)
         except BaseException:
@@ -294,6 +301,9 @@ class Daemon:
 
         paths = self.settings.paths
         readable = [paths.tftp_root, paths.assets_dir, paths.templates_dir]
+        for tls in (self.settings.store.etcd_tls, self.settings.cluster.etcd_tls):
+            if tls is not None:  # HTTP workers load the settings as the user: they read these
+                readable += [p for p in (tls.ca, tls.cert, tls.key) if p is not None]
         check_user_can_serve(user, [*readable, *([self.config] if self.config else [])],
                              paths.data_dir)  # fmt: skip
 

@@ -14,6 +14,7 @@ from pxeserver.daemon import make_service
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
+from .support.certs import Pki
 from .support.etcd import EtcdMember, etcd_prefix
 from .support.settings import make_settings
 
@@ -28,6 +29,23 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdMember]:
     """One real etcd for the session; tests keep apart by using their own key prefix."""
     base = tmp_path_factory.mktemp("etcd")
     member = EtcdMember("default", base / "data", base)
+    member.start()
+    yield member
+    member.stop()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, etcd's server certificate, client certificates good and bad (support/certs.py)."""
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def tls_etcd(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[EtcdMember]:
+    """One real etcd for the session that serves only TLS, only to clients whose
+    certificate its CA signed; tests keep apart by their own key prefix."""
+    base = tmp_path_factory.mktemp("tls-etcd")
+    member = EtcdMember("tls", base / "data", base, pki)
     member.start()
     yield member
     member.stop()

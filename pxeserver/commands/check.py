@@ -6,7 +6,11 @@ group that uses it (BIOS and UEFI), and every local asset and boot loader is loo
 Missing files are warnings (they may be fetched later); a template that fails is an error.
 Where the real ``coreos-cloudinit`` is on the PATH, it validates every rendered
 cloud-config too. The cluster's etcd (what nodes join) must be reachable by the nodes
-(never loopback) and, where this host reaches it, serve the v2 API that fleet v1 speaks.
+(never loopback) and, where this host reaches it, serve the v2 API that fleet v1 speaks
+(over TLS with the cluster's files when its URLs are https://). The store's etcd is asked
+once: a TLS handshake it refuses is an error that names the file to fix; no answer at all
+is a warning (it may be down now, or not reachable from here). URLs show without their
+user and password.
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ import ipaddress
 import json
 import shutil
 import socket
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ..config import Settings, peer_urls
-from ..errors import Problem, RenderError
+from ..config import EtcdTls, Settings, peer_urls
+from ..errors import Problem, RenderError, StoreUnavailable
+from ..logs import redact
 from ..model import MAC, Node, hostname_from_pattern
 from ..profiles import Decision, Group, Profile
 from ..render import engine
@@ -253,17 +259,31 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def _etcd_v2(url: str, timeout: float = 2.0) -> tuple[bool, str] | None:
+def _tls_context(tls: EtcdTls | None) -> ssl.SSLContext | None:
+    """HTTPS to the cluster's etcd as the nodes speak it: their CA, their certificate."""
+    if tls is None:
+        return None
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    if tls.cert is not None and tls.key is not None:
+        context.load_cert_chain(tls.cert, tls.key)
+    return context
+
+
+def _etcd_v2(
+    url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None
+) -> tuple[bool, str] | None:
     """Whether the etcd at ``url`` serves the v2 API, and its version; None if it does
     not answer from here."""
     base = url.rstrip("/")
     try:
-        with urllib.request.urlopen(base + "/version", timeout=timeout) as resp:
+        with urllib.request.urlopen(base + "/version", timeout=timeout, context=context) as resp:
             version = str(json.loads(resp.read() or b"{}").get("etcdserver", "?"))
     except (OSError, ValueError):
         return None
     try:
-        with urllib.request.urlopen(base + "/v2/keys/?quorum=false", timeout=timeout):
+        with urllib.request.urlopen(
+            base + "/v2/keys/?quorum=false", timeout=timeout, context=context
+        ):
             return True, version
     except urllib.error.HTTPError as exc:
         return exc.code != 404, version
@@ -284,26 +304,55 @@ def _cluster_problems(settings: Settings) -> list[Problem]:
                     Problem(
                         settings.source,
                         key,
-                        f"{url} is a loopback address: the nodes' etcd proxies and fleet "
+                        f"{redact(url)} is a loopback address: the nodes' etcd proxies and fleet "
                         "would talk to themselves",
                         "give the etcd cluster's address on the boot network",
                         warning=True,
                     )
                 )
+    context = _tls_context(cluster.etcd_tls)
     for url in cluster.etcd_endpoints:
-        found = _etcd_v2(url)
+        found = _etcd_v2(url, context=context)
         if found is not None and not found[0]:
             problems.append(
                 Problem(
                     settings.source,
                     "cluster.etcd_endpoints",
-                    f"the etcd at {url} (version {found[1]}) serves no v2 API, which fleet "
+                    f"the etcd at {redact(url)} (version {found[1]}) serves no v2 API, which fleet "
                     "v1 needs (the nodes' fleetd and etcd proxy speak only v2)",
                     "run etcd 3.4 or 3.5 with --enable-v2 (3.6 removed the v2 API)",
                     warning=True,
                 )
             )
     return problems
+
+
+def _store_problems(settings: Settings) -> list[Problem]:
+    """The store's etcd, asked once with its settings (TLS files included)."""
+    if settings.store.backend != "etcd":
+        return []
+    from ..daemon import make_store
+
+    store = make_store(settings)
+    try:
+        store.ping()
+    except StoreUnavailable as exc:
+        stats = getattr(store, "stats", {})
+        refused = bool(stats.get("tls") or stats.get("refused"))
+        return [
+            Problem(
+                settings.source,
+                "store.etcd_endpoints",
+                f"etcd does not take pxeserver's calls: {redact(str(exc))}",
+                "fix what it names, then check again"
+                if refused
+                else "start etcd, or check from a host that reaches it",
+                warning=not refused,
+            )
+        ]
+    finally:
+        store.close()
+    return []
 
 
 def check_settings(settings: Settings) -> list[Problem]:
@@ -325,4 +374,5 @@ def check_settings(settings: Settings) -> list[Problem]:
     problems += _asset_problems(settings)
     problems += _loader_problems(settings)
     problems += _cluster_problems(settings)
+    problems += _store_problems(settings)
     return problems

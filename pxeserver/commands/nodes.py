@@ -23,9 +23,10 @@ DEFAULT_SERVER = "http://127.0.0.1:8080"
 class Api:
     """Calls to a running server's ``/api/v1``, with the API token when one is given."""
 
-    def __init__(self, server: str, token: str | None) -> None:
+    def __init__(self, server: str, token: str | None, origin: str = "") -> None:
         self.server = server.rstrip("/")
         self.token = token
+        self.origin = origin  # how the server was chosen: said when it cannot be reached
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -45,8 +46,9 @@ class Api:
             raise PxeError(f"{method} {path}: {exc.code} {message}") from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            origin = f" ({self.origin})" if self.origin else ""
             raise PxeError(
-                f"cannot reach {self.server} ({reason}); is `pxeserver serve` running?"
+                f"cannot reach {self.server}{origin}: {reason}; is `pxeserver serve` running?"
             ) from exc
         return json.loads(raw) if raw else None
 

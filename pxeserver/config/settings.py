@@ -63,11 +63,29 @@ class PathSettings:
 
 
 @dataclass(frozen=True)
+class EtcdTls:
+    """The files of an etcd client that speaks TLS (``etcd_ca``, ``etcd_cert`` and
+    ``etcd_key`` of the store or the cluster settings), checked when the settings load:
+    the CA certificate(s) that signed etcd's server certificates, and the certificate and
+    key with which the client proves who it is to an etcd with ``--client-cert-auth``
+    (both or neither). The PEM text is what was read and checked; the nodes' configs
+    carry the cluster's (see docs/SECURITY.md)."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    ca_pem: str = field(default="", repr=False)
+    cert_pem: str = field(default="", repr=False)
+    key_pem: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class StoreSettings:
     backend: str = "sqlite"
     etcd_endpoints: tuple[str, ...] = ()
     etcd_prefix: str = "/pxeserver/"
     timeout: float = 3.0  # deadline of every store call, seconds
+    etcd_tls: EtcdTls | None = None  # etcd_ca, etcd_cert, etcd_key; with https:// endpoints
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,9 @@ class ClusterSettings:
     etcd_endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)  # what nodes join
     # Peer URLs for the nodes' etcd proxies; default: the client URLs on port 2380.
     etcd_peer_urls: tuple[str, ...] = ()
+    # etcd_ca, etcd_cert, etcd_key: files on this host that the nodes' configs carry to
+    # the nodes, whose etcd proxies then speak TLS to the cluster.
+    etcd_tls: EtcdTls | None = None
     fleet_metadata: Mapping[str, str] = field(default_factory=dict)
     ssh_authorized_keys: tuple[str, ...] = ()
     hostname_pattern: str = "node-{index:03d}"

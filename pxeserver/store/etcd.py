@@ -14,6 +14,13 @@ here has the store deadline, and the store fails over to the next configured end
 itself when one refuses or times out, and asks again while the cluster elects a leader
 (see :meth:`EtcdStore._call`). A write whose answer was lost (the deadline passed, the
 leader died) may have been applied; retrying it is safe because of the revision compare.
+
+With ``https://`` endpoints the store speaks TLS: ``ca`` is the CA certificate that signed
+etcd's server certificates, and ``cert`` and ``key`` the client certificate etcd's
+``--client-cert-auth`` asks for (the settings checked the files at load). A handshake
+that fails is a failure of that endpoint like any other, with a sentence that names the
+file to fix (:mod:`pxeserver.store.etcd_tls`). Endpoints are shown (logs, errors) only
+through :func:`pxeserver.logs.redact`: a user and password in a URL never show.
 """
 
 from __future__ import annotations
@@ -26,16 +33,23 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
+from ..logs import redact
 from ..model import MAC, Node, Versioned
 from . import MAX_HOSTNAME_PROBES, HostnameFor
+from .etcd_tls import ClientTls, handshake_failed
 
 # python-etcd3's generated protobuf modules import only with the pure-Python protobuf
 # runtime on protobuf >= 4; this must be set before protobuf is first imported.
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+# gRPC's C core writes its own lines to stderr (three for every TLS handshake etcd
+# refuses, again at each reconnect), outside the log format; every failure reaches the
+# log through this store, translated, instead.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import etcd3
 import etcd3.exceptions
@@ -87,13 +101,14 @@ _REFUSED = (
 )
 
 
-def _classify(exc: Exception) -> tuple[str, str]:
+def _classify(exc: Exception, tls: bool = False) -> tuple[str, str]:
     """What kind of failure ``exc`` is, and its message.
 
     Kinds: ``electing`` (the member answered that the cluster is between leaders),
     ``deadline`` (no answer within the deadline: the request may or may not have been
-    applied), ``unreachable`` (no connection), ``refused`` (etcd refused the request
-    itself; see ``_REFUSED``), ``error`` (anything else).
+    applied), ``tls`` (a store with ``tls``: the connection's TLS handshake failed),
+    ``unreachable`` (no connection), ``refused`` (etcd refused the request itself; see
+    ``_REFUSED``), ``error`` (anything else).
     python-etcd3 replaces gRPC errors by its own exceptions without their message; the
     gRPC error is the exception's context.
     """
@@ -105,6 +120,8 @@ def _classify(exc: Exception) -> tuple[str, str]:
         return "electing", detail
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return "deadline", detail
+    if tls and handshake_failed(detail):
+        return "tls", detail
     if code is grpc.StatusCode.UNAVAILABLE:
         return "unreachable", detail
     if code in _REFUSED:
@@ -119,13 +136,26 @@ def _endpoint(url: str) -> tuple[str, int]:
 
 class EtcdStore:
     def __init__(
-        self, endpoints: tuple[str, ...], prefix: str = "/pxeserver/", timeout: float = 3.0
+        self,
+        endpoints: tuple[str, ...],
+        prefix: str = "/pxeserver/",
+        timeout: float = 3.0,
+        *,
+        ca: Path | None = None,
+        cert: Path | None = None,
+        key: Path | None = None,
     ):
         if not endpoints:
             raise ValueError("the etcd store needs at least one endpoint")
+        schemes = {urlsplit(url).scheme for url in endpoints}
+        if (ca is not None) != (schemes == {"https"}) or (cert is None) != (key is None):
+            # The settings refuse these with a sentence; this guards other callers.
+            shown = redact(",".join(endpoints))
+            raise ValueError(f"TLS needs https:// endpoints and a CA, all or none: {shown}")
         self.endpoints = tuple(endpoints)
         self.prefix = prefix
         self.timeout = timeout
+        self.tls = ClientTls(ca, cert, key) if ca is not None else None
         self._clients: dict[str, Any] = {}
         self._current = 0
         self._closed = False
@@ -138,7 +168,8 @@ class EtcdStore:
         self._last = threading.local()
 
     def __repr__(self) -> str:
-        return f"EtcdStore({','.join(self.endpoints)}, prefix={self.prefix!r})"
+        tls = ", TLS" if self.tls else ""
+        return f"EtcdStore({redact(','.join(self.endpoints))}{tls}, prefix={self.prefix!r})"
 
     # -- keys ---------------------------------------------------------------------------
 
@@ -162,7 +193,11 @@ class EtcdStore:
             if client is None:
                 host, port = _endpoint(url)
                 client = etcd3.client(
-                    host=host, port=port, timeout=self.timeout, grpc_options=GRPC_OPTIONS
+                    host=host,
+                    port=port,
+                    timeout=self.timeout,
+                    grpc_options=GRPC_OPTIONS,
+                    **(self.tls.arguments() if self.tls else {}),
                 )
                 client.metadata = REQUIRE_LEADER  # python-etcd3 sends it with every call
                 self._clients[url] = client
@@ -200,27 +235,30 @@ class EtcdStore:
                     break
                 time.sleep(min(0.05 * 2 ** (attempt // n - 1), 0.5))
             url = self.endpoints[i]
+            shown = redact(url)
             try:
                 result = fn(self._client(url))
             except _FAILURES as exc:
-                kind, detail = _classify(exc)
+                kind, detail = _classify(exc, tls=self.tls is not None)
                 self.stats[kind] += 1
                 if kind == "refused":
-                    raise StoreUnavailable(f"etcd {what}: {url} refused it: {detail}") from exc
+                    raise StoreUnavailable(f"etcd {what}: {shown} refused it: {detail}") from exc
+                if kind == "tls" and self.tls:
+                    detail = self.tls.failure(detail)
                 electing = electing or kind == "electing"
                 tried.add(i)
-                errors.append(f"{url}: {detail}")
+                errors.append(f"{shown}: {detail}")
                 if self._current == i:
                     self._current = (i + 1) % n  # steer the other threads away too
                 if n > 1:
                     log.warning("etcd %s failed on %s (%s); trying the next endpoint",
-                                what, url, detail)  # fmt: skip
+                                what, shown, detail)  # fmt: skip
                 continue
             self._last.retried = attempt > 0
             if attempt:
                 self.stats["failed_over"] += 1
             if i != self._current:
-                log.warning("etcd store now uses %s", url)
+                log.warning("etcd store now uses %s", shown)
                 self._current = i
             return result
         raise StoreUnavailable(f"etcd {what}: no endpoint answered ({'; '.join(errors[-n:])})")

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 from .. import timeline
 from ..errors import InvalidInput
 from ..model import MAC, UNSET, EventKind, Node, State, label_name_problem, label_value_problem
+from . import listing
 from .context import bearer, require_operator, service
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -107,8 +108,19 @@ def list_nodes() -> Response:
         if not sep or not key:
             raise InvalidInput(f"label={text[:40]!r}: write label=key=value")
         wanted[key] = value
-    nodes = service().nodes(state=state, profile=request.args.get("profile"), labels=wanted)
-    return jsonify(nodes=[node_json(n, events=False) for n in nodes], count=len(nodes))
+    page = listing.page_of(request.args)
+    everyone = service().nodes()
+    found = service().nodes(
+        state=state, profile=request.args.get("profile"), labels=wanted, among=everyone
+    )
+    rows, count = listing.arrange(found, page, lambda n: service().effective_profile(n)[0])
+    return jsonify(
+        nodes=[node_json(n, events=False) for n in rows],
+        count=count,
+        offset=page.offset,
+        limit=page.limit,
+        by_state=listing.by_state(everyone),
+    )
 
 
 @bp.get("/nodes/<mac>")

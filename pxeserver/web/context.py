@@ -9,7 +9,7 @@ changes.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from flask import current_app, request
@@ -41,6 +41,7 @@ class WebBoot(Protocol):
         state: State | None = None,
         profile: str | None = None,
         labels: Mapping[str, str] | None = None,
+        among: Iterable[Node] | None = None,
     ) -> list[Node]: ...
 
     def effective_profile(self, node: Node) -> tuple[str | None, str]: ...

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify
 
 from .. import metrics
 from ..errors import StoreUnavailable
+from ..logs import redact
 from ..model import State
 from .context import WebBoot, service
 
@@ -61,7 +62,7 @@ def scrape() -> Response:
 def healthz() -> Response:
     problem = service().health()
     if problem is not None:
-        resp = jsonify(status="degraded", store=problem)
+        resp = jsonify(status="degraded", store=redact(problem))
         resp.status_code = 503
         return resp
     return jsonify(status="ok", store="ok")

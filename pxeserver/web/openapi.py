@@ -15,6 +15,7 @@ from flask import Blueprint, Response, jsonify
 from .. import __version__
 from ..model import KNOWN_ARCHES
 from .context import settings
+from .listing import SORT_FIELDS
 from .schemas import (
     API_ERRORS,
     BOOT_ERRORS,
@@ -154,7 +155,7 @@ def _node_paths() -> dict[str, Any]:
         "/api/v1/nodes": {
             "get": {
                 "tags": ["nodes"],
-                "summary": "List nodes, optionally filtered",
+                "summary": "List nodes: filtered, sorted, a page at a time",
                 "parameters": [
                     {
                         "name": "state",
@@ -172,6 +173,35 @@ def _node_paths() -> dict[str, Any]:
                         },
                         "style": "form",
                         "explode": True,
+                    },
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "description": "text in the MAC, hostname or IP (any case)",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "sort",
+                        "in": "query",
+                        "description": "the field to order by; nodes without it come last",
+                        "schema": {"type": "string", "enum": list(SORT_FIELDS), "default": "mac"},
+                    },
+                    {
+                        "name": "order",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "at most this many nodes (a page); all without it",
+                        "schema": {"type": "integer", "minimum": 1},
+                    },
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "description": "skip this many nodes of the order first",
+                        "schema": {"type": "integer", "minimum": 0, "default": 0},
                     },
                 ],
                 "responses": {"200": json_body(ref("NodeList"), "the nodes"), **API_ERRORS},

@@ -130,10 +130,23 @@ SCHEMAS: dict[str, Any] = {
     "NodeList": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["nodes", "count"],
+        "required": ["nodes", "count", "offset", "limit", "by_state"],
         "properties": {
-            "nodes": {"type": "array", "items": ref("Node")},
-            "count": {"type": "integer", "minimum": 0},
+            "nodes": {"type": "array", "items": ref("Node"), "description": "this page"},
+            "count": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "nodes that match the filters, on all pages together",
+            },
+            "offset": {"type": "integer", "minimum": 0},
+            "limit": nullable("integer", description="null: every matching node"),
+            "by_state": {
+                "type": "object",
+                "description": "every node in the registry by state, whatever the filters",
+                "additionalProperties": False,
+                "required": STATES,
+                "properties": {s: {"type": "integer", "minimum": 0} for s in STATES},
+            },
         },
     },
     "NodePatch": {
