@@ -18,6 +18,7 @@ import pytest
 from pxeserver.boot import BootService
 from pxeserver.model import MAC, Machine
 from pxeserver.tftp import packets as tp
+from pxeserver.tftp import pool as pool_module
 from pxeserver.tftp.pool import Worker
 from pxeserver.tftp.server import TftpServer
 from pxeserver.tftp.transfers import TransferLoop
@@ -296,9 +297,33 @@ def test_transfer_processes_start_when_busy_and_stop_when_idle(root: Path) -> No
         second = s.pool.loops[1]
         assert isinstance(second, Worker), "a second process for concurrent transfers"
         wait_for(lambda: s.pool.loops[1] is None, 10, "the idle second process to stop")
-        # Retiring asks it to stop and, after 5 s, terminates it: allow for a loaded machine.
-        second.process.join(timeout=30)
-        assert not second.process.is_alive() and s.pool.loops[0] is first
+        # Wait for the retiring thread to finish, not in a join of our own: two threads that
+        # join one process race for its exit status, and the loser is told "alive".
+        assert second.stopped.wait(30), "retiring the second process did not finish"
+        assert second.process.exitcode == 0, "it stopped when asked (not terminated)"
+        assert not Path(f"/proc/{second.process.pid}").exists()
+        assert s.pool.loops[0] is first
+        assert curl(s.port, "small.bin").stdout == (root / "small.bin").read_bytes()
+    finally:
+        s.stop()
+
+
+def test_a_retired_process_that_cannot_stop_is_killed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_module, "STOP_GRACE", 0.5)
+    s = TftpServer(root, address="127.0.0.1", port=0, workers=2, idle_retire=0.5).start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            outs = list(pool.map(lambda _: curl(s.port, "medium.bin"), range(4)))
+        assert all(o.returncode == 0 for o in outs)
+        second = s.pool.loops[1]
+        assert isinstance(second, Worker), "a second process for concurrent transfers"
+        os.kill(second.process.pid, signal.SIGSTOP)  # takes neither the request nor SIGTERM
+        wait_for(lambda: s.pool.loops[1] is None, 10, "the idle second process to retire")
+        assert second.stopped.wait(30), "retiring the stopped process did not finish"
+        assert second.process.exitcode == -signal.SIGKILL
+        assert not Path(f"/proc/{second.process.pid}").exists()
         assert curl(s.port, "small.bin").stdout == (root / "small.bin").read_bytes()
     finally:
         s.stop()
