@@ -1,7 +1,8 @@
 """TFTP throughput: pxeserver against tftpd-hpa, side by side in one run, on the same root.
 
-    .venv/bin/python -m bench.tftp_vs_tftpd_hpa            # 5 runs each, 50 MB, blksize 1468
-    .venv/bin/python -m bench.tftp_vs_tftpd_hpa --runs 9 --clients 1,8,32 --blksize 1432
+    .venv/bin/python -m bench.tftp_vs_tftpd_hpa            # 5 runs each, 50 MB, blksize 1432
+    .venv/bin/python -m bench.tftp_vs_tftpd_hpa --runs 9 --clients 1,8,32 --blksize 1468
+    .venv/bin/python -m bench.tftp_vs_tftpd_hpa --pin 0    # servers and curls on CPU 0 only
 
 Scenarios: one client fetching the file, and 32 clients fetching it at once (curl
 ``tftp://`` with ``--tftp-blksize``, lockstep as curl has no windowsize). Each run starts
@@ -9,7 +10,9 @@ both servers on free loopback ports, runs the scenario against each in alternati
 and stops them by PID. Reported per server and scenario (result rows, ``bench/benchlib.py``):
 MB/s (total bytes / wall time) as median, min and max over the runs, and the server's CPU
 milliseconds per MB (user + system of the server and its children, from /proc). The ratio
-is pxeserver's median / tftpd-hpa's.
+is pxeserver's median / tftpd-hpa's. ``--pin`` is a diagnostic: servers and clients on the
+CPUs named, so the scheduler's placement of client and server (same core or two, which
+decides a lockstep round trip here) is out of the figure.
 
 pxeserver runs as ``pxeserver serve --no-dhcp`` exactly as a user starts it. tftpd-hpa is
 Debian's ``in.tftpd --listen --secure --foreground`` (it forks one process per transfer).
@@ -56,9 +59,11 @@ class Server:
     def command(self) -> list[str]:
         raise NotImplementedError
 
-    def start(self) -> None:
+    def start(self, cpus: set[int] | None = None) -> None:
         self.process = benchlib.Process(self.name, self.command(), self.workdir)
         self.process.start(lambda: fetch(self.port, "probe", 512).ok)
+        if cpus:
+            benchlib.pin(self.process.pid, cpus)
 
     def cpu_meter(self) -> TreeMeter:
         """CPU only, every 10 ms: tftpd-hpa forks a child per transfer and never waits for
@@ -112,10 +117,14 @@ def fetch(port: int, name: str, blksize: int) -> Fetch:
     return Fetch(out.returncode == 0, int(out.stdout or 0))
 
 
-def scenario(server: Server, name: str, size: int, clients: int, blksize: int) -> dict[str, Any]:
-    """``clients`` curls at once; MB/s over the wall time, and the server's CPU per MB."""
-    cmd = [CURL, "-s", "--max-time", "600", "--tftp-blksize", str(blksize), "-o", os.devnull,
-           "-w", "%{size_download}", f"tftp://127.0.0.1:{server.port}/{name}"]  # fmt: skip
+def scenario(server: Server, name: str, size: int, clients: int, blksize: int,
+             cpus: set[int] | None = None) -> dict[str, Any]:  # fmt: skip
+    """``clients`` curls at once (on ``cpus`` if given); MB/s over the wall time, and the
+    server's CPU per MB."""
+    pinned = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+    cmd = [*pinned, CURL, "-s", "--max-time", "600", "--tftp-blksize", str(blksize),
+           "-o", os.devnull, "-w", "%{size_download}",
+           f"tftp://127.0.0.1:{server.port}/{name}"]  # fmt: skip
     meter = server.cpu_meter()
     t0 = time.monotonic()
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(clients)]
@@ -135,10 +144,12 @@ def run(
     quick: bool = False,
     *,
     size: int = 50 * MB,
-    blksize: int = 1468,
+    blksize: int = 1432,
     clients: tuple[int, ...] = (1, 32),
+    cpus: set[int] | None = None,
 ) -> list[benchlib.Row]:
-    """Every scenario ``runs`` times against both servers (``quick``: a 5 MB file)."""
+    """Every scenario ``runs`` times against both servers (``quick``: a 5 MB file; ``cpus``:
+    servers and clients pinned there)."""
     size = 5 * MB if quick else size
     samples: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="pxeserver-bench-tftp-") as tmp:
@@ -153,14 +164,14 @@ def run(
             servers.append(cls(root, base / cls.name))
         try:
             for s in servers:
-                s.start()
+                s.start(cpus)
                 # Warm up: files into each server's memory, transfer processes started.
-                scenario(s, "big.bin", size, 4, blksize)
+                scenario(s, "big.bin", size, 4, blksize, cpus)
             for i in range(runs):
                 order = servers if i % 2 == 0 else servers[::-1]
                 for n in clients:
                     for s in order:
-                        r = scenario(s, "big.bin", size, n, blksize)
+                        r = scenario(s, "big.bin", size, n, blksize, cpus)
                         samples.setdefault((s.name, n), []).append(r)
                         benchlib.log(
                             f"run {i + 1}/{runs} {s.name:10} {n:3} clients: {r['mb_s']:7.1f} "
@@ -170,13 +181,15 @@ def run(
         finally:
             for s in servers:
                 s.stop()
-    return rows(samples, size, blksize, clients)
+    return rows(samples, size, blksize, clients, cpus)
 
 
 def rows(samples: dict[tuple[str, int], list[dict[str, Any]]], size: int, blksize: int,
-         clients: tuple[int, ...]) -> list[benchlib.Row]:  # fmt: skip
+         clients: tuple[int, ...], cpus: set[int] | None = None) -> list[benchlib.Row]:  # fmt: skip
     out = []
     bench = f"TFTP lockstep (curl), {size / MB:g} MB, blksize {blksize}"
+    if cpus:
+        bench += f", all on CPU {','.join(map(str, sorted(cpus)))}"
     for n in clients:
         case = f"{n} client{'s' if n > 1 else ''} at once"
         made = {}
@@ -199,13 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="a 5 MB file")
     ap.add_argument("--size-mb", type=int, default=50)
-    ap.add_argument("--blksize", type=int, default=1468)
+    ap.add_argument("--blksize", type=int, default=1432)
+    ap.add_argument("--pin", default="", help="CPUs (e.g. 0) for the servers and the curls")
     ap.add_argument("--clients", default="1,32", help="comma-separated client counts")
     ap.add_argument("--out", type=Path, default=benchlib.RESULTS)
     args = ap.parse_args(argv)
     clients = tuple(int(c) for c in args.clients.split(","))
+    cpus = {int(c) for c in args.pin.split(",") if c.strip()} or None
     result = run(args.runs, args.quick, size=args.size_mb * MB, blksize=args.blksize,
-                 clients=clients)  # fmt: skip
+                 clients=clients, cpus=cpus)  # fmt: skip
     benchlib.write(NAME, result, out=args.out)
     return 1 if any(r["errors"] for r in result) else 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ MAX_QUICK_DEATHS = 3
 # Transfer processes beyond the first start when every running one is busy and stop after
 # this long without a transfer: an idle server keeps one (docs/BENCHMARKS.md, "Resource use").
 IDLE_RETIRE = 60.0
+# A transfer process asked to stop gets this long to finish, then SIGKILL.
+STOP_GRACE = 5.0
 
 
 class Worker:
@@ -52,6 +55,7 @@ class Worker:
         self.last_used = self.started
         self.active = 0
         self.stopping = False
+        self.stopped = threading.Event()
         self.lock = threading.Lock()
         self.reader = threading.Thread(target=self._read, args=(on_done, on_exit), daemon=True,
                                        name=f"tftp-worker-{index}")  # fmt: skip
@@ -72,17 +76,31 @@ class Worker:
         with self.lock:
             self.jobs_w.send(job)
 
-    def stop(self) -> None:
+    def stop(self, grace: float | None = None) -> None:
+        """Ask the process to stop; after ``grace`` seconds kill it (a stopped or wedged
+        process does not take the request). ``stopped`` is
+        set when this is over: the process is gone and reaped, unless even SIGKILL failed."""
+        grace = STOP_GRACE if grace is None else grace
         with contextlib.suppress(OSError):
             self.submit(None)
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()  # it ignores SIGTERM (worker_main says why)
-            self.process.join(timeout=5)
+        # No SIGTERM step: a transfer process ignores it (worker_main says why).
+        if not self._exited(grace):
+            log.warning("TFTP: transfer process %d (pid %s) did not stop in %.0f s; killing it",
+                        self.index, self.process.pid, grace)  # fmt: skip
+            self.process.kill()
+        self.process.join(timeout=grace)  # reap it, unless another thread already did
         self.jobs_w.close()
         if threading.current_thread() is not self.reader:
             self.reader.join(timeout=5)
         self.done_r.close()
+        self.stopped.set()
+
+    def _exited(self, timeout: float) -> bool:
+        """Whether the process has ended, waiting up to ``timeout``. Its sentinel says so
+        whoever reaps it; ``is_alive()`` does not: when two threads join one process (or
+        ``Process.start`` polls old children meanwhile), the one that loses the ``waitpid``
+        sees ECHILD and is told "alive" for a while, and would signal a reaped pid."""
+        return bool(multiprocessing.connection.wait([self.process.sentinel], timeout))
 
 
 Loop = TransferLoop | Worker | None  # None: a worker slot with no process now

@@ -18,6 +18,7 @@ import pytest
 from pxeserver.boot import BootService
 from pxeserver.model import MAC, Machine
 from pxeserver.tftp import packets as tp
+from pxeserver.tftp import pool as pool_module
 from pxeserver.tftp.pool import Worker
 from pxeserver.tftp.server import TftpServer
 from pxeserver.tftp.transfers import TransferLoop
@@ -308,11 +309,38 @@ def test_transfer_processes_start_when_busy_and_stop_when_idle(root: Path) -> No
         held.send(tp.error(tp.NOT_DEFINED, "giving up"))  # the held transfer ends too
         wait_for(lambda: s.active == 0, 30, "both transfers to end")
         wait_for(lambda: s.pool.loops[1] is None, 30, "the idle second process to be retired")
-        # The pool stops it in a thread of its own, which reaps its exit: joining it here
-        # as well would race that thread for the exit status (and could see it "alive").
-        wait_for(lambda: second.process.exitcode is not None, 60, "the retired one to exit")
+        # Wait for the retiring thread to finish, not in a join of our own: two threads that
+        # join one process race for its exit status, and the loser is told "alive".
+        assert second.stopped.wait(60), "retiring the second process did not finish"
+        assert second.process.exitcode == 0, "it stopped when asked (not killed)"
+        assert not Path(f"/proc/{second.process.pid}").exists()
         assert s.pool.loops[0] is first
         assert curl(s.port, "small.bin").stdout == expected
+    finally:
+        held.close()
+        s.stop()
+
+
+def test_a_retired_process_that_cannot_stop_is_killed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_module, "STOP_GRACE", 0.5)
+    s = TftpServer(root, address="127.0.0.1", port=0, workers=2, idle_retire=0.5,
+                   timeout=5.0).start()  # fmt: skip
+    held = RawClient(s.port)
+    try:
+        held.send(tp.request("medium.bin"))  # the first process busy: a second one starts
+        assert isinstance(held.recv(30), tp.Data)
+        assert curl(s.port, "small.bin").returncode == 0
+        second = s.pool.loops[1]
+        assert isinstance(second, Worker), "a second process while the first is busy"
+        held.send(tp.error(tp.NOT_DEFINED, "giving up"))
+        os.kill(second.process.pid, signal.SIGSTOP)  # it cannot take the request to stop
+        wait_for(lambda: s.pool.loops[1] is None, 30, "the idle second process to retire")
+        assert second.stopped.wait(30), "retiring the stopped process did not finish"
+        assert second.process.exitcode == -signal.SIGKILL
+        assert not Path(f"/proc/{second.process.pid}").exists()
+        assert curl(s.port, "small.bin").stdout == (root / "small.bin").read_bytes()
     finally:
         held.close()
         s.stop()
