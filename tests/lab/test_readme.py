@@ -34,6 +34,8 @@ NOT_RUN = {
     "command against a local server)",
     "Running it": "needs a container engine or systemd (tests/serve/test_deploy.py checks "
     "these files and commands)",
+    "The node page": "a benchmark of a minute or more (bench/page.py; its figures are in the "
+    "README beside the block)",
 }
 
 
