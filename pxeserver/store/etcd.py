@@ -25,13 +25,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
 from ..model import MAC, Node, Versioned
-from . import MAX_HOSTNAME_PROBES, HostnameFor
+from . import MAX_BATCH, MAX_HOSTNAME_PROBES, BatchConflict, BatchTooLarge, HostnameFor
 
 # python-etcd3's generated protobuf modules import only with the pure-Python protobuf
 # runtime on protobuf >= 4; this must be set before protobuf is first imported.
@@ -46,16 +46,23 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PAGE = 500
+# What one update_many may carry: etcd refuses a request over --max-request-bytes (1.5 MiB
+# by default).
+MAX_TXN_BYTES = 1 << 20
 # A page of 500 full node records can exceed gRPC's default 4 MiB message limit.
 # Reconnect quickly after an outage: gRPC's default backoff grows to two minutes, which
 # would keep the store "down" long after etcd is back. Not "grpc.min_reconnect_backoff_ms":
 # gRPC takes it as the time a connection attempt may take, and at 200 ms a loaded
 # machine's handshake with a healthy etcd failed ("timed out before receiving SETTINGS
 # frame"); every call has the store deadline anyway.
+# Keepalive pings every 10 s (etcd refuses them more often than every 5 s) end a call on a
+# connection that died without a word, such as an HTTP worker's watch (etcdfeed.py).
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
 ]
 # Sent with every request: a member that has no leader (cut off from the others, or the
 # cluster is electing) answers "etcdserver: no leader" at once instead of holding the
@@ -262,7 +269,7 @@ class EtcdStore:
             index += 1
             candidate = node.replace(hostname=hostname_for(index))
             host_key = self._host_key(candidate.hostname)
-            doc = json.dumps(candidate.to_dict())
+            doc = candidate.to_json()[0]
 
             def txn(
                 c: Any, host_key: str = host_key, doc: str = doc, index: int = index
@@ -294,7 +301,7 @@ class EtcdStore:
         def txn(c: Any) -> tuple[bool, list[Any]]:
             t = c.transactions
             compare = [t.mod(key) == old.revision]
-            success = [t.put(key, json.dumps(node.to_dict()))]
+            success = [t.put(key, node.to_json()[0])]
             failure = [t.get(key)]
             if node.hostname != old.node.hostname:
                 host_key = self._host_key(node.hostname)
@@ -311,6 +318,52 @@ class EtcdStore:
         if current and current[0][1].mod_revision == old.revision:
             raise HostnameTaken(f"{node.hostname} belongs to another node")
         raise Conflict(f"{node.mac} changed since revision {old.revision}")
+
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        found: dict[MAC, Versioned] = {}
+        for i in range(0, len(macs), MAX_BATCH * 2):
+            keys = [self._node_key(m) for m in macs[i : i + MAX_BATCH * 2]]
+
+            def txn(c: Any, keys: list[str] = keys) -> tuple[bool, list[Any]]:
+                t = c.transactions
+                return c.transaction(compare=[], success=[t.get(k) for k in keys], failure=[])
+
+            _, responses = self._call("get", txn)
+            for rows in responses:
+                for value, meta in rows:
+                    versioned = Versioned(Node.from_dict(json.loads(value)), meta.mod_revision)
+                    found[versioned.node.mac] = versioned
+        return found
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        if len(pairs) > MAX_BATCH:
+            raise ValueError(f"update_many takes at most {MAX_BATCH} nodes, not {len(pairs)}")
+        if any(new.hostname != old.node.hostname for old, new in pairs):
+            raise ValueError("update_many does not rename nodes; use update")
+        docs = [(self._node_key(new.mac), new.to_json()[0]) for _, new in pairs]
+        if len(pairs) > 1 and sum(len(doc) for _, doc in docs) > MAX_TXN_BYTES:
+            raise BatchTooLarge(f"{len(pairs)} records are more than {MAX_TXN_BYTES} bytes")
+
+        def txn(c: Any) -> tuple[bool, list[Any]]:
+            t = c.transactions
+            return c.transaction(
+                compare=[t.mod(key) == old.revision for (old, _), (key, _) in zip(pairs, docs)],
+                success=[t.put(key, doc) for key, doc in docs],
+                failure=[t.get(key) for key, _ in docs],
+            )
+
+        ok, responses = self._call("update", txn)
+        if ok:
+            revision = self._put_revision(responses)
+            return [Versioned(new, revision) for _, new in pairs]
+        changed: dict[MAC, Versioned | None] = {}
+        for (old, new), rows in zip(pairs, responses):
+            if not rows:
+                changed[new.mac] = None
+            elif rows[0][1].mod_revision != old.revision:
+                value, meta = rows[0]
+                changed[new.mac] = Versioned(Node.from_dict(json.loads(value)), meta.mod_revision)
+        raise BatchConflict(changed)
 
     def delete(self, mac: MAC, revision: int | None = None) -> bool:
         key = self._node_key(mac)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pxeserver.errors import StoreUnavailable
 from pxeserver.model import MAC, Node, Versioned
@@ -33,6 +34,12 @@ class BrokenStore:
         raise StoreUnavailable(self.reason)
 
     def delete(self, mac: MAC, revision: int | None = None) -> bool:
+        raise StoreUnavailable(self.reason)
+
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        raise StoreUnavailable(self.reason)
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
         raise StoreUnavailable(self.reason)
 
     def ping(self) -> None:
@@ -72,8 +79,42 @@ class SwitchedStore:
     def delete(self, mac: MAC, revision: int | None = None) -> bool:
         return self._do(lambda: self.inner.delete(mac, revision))
 
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        return self._do(lambda: self.inner.get_many(macs))
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        return self._do(lambda: self.inner.update_many(pairs))
+
     def ping(self) -> None:
         self._do(self.inner.ping)
 
     def close(self) -> None:
         self.inner.close()
+
+
+class CountingStore:
+    """A real store that counts every call of the store interface (NodeStore) made to it,
+    by method: what proves that a path makes no store call. What a view's feed asks of
+    the store beside that interface (SQLite's change counter, etcd's watch) is not
+    counted: it runs in the view's own thread, never on a request's path."""
+
+    COUNTED = frozenset({"get", "scan", "create", "update", "delete", "get_many",
+                         "update_many", "ping"})  # fmt: skip
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name not in self.COUNTED:
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+    def __repr__(self) -> str:
+        return f"CountingStore({self.inner!r})"
