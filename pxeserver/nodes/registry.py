@@ -15,6 +15,7 @@ events stay, so the timeline shows where it stopped.
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import logging
 import random
@@ -53,6 +54,9 @@ WAITED_FOR = {
     State.CONFIGURED: "it to phone home ready (its config was served)",
     State.READY: "its next heartbeat",
 }
+# Events that leave a node's state as it was: a step written late decides the state if
+# only these came after it.
+STATELESS = frozenset({EventKind.OPERATOR, EventKind.TFTP})
 # How long a thread's last read may stand in for the read a write starts with (see
 # Registry._mutate): the length of one request, not more.
 READ_REUSE_S = 1.0
@@ -239,6 +243,8 @@ class Registry:
         def fn(node: Node) -> Node | None:
             if event_id is not None and event_id in node.recent_ids:
                 return None
+            if node.events and at < node.events[-1].at:
+                return self._late(node, change, at, event_id)
             facts = change.facts
             state = advance(node.state, change.kind) if change.move else node.state
             updated = node.replace(
@@ -261,6 +267,42 @@ class Registry:
             return self._with_event(updated, event, node.recent_ids)
 
         return fn
+
+    def _late(self, node: Node, change: Change, at: float, event_id: str) -> Node:
+        """``change`` happened before the node's newest event but is written after it.
+
+        Boot steps are written behind the answer (:mod:`pxeserver.nodes.recorder`), by
+        whichever process answered; a machine's next step may be written first by another
+        HTTP worker or another pxeserver (a phone-home is written at once). The late step
+        goes into the timeline where its time puts it and counts (boots, last seen); the
+        state is its own only if nothing after it is a step of a boot (an operator's
+        change may be), and the facts it would overwrite stay as the newer events left them.
+        """
+        pos = bisect.bisect_right([e.at for e in node.events], at)
+        before = node.events[pos - 1].state if pos else State.DISCOVERED
+        led_to = advance(before, change.kind) if change.move else before
+        state = led_to
+        if any(e.kind not in STATELESS for e in node.events[pos:]):
+            state = node.state  # a later step decided the state
+        event = Event(change.kind, at, led_to, change.detail, event_id)
+        events = (*node.events[:pos], event, *node.events[pos:])
+        facts = change.facts
+        heartbeat = node.last_heartbeat
+        if change.kind in (EventKind.READY, EventKind.HEARTBEAT):
+            heartbeat = max(heartbeat or 0.0, at)
+        return node.replace(
+            uuid=node.uuid or (facts.uuid if facts else None),
+            arch=node.arch or (facts.arch if facts else None),
+            platform=node.platform or (facts.platform if facts else None),
+            ip=node.ip or (facts.ip if facts else None),
+            state=state,
+            first_seen=min(node.first_seen or at, at),
+            last_seen=max(node.last_seen, at),
+            last_heartbeat=heartbeat,
+            boot_count=node.boot_count + (1 if change.count_boot else 0),
+            events=events[-self.events_kept :],
+            recent_ids=(*node.recent_ids, event_id)[-RECENT_IDS:],
+        )
 
     # -- the node's own calls -------------------------------------------------------------
 
