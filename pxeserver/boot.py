@@ -4,6 +4,9 @@ HTTP, TFTP and ProxyDHCP never decide on their own and never touch the registry'
 they call a :class:`BootService`. It matches the machine to a profile (through
 :func:`pxeserver.profiles.decide`), records what happened in the registry, and renders
 what the machine receives.
+
+In ``serve``'s HTTP workers, known machines are answered from memory and their boot
+steps written behind the answer (:mod:`pxeserver.nodes.memory` says how).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from .model import (
     hostname_from_pattern,
     valid_hostname,
 )
+from .nodes.memory import WAIT, Memory
 from .nodes.registry import Change, Registry
 from .nodes.sightings import Sightings
 from .profiles import BootChoice, Decision, Profile, Verdict, choose, machine_facts, verdicts
@@ -70,7 +74,12 @@ class BootService:
     :func:`pxeserver.daemon.make_service` and nowhere else."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, renderer: Renderer, sightings: Sightings
+        self,
+        settings: Settings,
+        registry: Registry,
+        renderer: Renderer,
+        sightings: Sightings,
+        memory: Memory | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -78,9 +87,12 @@ class BootService:
         # What ProxyDHCP and TFTP saw; written to the registry by a background thread
         # that only the daemon's main process starts (start_background).
         self.sightings = sightings
+        # How a node is found and its steps recorded (in the HTTP workers: from memory).
+        self.memory = memory or Memory(registry)
 
     def close(self) -> None:
         """Release the store (and the local cache and journal, if the registry has them)."""
+        self.memory.close()
         self.registry.close()
 
     # -- deciding ----------------------------------------------------------------------------
@@ -134,33 +146,47 @@ class BootService:
 
     def ipxe_script(self, machine: Machine, base: str) -> str:
         """The machine's iPXE script. Serving it records the node as ``booting``."""
-        existing = self.registry.get(machine.mac)
+        script = self._ipxe_script(machine, base, may_wait=True)
+        assert script is not None
+        return script
+
+    def ipxe_script_from_memory(self, machine: Machine, base: str) -> str | None:
+        """:meth:`ipxe_script` if it can be answered without waiting for the store (a node
+        the HTTP worker's view knows), else None: ask :meth:`ipxe_script` (in a thread)."""
+        return self._ipxe_script(machine, base, may_wait=False)
+
+    def _ipxe_script(self, machine: Machine, base: str, *, may_wait: bool) -> str | None:
+        existing, from_memory = self.memory.known(machine.mac, may_wait)
+        if existing is WAIT:
+            return None
         before = self._with_facts(existing, machine) if existing else self._provisional(machine)
-        try:
-            decision = self.decide(before)
-        except NoMatch:
-            self.registry.apply(
-                machine.mac,
-                Change(EventKind.IPXE, "no group matches; nothing served", machine, move=False),
-            )
-            raise
-        profile = self.profile(decision, before)
-        # Render before recording: a template error must not leave a node marked booting.
-        script = self.renderer.ipxe_script(before, profile, decision, base)
-        local = self.renderer.boot_choice(before, profile).from_disk
-        detail = f"profile {profile.name}" + (": told to boot from disk" if local else "")
+        key, kept = self.memory.answer("ipxe", before, base) if existing else (None, None)
+        if kept is None:
+            try:
+                decision = self.decide(before)
+            except NoMatch:
+                change = Change(EventKind.IPXE, "no group matches; nothing served", machine,
+                                move=False)  # fmt: skip
+                self.memory.record(machine.mac, change, from_memory)
+                raise
+            profile = self.profile(decision, before)
+            # Render before recording: a template error must not leave a node marked booting.
+            kept = (self.renderer.ipxe_script(before, profile, decision, base), profile.name,
+                    self.renderer.boot_choice(before, profile).from_disk)  # fmt: skip
+            self.memory.keep(key, kept)
+        script, profile_name, local = kept
+        detail = f"profile {profile_name}" + (": told to boot from disk" if local else "")
         # A boot from disk is a boot too: counted, and the node is booting until its
         # installed OS phones home (or boot_timeout marks it lost: the disk did not boot).
-        node = self.registry.apply(
-            machine.mac, Change(EventKind.IPXE, detail, machine, count_boot=True)
-        )
+        change = Change(EventKind.IPXE, detail, machine, count_boot=True)
+        node = self.memory.record(machine.mac, change, from_memory)
         if local:
-            metrics.boots_from_disk.labels(profile=profile.name).inc()
+            metrics.boots_from_disk.labels(profile=profile_name).inc()
         else:
-            metrics.boots_started.labels(profile=profile.name).inc()
-        if existing is None:
+            metrics.boots_started.labels(profile=profile_name).inc()
+        if existing is None and node is not None:
             script = self.renderer.ipxe_script(node, profile, decision, base)
-        return script
+        return str(script)
 
     def cloud_config(self, mac: MAC, base: str, ip: str | None = None) -> str:
         """The node's cloud-config, validated. Serving it makes the node ``configured``.
@@ -170,20 +196,40 @@ class BootService:
         the registry records from now on. The firmware's lease, recorded at the iPXE
         step, may differ: systemd-networkd asks DHCP with a DUID, not the firmware's MAC.
         """
-        existing = self.registry.get(mac)
+        text = self._cloud_config(mac, base, ip, may_wait=True)
+        assert text is not None
+        return text
+
+    def cloud_config_from_memory(self, mac: MAC, base: str, ip: str | None = None) -> str | None:
+        """:meth:`cloud_config` without waiting for the store, or None (see
+        :meth:`ipxe_script_from_memory`)."""
+        return self._cloud_config(mac, base, ip, may_wait=False)
+
+    def _cloud_config(self, mac: MAC, base: str, ip: str | None, *, may_wait: bool) -> str | None:
+        existing, from_memory = self.memory.known(mac, may_wait)
+        if existing is WAIT:
+            return None
         machine = Machine(mac, ip=ip)
         node = self._with_facts(existing, machine) if existing else self._provisional(machine)
+        key, kept = self.memory.answer("cloud-config", node, base) if existing else (None, None)
+        if kept is not None:
+            text, name = kept
+            change = Change(EventKind.CLOUD_CONFIG, f"profile {name}", machine)
+            self.memory.record(mac, change, from_memory)
+            return str(text)
         decision = self.decide(node)
         profile = self.profile(decision, node)
         change = Change(EventKind.CLOUD_CONFIG, f"profile {profile.name}", machine)
         if existing is not None:
             text = self.renderer.cloud_config(node, profile, decision.group, base)
-            self.registry.apply(mac, change)
+            self.memory.keep(key, (text, profile.name))
+            self.memory.record(mac, change, from_memory)
             return text
         # First sight of this MAC: the hostname and token exist once it is recorded.
         self.renderer.cloud_config(node, profile, decision.group, base)
-        node = self.registry.apply(mac, change)
-        return self.renderer.cloud_config(node, profile, decision.group, base)
+        created = self.memory.record(mac, change, False)
+        assert created is not None
+        return self.renderer.cloud_config(created, profile, decision.group, base)
 
     def phone_home(self, mac: MAC, token: str | None, kind: EventKind) -> Node:
         installs, detail = None, ""
@@ -199,6 +245,7 @@ class BootService:
                 else:
                     detail = f"profile {installs} installed on disk: later boots start from it"
         node = self.registry.phone_home(mac, token, kind, detail, installs=installs)
+        self.memory.wrote(node)
         if kind is EventKind.READY:
             profile = self.effective_profile(node)[0] or "none"
             metrics.boots_completed.labels(profile=profile).inc()
@@ -312,11 +359,14 @@ class BootService:
                 f"hostname {hostname[:70]!r} is not a valid hostname: use 1-63 lower-case "
                 "letters, digits and dashes, not starting or ending with a dash"
             )
-        return self.registry.set(
+        node = self.registry.set(
             mac, profile=profile, labels=labels, hostname=hostname, reinstall=reinstall
         )
+        self.memory.wrote(node)  # this worker's next answer has it; the others' soon
+        return node
 
     def forget(self, mac: MAC) -> None:
+        self.memory.forgot(mac)
         if not self.registry.forget(mac):
             raise NotFound(f"no node with MAC {mac}")
 

@@ -28,17 +28,22 @@ from .boot import BootService
 from .config import Settings, load
 from .errors import PxeError, StoreUnavailable
 from .logs import configure
+from .nodes.memory import Memory
 from .nodes.reaper import Reaper
+from .nodes.recorder import Recorder
 from .nodes.registry import Registry
 from .nodes.sightings import Sightings
+from .nodes.steps import StepLog, StepReader
+from .nodes.view import NodeView
+from .render.answers import Answers
 from .render.templates import Renderer
-from .store import NodeStore
+from .store import NodeFeed, NodeStore
 
 if TYPE_CHECKING:
     from .nodes.resilient import Replayer
 
 log = logging.getLogger(__name__)
-WORKERS_KILL_TIMEOUT_S = 5
+VIEW_START_S = 5.0
 
 
 # -- the one recipe -------------------------------------------------------------------------
@@ -81,16 +86,65 @@ def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = 
 
 
 def make_service(
-    settings: Settings, store: NodeStore | None = None, *, local: bool | None = None
+    settings: Settings,
+    store: NodeStore | None = None,
+    *,
+    local: bool | None = None,
+    worker: bool = False,
 ) -> BootService:
     """The boot policy, over the settings' store (or ``store``): how ``serve``, its HTTP
     workers, the CLI, the tests and the benchmarks all build it. ``local``: see
     :func:`make_registry` (False for one-off commands that only read, which must not need
-    a writable data dir). :meth:`BootService.close` releases the store."""
+    a writable data dir). ``worker``: an HTTP worker's, which answers known machines from
+    memory and notes their boot steps for the main process to write (see
+    :mod:`pxeserver.nodes.memory`); its view starts following the store now.
+    :meth:`BootService.close` releases the store."""
     store = store if store is not None else make_store(settings)
     registry = make_registry(settings, store, local=local)
     sightings = Sightings(registry, new_macs_per_second=settings.limits.new_macs_per_second)
-    return BootService(settings, registry, Renderer(settings), sightings)
+    memory = make_memory(settings, store, registry) if worker else None
+    return BootService(settings, registry, Renderer(settings), sightings, memory)
+
+
+def make_memory(settings: Settings, store: NodeStore, registry: Registry) -> Memory:
+    """An HTTP worker's view of the registry over ``store``, its step log and answers."""
+    from .nodes.resilient import ResilientRegistry
+
+    feed: NodeFeed
+    if settings.store.backend == "etcd":
+        from .store.etcdfeed import EtcdFeed
+
+        feed = EtcdFeed(store)  # type: ignore[arg-type]
+    else:
+        from .store.sqlite import SQLiteFeed
+
+        feed = SQLiteFeed(store)  # type: ignore[arg-type]
+    journal_empty = None
+    if isinstance(registry, ResilientRegistry):
+        journal = registry.journal
+        journal_empty = lambda: journal.depth() == 0  # noqa: E731
+    view = NodeView(feed, journal_empty=journal_empty)
+    memory = Memory(registry, view, StepLog(steps_folder(settings)), Answers(settings))
+    memory.start()
+    # A worker answers from memory from its first request, unless the store is slow to
+    # give the view its first read (then it reads the store, as before, until it has).
+    memory.wait_live(VIEW_START_S)
+    return memory
+
+
+def steps_folder(settings: Settings) -> Path:
+    """Where the HTTP workers note the boot steps they answered (pxeserver.nodes.steps)."""
+    return settings.paths.data_dir / "steps"
+
+
+def make_recorder(settings: Settings, registry: Registry) -> Recorder:
+    """The main process's writer of the steps the HTTP workers noted."""
+    from .nodes.batches import apply_batch
+    from .nodes.resilient import ResilientRegistry
+
+    write = (registry.apply_batch if isinstance(registry, ResilientRegistry)
+             else functools.partial(apply_batch, registry))  # fmt: skip
+    return Recorder(StepReader(steps_folder(settings)), write)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -257,6 +311,7 @@ class Daemon:
         self.udp: UdpServices | None = None
         self.reaper: Reaper | None = None
         self.replayer: Replayer | None = None
+        self.recorder: Recorder | None = None
         self.running = False
 
     def bind(self) -> None:
@@ -280,6 +335,10 @@ class Daemon:
             self.service.registry, Reaper.interval_for(c.heartbeat_ttl, c.boot_timeout)
         )
         self.replayer = local_state(self.service)
+        self.recorder = make_recorder(s, self.service.registry)
+        # What a server killed earlier had answered but not written: in now, before any
+        # HTTP worker answers again (into the journal if etcd does not answer).
+        self.recorder.drain()
         self.udp = UdpServices(s, self.service)
         try:
             if s.server.user:
@@ -311,6 +370,8 @@ class Daemon:
                             keep_bind=0 < s.http_port < 1024)  # fmt: skip
         self.udp.start()
         self.reaper.start()
+        if self.recorder is not None:
+            self.recorder.start()
         if self.replayer is not None:
             self.replayer.start()
         self.running = True
@@ -323,14 +384,14 @@ class Daemon:
 
     def stop(self) -> None:
         """Stop what runs and release what is open (also after a bind that failed)."""
-        for part in (self.udp, self.reaper, self.replayer):
+        for part in (self.udp, self.reaper, self.recorder, self.replayer):
             if part is not None:
                 part.stop()
         if self.service is not None:
             self.service.close()
         if self.running:
             log.info("pxeserver stopped")
-        self.service = self.udp = self.reaper = self.replayer = None
+        self.service = self.udp = self.reaper = self.replayer = self.recorder = None
         self.running = False
 
 
@@ -338,49 +399,25 @@ class Daemon:
 
 
 def _worker_app(spec: str) -> Any:
-    """Build the WSGI app inside an HTTP worker process (granian calls this after spawning)."""
+    """Build the RSGI application inside an HTTP worker process (granian calls this after
+    spawning it; see :func:`pxeserver.web.entrance.granian_server`)."""
     from .host.children import die_with_parent
     from .web import create_app
+    from .web.entrance import Entrance
 
     args = json.loads(spec)
     die_with_parent(args["parent"])  # no orphan holding the HTTP port if we are SIGKILLed
     path = Path(args["config"]) if args["config"] else None
     settings, _ = load(path, args["overrides"])
     configure_logging(settings)
-    return create_app(settings, make_service(settings))
-
-
-def http_server(settings: Settings) -> Any:
-    """granian's server for the HTTP workers (they build their app with :func:`_worker_app`)."""
-    from granian.constants import Interfaces
-    from granian.server import Server
-
-    static: dict[str, Any] = {}
-    if settings.server.static_assets:
-        # granian answers /assets/... itself, from Rust, before a worker's Python sees it.
-        static = {
-            "static_path_route": ["/assets"],
-            "static_path_mount": [settings.paths.assets_dir.resolve()],
-            "static_path_expires": 300,
-        }
-    return Server(
-        "pxeserver",
-        address=settings.server.listen,
-        port=settings.server.http_port,
-        interface=Interfaces.WSGI,
-        workers=settings.server.http_workers,
-        blocking_threads=8,
-        # A machine that lost power mid-download leaves its HTTP connection open for
-        # good; without a limit granian waits on it forever and SIGTERM never ends us.
-        workers_kill_timeout=WORKERS_KILL_TIMEOUT_S,
-        log_enabled=True,
-        log_access=False,
-        **static,
-    )
+    service = make_service(settings, worker=True)
+    return Entrance(create_app(settings, service), service, settings)
 
 
 def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     """Run the server in the foreground until SIGINT or SIGTERM."""
+    from .web.entrance import granian_server
+
     settings, warnings = load(config, overrides)
     configure_logging(settings)
     for problem in warnings:
@@ -398,7 +435,7 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     multiprocessing.set_start_method("spawn", force=True)
     spec = json.dumps({"config": str(config) if config else None,
                        "overrides": dict(overrides), "parent": os.getpid()})  # fmt: skip
-    server = http_server(settings)
+    server = granian_server(settings)
     # Started once granian has bound the HTTP port and before it spawns a worker: the
     # moment to stop being root, so that the workers spawn unprivileged.
     server.on_startup(daemon.start)
