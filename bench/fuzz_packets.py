@@ -1,7 +1,7 @@
 """Fuzz a live pxeserver with hostile TFTP and ProxyDHCP packets, and check what it did.
 
-    nice .venv/bin/python bench/fuzz_packets.py                       # 1,000,000 packets
-    nice .venv/bin/python bench/fuzz_packets.py --packets 20000 --seed 7 --out bench/results
+    nice .venv/bin/python -m bench.fuzz_packets                       # 1,000,000 packets
+    nice .venv/bin/python -m bench.fuzz_packets --packets 20000 --seed 7 --out bench/results
 
 It starts ``pxeserver serve`` (as a user starts it: TFTP transfer processes, ProxyDHCP on
 free loopback ports, the embedded store, the default limits) on a TFTP root with files, a
@@ -49,10 +49,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from pxeserver.dhcp import packets as dp  # noqa: E402
+from bench.benchlib import REPO, free_port
+from pxeserver.dhcp import packets as dp
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
 GOLDEN = REPO / "tests" / "data" / "dhcp"
@@ -176,12 +174,6 @@ def dhcp_packet(rng: random.Random, seeds: list[bytes]) -> bytes:
 # -- the server ------------------------------------------------------------------------------
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Site:
     """The server's files, and a snapshot of them to tell whether anything was written."""
@@ -223,10 +215,10 @@ class Site:
 class Server:
     def __init__(self, site: Site, new_macs_per_second: int) -> None:
         self.site = site
-        self.tftp_port = free_port()
-        self.dhcp_port = free_port()
-        self.pxe_port = free_port()
-        self.http_port = free_port(socket.SOCK_STREAM)
+        self.tftp_port = free_port(socket.SOCK_DGRAM)
+        self.dhcp_port = free_port(socket.SOCK_DGRAM)
+        self.pxe_port = free_port(socket.SOCK_DGRAM)
+        self.http_port = free_port()
         self.log = site.base / "server.log"
         self.new_macs_per_second = new_macs_per_second
         self.proc: subprocess.Popen[bytes] | None = None

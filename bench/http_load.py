@@ -1,7 +1,7 @@
 """HTTP: ``/ipxe`` and ``/cloud-config`` of registered nodes, pxeserver against nginx.
 
-    .venv/bin/python bench/http_load.py                 # 3 runs, 10,000 nodes, wrk 10 s
-    .venv/bin/python bench/http_load.py --runs 1 --quick
+    .venv/bin/python -m bench.http_load                 # 3 runs, 10,000 nodes, wrk 10 s
+    .venv/bin/python -m bench.http_load --runs 1 --quick
 
 For each store (SQLite, then etcd) the benchmark registers 10,000 nodes, starts ``pxeserver
 serve --no-dhcp --no-tftp`` (2 HTTP workers, the default) on a free loopback port, fetches
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -37,11 +36,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-# bench/'s neighbours import by bare name, however this file is started.
-sys.path.append(os.path.dirname(os.path.abspath(__file__)))
-
-import benchlib
-import rate_load
+from bench import benchlib, rate_load
 
 NAME = "http"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -318,6 +313,7 @@ def measure(
                 "1/s",
                 [s["rps"] for s in ss],
                 errors=int(sum(s["errors"] for s in ss)),
+                higher_is_better=True,
             )
             rows.append(made[server])
         benchlib.set_ratio(made[name], made["nginx"], "nginx")
@@ -350,7 +346,8 @@ def fixed_rate(kind: str, endpoint: str, case: str, name: str, port: int, macs: 
         benchlib.set_ratio(p99, P99_GOAL_MS, f"goal {P99_GOAL_MS:.0f} ms")
     p50 = benchlib.row(bench, case, name, "p50 latency", "ms", p50s, errors=errors,
                        higher_is_better=False)  # fmt: skip
-    got = benchlib.row(bench, case, name, "achieved rate", "1/s", achieved, errors=errors)
+    got = benchlib.row(bench, case, name, "achieved rate", "1/s", achieved, errors=errors,
+                       higher_is_better=True)  # fmt: skip
     return [p99, p50, got]
 
 

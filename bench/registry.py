@@ -1,9 +1,9 @@
 """Registry writes: compare-and-swap updates per second and their p99, into etcd and SQLite.
 
-    .venv/bin/python bench/registry.py                  # 3 runs of 3 s per case
-    .venv/bin/python bench/registry.py --runs 1 --quick
+    .venv/bin/python -m bench.registry                  # 3 runs of 3 s per case
+    .venv/bin/python -m bench.registry --runs 1 --quick
 
-Each case runs one or two worker processes (``python bench/registry.py --worker …``),
+Each case runs one or two worker processes (``python -m bench.registry --worker …``),
 each building the store and :class:`pxeserver.nodes.registry.Registry` exactly as ``pxeserver
 serve`` does and calling ``Registry.apply`` from several threads for a fixed time: an
 ``ipxe`` change that counts a boot, what serving ``/ipxe`` writes. Cases:
@@ -36,11 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_BENCH = str(Path(__file__).resolve().parent)
-if _BENCH not in sys.path:
-    sys.path.append(_BENCH)
-
-import benchlib  # noqa: E402
+from bench import benchlib
 
 NAME = "registry"
 THREADS = 8
@@ -228,7 +224,8 @@ def one(
         }
         procs.append(
             subprocess.Popen(
-                [sys.executable, __file__, "--worker", json.dumps(spec)],
+                [sys.executable, "-m", "bench.registry", "--worker", json.dumps(spec)],
+                cwd=benchlib.REPO,
                 stdout=subprocess.PIPE,
                 text=True,
                 process_group=0,
@@ -288,6 +285,7 @@ def run(
                         "1/s",
                         [s["rate"] for s in samples],
                         errors=errors,
+                        higher_is_better=True,
                     )
                     if case.procs == 1 and case.threads > 1:
                         benchlib.set_ratio(

@@ -1,7 +1,7 @@
 """Resource use: an idle ``pxeserver serve`` with 10,000 registered nodes, SQLite and etcd.
 
-    sudo .venv/bin/python -m bench.resources               # 10,000 nodes, 30 s idle
-    sudo .venv/bin/python -m bench.resources --quick       # 1,000 nodes, 10 s
+    .venv/bin/python -m bench.resources               # as root; 10,000 nodes, 30 s idle
+    .venv/bin/python -m bench.resources --quick       # as root; 1,000 nodes, 10 s
 
 The registry is filled before the server starts, one document per node as a booted node
 leaves it (events dhcp, ipxe, cloud-config, ready; state ``ready``), through pxeserver's
@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
+from bench.benchlib import (
     REPO,
     TreeMeter,
     Veth,
@@ -163,17 +163,18 @@ def run(runs: int, quick: bool, *, nodes: int | None = None,
                 case = f"{nodes} nodes, idle {window:.0f} s"
                 rows += [
                     row("resources", case, name, "RSS, whole tree", "MB",
-                        [r["rss_mb"] for r in results]),
+                        [r["rss_mb"] for r in results], higher_is_better=False),
                     row("resources", case, name, "PSS, whole tree", "MB",
-                        [r["pss_mb"] for r in results]),
+                        [r["pss_mb"] for r in results], higher_is_better=False),
                     row("resources", case, name, "CPU while idle", "s",
-                        [r["cpu_s"] for r in results]),
+                        [r["cpu_s"] for r in results], higher_is_better=False),
                     row("resources", case, name, "processes", "count",
-                        [len(r["processes"]) for r in results]),
+                        [len(r["processes"]) for r in results], higher_is_better=False),
                 ]  # fmt: skip
                 if etcd:
                     rows.append(row("resources", case, "etcd (beside pxeserver)", "RSS", "MB",
-                                    [r["etcd_rss_mb"] for r in results]))  # fmt: skip
+                                    [r["etcd_rss_mb"] for r in results],
+                                    higher_is_better=False))  # fmt: skip
     finally:
         veth.delete()
     return rows

@@ -34,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, TreeMeter, Veth, add_ratios, machine, percentile, row
+from bench.benchlib import REPO, TreeMeter, Veth, add_ratios, machine, percentile, row
 from bench.storm_client import STEPS, Spec, identity
 from bench.storm_stacks import (
     HTTP_PORT,
@@ -135,22 +135,23 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
 
 def rows_for(case: str, server: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     errors = sum(r["errors"] for r in runs)
+
+    def lower(metric: str, unit: str, samples: list[float], errors: int = 0) -> dict[str, Any]:
+        """Every storm figure is a time, a footprint or a count: lower is better."""
+        return row("storm", case, server, metric, unit, samples, errors=errors,
+                   higher_is_better=False)  # fmt: skip
+
     # Time to all ready counts only storms in which every machine got there.
-    ready = [r["last_ready_s"] for r in runs]
-    out = [row("storm", case, server, "time to all ready", "s", ready, errors=errors)]
+    out = [lower("time to all ready", "s", [r["last_ready_s"] for r in runs], errors)]
     for step in STEPS:
-        out.append(row("storm", case, server, f"{step} p50", "ms",
-                       [r["steps"][step][0] * 1000 for r in runs]))  # fmt: skip
-        out.append(row("storm", case, server, f"{step} p99", "ms",
-                       [r["steps"][step][1] * 1000 for r in runs]))  # fmt: skip
-    out.append(row("storm", case, server, "server CPU", "s", [r["server_cpu_s"] for r in runs]))
-    out.append(row("storm", case, server, "server peak RSS", "MB",
-                   [r["server_peak_rss_mb"] for r in runs]))  # fmt: skip
-    out.append(row("storm", case, server, "server peak PSS", "MB",
-                   [r["server_peak_pss_mb"] for r in runs]))  # fmt: skip
-    out.append(row("storm", case, server, "client CPU", "s", [r["client_cpu_s"] for r in runs]))
-    out.append(row("storm", case, server, "DHCP+TFTP retries", "count",
-                   [r["dhcp_retries"] + r["tftp_retries"] for r in runs]))  # fmt: skip
+        out.append(lower(f"{step} p50", "ms", [r["steps"][step][0] * 1000 for r in runs]))
+        out.append(lower(f"{step} p99", "ms", [r["steps"][step][1] * 1000 for r in runs]))
+    out.append(lower("server CPU", "s", [r["server_cpu_s"] for r in runs]))
+    out.append(lower("server peak RSS", "MB", [r["server_peak_rss_mb"] for r in runs]))
+    out.append(lower("server peak PSS", "MB", [r["server_peak_pss_mb"] for r in runs]))
+    out.append(lower("client CPU", "s", [r["client_cpu_s"] for r in runs]))
+    out.append(lower("DHCP+TFTP retries", "count",
+                     [r["dhcp_retries"] + r["tftp_retries"] for r in runs]))  # fmt: skip
     return out
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.common import machine_ip
+from bench.benchlib import machine_ip
 from pxeserver.dhcp import packets as dp
 
 STEPS = ("dhcp", "tftp", "boot.ipxe", "ipxe", "kernel", "initrd", "cloud-config", "ready")

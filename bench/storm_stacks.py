@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, Veth, stop_process, wait_until
+from bench.benchlib import REPO, Veth, stop_process, wait_for
 
 HTTP_PORT = 8080
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
@@ -132,7 +132,7 @@ class Stack:
             )  # fmt: skip
             return out.stdout.strip() == "200"
 
-        wait_until(up, 60, f"{self.name} to answer {path}", 0.3)
+        wait_for(up, 60, f"{self.name} to answer {path}", 0.3)
 
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.procs.items()}
@@ -174,7 +174,7 @@ class PxeserverStack(Stack):
             settings["cluster"]["heartbeat_ttl"] = self.heartbeat_ttl
         config.write_text(json.dumps(settings, indent=1))
         if self.etcd:
-            wait_until(self._etcd_up, 60, "etcd", 0.3)
+            wait_for(self._etcd_up, 60, "etcd", 0.3)
         if self.prefill:
             self.prefill(config)
         self.spawn("pxeserver", [sys.executable, "-m", "pxeserver", "serve", "--config",

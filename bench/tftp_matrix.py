@@ -1,7 +1,7 @@
 """TFTP matrix: pxeserver against tftpd-hpa, dnsmasq and atftpd; blksize, windowsize, delay.
 
-    .venv/bin/python bench/tftp_matrix.py               # 3 runs, 10 MB file
-    .venv/bin/python bench/tftp_matrix.py --runs 1 --quick
+    .venv/bin/python -m bench.tftp_matrix               # 3 runs, 10 MB file
+    .venv/bin/python -m bench.tftp_matrix --runs 1 --quick
 
 Lockstep (RFC 1350 + blksize): 1 client and 32 clients at once, blksize 512, 1432 and
 8192, curl as the client (it has no windowsize), against ``pxeserver serve --no-dhcp``,
@@ -37,13 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-_BENCH = str(Path(__file__).resolve().parent)
-if _BENCH not in sys.path:
-    sys.path.append(_BENCH)
-
-import benchlib  # noqa: E402
-import tftp_vs_tftpd_hpa as base  # noqa: E402
-from udp_delay import DelayRelay  # noqa: E402
+from bench import benchlib
+from bench import tftp_vs_tftpd_hpa as base
+from bench.udp_delay import DelayRelay
 
 NAME = "tftp-matrix"
 MB = 1_000_000
@@ -166,6 +162,7 @@ def lockstep(servers: list[base.Server], runs: int, size: int) -> list[benchlib.
                     "MB/s",
                     [x["mb_s"] for x in ss],
                     errors=errors,
+                    higher_is_better=True,
                 )
                 rows.append(made[s.name])
                 rows.append(
@@ -225,6 +222,7 @@ def windowed(servers: list[base.Server], runs: int, size: int, scratch: Path) ->
                 "MB/s",
                 rates[1],
                 errors=errors,
+                higher_is_better=True,
             )
             win = benchlib.row(
                 "TFTP windowsize (atftp client)",
@@ -234,6 +232,7 @@ def windowed(servers: list[base.Server], runs: int, size: int, scratch: Path) ->
                 "MB/s",
                 rates[WINDOW],
                 errors=errors,
+                higher_is_better=True,
             )
             benchlib.set_ratio(win, lock, f"{s.name} lockstep")
             rows += [lock, win]
@@ -294,14 +293,15 @@ def run(runs: int = 3, quick: bool = False) -> list[benchlib.Row]:
             'ip link set lo up && ip addr add 192.0.2.1/32 dev lo && exec "$@"',
             "sh",
             sys.executable,
-            __file__,
+            "-m",
+            "bench.tftp_matrix",
             "--inside",
             "--runs",
             str(runs),
             "--json",
             out.name,
         ] + (["--quick"] if quick else [])
-        subprocess.run(cmd, check=True, timeout=3600)
+        subprocess.run(cmd, check=True, timeout=3600, cwd=benchlib.REPO)
         rows: list[benchlib.Row] = json.loads(Path(out.name).read_text())
     return rows
 

@@ -12,7 +12,7 @@ steps written behind the answer (:mod:`pxeserver.nodes.memory` says how).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from . import metrics
@@ -26,7 +26,7 @@ from .model import (
     Node,
     State,
     hostname_from_pattern,
-    valid_hostname,
+    hostname_problem,
 )
 from .nodes.memory import WAIT, Memory
 from .nodes.registry import Change, Registry
@@ -293,10 +293,10 @@ class BootService:
         ipxe = self.renderer.ipxe_script(node, profile, decision, base)
         cloud = None
         if profile.cloud_config:
-            cloud = self.renderer.cloud_config(node, profile, decision.group, base)
+            cloud = self.renderer.cloud_config(node, profile, decision.group, base, preview=True)
         ignition = None
         if profile.ignition:
-            ignition = self.renderer.ignition(node, profile, decision.group, base)
+            ignition = self.renderer.ignition(node, profile, decision.group, base, preview=True)
         boot = self.renderer.boot_choice(node, profile)
         return Preview(node, known, decision, ipxe, cloud, ignition, boot)
 
@@ -330,9 +330,11 @@ class BootService:
         state: State | None = None,
         profile: str | None = None,
         labels: Mapping[str, str] | None = None,
+        among: Iterable[Node] | None = None,
     ) -> list[Node]:
+        """The nodes (of ``among``, else of the registry) that pass every filter given."""
         found = []
-        for node in self.registry.all():
+        for node in self.registry.all() if among is None else among:
             if state is not None and node.state is not state:
                 continue
             if profile is not None and self.effective_profile(node)[0] != profile:
@@ -354,11 +356,8 @@ class BootService:
         if profile is not UNSET and profile is not None and profile not in self.settings.profiles:
             known = ", ".join(sorted(self.settings.profiles))
             raise InvalidInput(f"no profile named {profile!r}; the profiles are: {known}")
-        if hostname is not None and not valid_hostname(hostname):
-            raise InvalidInput(
-                f"hostname {hostname[:70]!r} is not a valid hostname: use 1-63 lower-case "
-                "letters, digits and dashes, not starting or ending with a dash"
-            )
+        if hostname is not None and (problem := hostname_problem(hostname)):
+            raise InvalidInput(problem)
         node = self.registry.set(
             mac, profile=profile, labels=labels, hostname=hostname, reinstall=reinstall
         )

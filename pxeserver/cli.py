@@ -8,16 +8,20 @@ problem), translated in one place: :class:`Commands`.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
-from .commands.check import check_settings, default_base_url
-from .commands.nodes import DEFAULT_SERVER, Api, changes, details, table
+from .checks import check_settings, default_base_url
+from .commands.nodes import DEFAULT_SERVER, Api, changes, details, echo, nothing_found, table
 from .config import load
 from .errors import ConfigError, PxeError
 from .model import MAC, Machine
@@ -51,8 +55,99 @@ def config_option(f: F) -> F:
     )(f)
 
 
+# -- the server that `nodes` and `demo` talk to --------------------------------------------
+# --server and --token are global options, as in etcdctl and kubectl: accepted before the
+# command (`pxeserver --server URL nodes list`), between (`pxeserver nodes --server URL
+# list`) and after it (`pxeserver nodes list --server URL`). The last one given wins, then
+# the environment, then the default.
+
+SERVER_ENV = "PXESERVER_SERVER"
+OLD_SERVER_ENV = "PXESERVER_URL"  # the variable's first name; still read
+TOKEN_ENV = "PXESERVER_API_TOKEN"
+
+
+@dataclass(frozen=True)
+class Remote:
+    server: str
+    token: str | None
+    origin: str  # how the server was chosen, for error messages
+
+
+DEFAULT_ORIGIN = f"the default; give --server URL or set {SERVER_ENV}"
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Keep a global option where the command finds it: ``ctx.meta`` is shared by every
+    context of one run, and options are processed left to right (a group's before its
+    command's), so a later one replaces an earlier one. The server's comes with how it
+    was chosen."""
+    if value is None or param.name is None:
+        return
+    source = ctx.get_parameter_source(param.name)
+    if source is ParameterSource.COMMANDLINE:
+        origin = f"from --{param.name}"
+    elif source is ParameterSource.ENVIRONMENT:
+        origin = f"from {SERVER_ENV if os.environ.get(SERVER_ENV) else OLD_SERVER_ENV}"
+    else:
+        origin = DEFAULT_ORIGIN
+    ctx.meta[f"pxeserver.{param.name}"] = (value, origin)
+
+
+def server_options(f: F) -> F:
+    """``--server`` and ``--token`` on a command or group that talks to a running server."""
+    f = click.option(
+        "--token",
+        metavar="TOKEN",
+        expose_value=False,
+        callback=_remember,
+        help=f"API token for changes (also before the command; or {TOKEN_ENV}).",
+    )(f)
+    return click.option(
+        "--server",
+        metavar="URL",
+        expose_value=False,
+        callback=_remember,
+        help=f"The running server (also before the command; or {SERVER_ENV}; "
+        f"default {DEFAULT_SERVER}).",
+    )(f)
+
+
+def remote(ctx: click.Context) -> Remote:
+    server, origin = ctx.meta.get("pxeserver.server", (DEFAULT_SERVER, DEFAULT_ORIGIN))
+    token, _ = ctx.meta.get("pxeserver.token", (None, ""))
+    return Remote(server, token, origin)
+
+
+def pass_api(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Call ``f`` with the :class:`Api` of the server this run names."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        r = remote(click.get_current_context())
+        return f(Api(r.server, r.token, r.origin), *args, **kwargs)
+
+    return functools.update_wrapper(run, f)
+
+
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pxeserver")
+@click.option(
+    "--server",
+    metavar="URL",
+    envvar=[SERVER_ENV, OLD_SERVER_ENV],
+    default=DEFAULT_SERVER,
+    show_default=True,
+    expose_value=False,
+    callback=_remember,
+    help=f"The running server that `nodes` and `demo` talk to (or {SERVER_ENV}).",
+)
+@click.option(
+    "--token",
+    metavar="TOKEN",
+    envvar=TOKEN_ENV,
+    expose_value=False,
+    callback=_remember,
+    help=f"API token for changes (or {TOKEN_ENV}).",
+)
 def main() -> None:
     """PXE-boot bare machines into cluster nodes."""
 
@@ -120,8 +215,10 @@ def serve(config: Path | None, **flags: Any) -> None:
 @config_option
 def check(config: Path | None) -> None:
     """Validate settings, templates and assets; print every problem found."""
+    from .daemon import make_store
+
     settings, warnings = load(config)
-    problems = warnings + check_settings(settings)
+    problems = warnings + check_settings(settings, make_store)
     for problem in problems:
         click.echo(str(problem), err=True)
     errors = [p for p in problems if not p.warning]
@@ -182,40 +279,35 @@ def render(
 
 
 @main.group()
-@click.option(
-    "--server",
-    default=DEFAULT_SERVER,
-    show_default=True,
-    envvar="PXESERVER_URL",
-    help="The running server's URL.",
-)
-@click.option("--token", envvar="PXESERVER_API_TOKEN", help="API token for changes.")
-@click.pass_context
-def nodes(ctx: click.Context, server: str, token: str | None) -> None:
+@server_options
+def nodes() -> None:
     """List, inspect and steer nodes through a running server."""
-    ctx.obj = Api(server, token)
 
 
 @nodes.command("list")
+@server_options
 @click.option(
     "--state", type=click.Choice(["discovered", "booting", "configured", "ready", "lost"])
 )
 @click.option("--profile", help="Only nodes booting this profile.")
 @click.option("--label", "labels", multiple=True, metavar="K=V", help="Only nodes with this label.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
+@pass_api
 def nodes_list(
     api: Api, state: str | None, profile: str | None, labels: tuple[str, ...], as_json: bool
 ) -> None:
     """List nodes."""
     found = api.nodes(state, profile, labels)
     click.echo(json.dumps(found, indent=2) if as_json else "\n".join(table(found)))
+    if not found:  # said on stderr: stdout stays what scripts parse
+        click.echo(nothing_found(api, state, profile, labels), err=True)
 
 
 @nodes.command("show")
+@server_options
 @click.argument("mac")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
+@pass_api
 def nodes_show(api: Api, mac: str, as_json: bool) -> None:
     """Show one node and its timeline."""
     n = api.node(mac)
@@ -223,6 +315,7 @@ def nodes_show(api: Api, mac: str, as_json: bool) -> None:
 
 
 @nodes.command("set")
+@server_options
 @click.argument("mac")
 @click.option("--profile", help="Assign this profile ('' to go back to the groups).")
 @click.option(
@@ -238,7 +331,7 @@ def nodes_show(api: Api, mac: str, as_json: bool) -> None:
     is_flag=True,
     help="Forget what it installed on its disk: its next boot installs its profile again.",
 )
-@click.pass_obj
+@pass_api
 def nodes_set(
     api: Api,
     mac: str,
@@ -248,15 +341,15 @@ def nodes_set(
     reinstall: bool,
 ) -> None:
     """Assign a profile, set labels, rename a node or have it reinstall."""
-    n = api.set(mac, changes(profile, labels, hostname, reinstall))
-    click.echo(f"{n['mac']} {n['hostname']}: profile {n['profile']} ({n['profile_source']})")
-    if reinstall:
-        click.echo(f"{n['mac']} {n['hostname']}: its next boot installs {n['profile']} again")
+    body = changes(profile, labels, hostname, reinstall)
+    for line in echo(api.set(mac, body), body):
+        click.echo(line)
 
 
 @nodes.command("forget")
+@server_options
 @click.argument("mac")
-@click.pass_obj
+@pass_api
 def nodes_forget(api: Api, mac: str) -> None:
     """Remove a node from the registry (it is registered anew when it boots)."""
     click.echo(f"{api.forget(mac)} forgotten")
@@ -332,7 +425,7 @@ def assets_ipxe(config: Path | None, target: Path | None) -> None:
 
 
 @main.command()
-@click.option("--server", default=DEFAULT_SERVER, show_default=True, help="The running server.")
+@server_options
 @click.option("--mac", help="The VM's MAC address (default: a random 52:54:00:… one).")
 @click.option("--timeout", type=click.FloatRange(10, 3600), default=180.0, show_default=True)
 @click.option("--keep", is_flag=True, help="Leave the VM running after it is ready.")
@@ -341,14 +434,16 @@ def assets_ipxe(config: Path | None, target: Path | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the VM's serial console log goes (default: a new temporary folder).",
 )
-def demo(server: str, mac: str | None, timeout: float, keep: bool, log_dir: Path | None) -> None:
+@click.option("--wait", type=click.FloatRange(0, 600), default=30.0, show_default=True,
+              help="Seconds to wait for the server to answer (just started, say).")  # fmt: skip
+def demo(mac: str | None, timeout: float, keep: bool, log_dir: Path | None, wait: float) -> None:
     """Boot one QEMU VM against a running server and follow it to ready (no root needed)."""
     from .commands import demo as demo_
 
+    server = remote(click.get_current_context()).server
     address = MAC.parse(mac) if mac else None
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-    sys.exit(demo_.run(server, mac=address, timeout=timeout, keep=keep, log_dir=log_dir))
+    code = demo_.run(server, mac=address, timeout=timeout, keep=keep, log_dir=log_dir, wait=wait)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

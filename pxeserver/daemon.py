@@ -19,7 +19,9 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Mapping
+import sys
+import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,7 @@ from . import metrics
 from .boot import BootService
 from .config import Settings, load
 from .errors import PxeError, StoreUnavailable
+from .host.claims import DataFolderLock, PortClaim, check_tcp_port_free
 from .logs import configure
 from .nodes.memory import Memory
 from .nodes.reaper import Reaper
@@ -38,6 +41,7 @@ from .nodes.view import NodeView
 from .render.answers import Answers
 from .render.templates import Renderer
 from .store import NodeFeed, NodeStore
+from .udp import UdpServices
 
 if TYPE_CHECKING:
     from .nodes.resilient import Replayer
@@ -53,9 +57,9 @@ def make_store(settings: Settings) -> NodeStore:
     if settings.store.backend == "etcd":
         from .store.etcd import EtcdStore
 
-        return EtcdStore(
-            settings.store.etcd_endpoints, settings.store.etcd_prefix, settings.store.timeout
-        )
+        s, tls = settings.store, settings.store.etcd_tls
+        files = {"ca": tls.ca, "cert": tls.cert, "key": tls.key} if tls else {}
+        return EtcdStore(s.etcd_endpoints, s.etcd_prefix, s.timeout, **files)
     from .store.sqlite import SQLiteStore
 
     return SQLiteStore(settings.sqlite_path, settings.store.timeout)
@@ -65,12 +69,17 @@ def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = 
     """The registry over ``store``. With ``local`` (default: for the etcd backend), a
     :class:`~pxeserver.nodes.resilient.ResilientRegistry` whose node cache and journal live
     in the data dir, so that known machines boot through a store outage."""
+    from .nodes.unbooted import NeverBootedBound
+
     c = settings.cluster
+    # Who creates records: each HTTP worker, and the main process (TFTP, DHCP sightings).
+    writers = settings.server.http_workers + 1
     kwargs: dict[str, Any] = {
         "hostname_pattern": c.hostname_pattern,
         "events_kept": c.events_kept,
         "heartbeat_ttl": c.heartbeat_ttl,
         "boot_timeout": c.boot_timeout,
+        "never_booted": NeverBootedBound(settings.limits.never_booted, writers),
     }
     if local is None:
         local = settings.store.backend == "etcd"
@@ -151,128 +160,6 @@ def configure_logging(settings: Settings) -> None:
     configure(settings.server.log_format, settings.server.log_level)
 
 
-# -- UDP services (TFTP, ProxyDHCP) ---------------------------------------------------------
-
-
-def listen_address(settings: Settings) -> str:
-    """The address UDP services bind: the interface's, if one is named, else ``listen``."""
-    from .host.netif import interface_address
-
-    if settings.server.interface:
-        return interface_address(settings.server.interface)
-    return settings.server.listen
-
-
-def http_base(settings: Settings) -> Callable[[str], str]:
-    """How a machine that reached us at a local address finds the HTTP side."""
-
-    def base(local: str) -> str:
-        if settings.server.base_url:
-            return settings.server.base_url
-        return f"http://{local}:{settings.server.http_port}"
-
-    return base
-
-
-def tftp_workers() -> int:
-    """Processes that run TFTP transfers: one per core, at most 4.
-
-    One Python thread could not keep up with tftpd-hpa's process per transfer on 32
-    concurrent transfers (docs/BENCHMARKS.md); transfer loops in their own processes use
-    every core and never share an interpreter lock with ProxyDHCP or the reaper.
-    """
-    return max(1, min(os.cpu_count() or 1, 4))
-
-
-class UdpServices:
-    """TFTP and ProxyDHCP: sockets bound in the main process, started and stopped together.
-
-    The listeners (requests, policy, ProxyDHCP answers) are threads of the main process
-    beside the reaper; TFTP transfers run in :func:`tftp_workers` spawned processes, which
-    are started after privileges are dropped.
-    """
-
-    def __init__(self, settings: Settings, service: BootService) -> None:
-        self.settings = settings
-        self.service = service
-        self.services: list[Any] = []
-
-    def bind(self) -> None:
-        """Bind every socket, or raise PxeError with what to do (privileged ports)."""
-        from .host.netif import bind_error
-
-        address = listen_address(self.settings)
-        for name, service, port in self._services(address):
-            try:
-                service.bind()
-            except OSError as exc:
-                self.close()
-                raise bind_error(name, address, port(), exc) from exc
-            self.services.append(service)
-
-    def _services(self, address: str) -> list[tuple[str, Any, Callable[[], int]]]:
-        """The services the settings ask for: name, server, the port a bind failed on."""
-        s = self.settings.server
-        found: list[tuple[str, Any, Callable[[], int]]] = []
-        if s.tftp:
-            found.append(("TFTP", self._tftp(address), lambda: s.tftp_port))
-        if s.dhcp:
-            dhcp = self._dhcp(address)
-            found.append(("ProxyDHCP", dhcp, lambda: dhcp.failed_port))
-        return found
-
-    def _tftp(self, address: str) -> Any:
-        from .tftp.server import TftpServer
-
-        s, limits = self.settings.server, self.settings.limits
-        return TftpServer(
-            self.settings.paths.tftp_root,
-            address=address,
-            port=s.tftp_port,
-            assets_dir=self.settings.paths.assets_dir,
-            boot=self.service,
-            base_url=http_base(self.settings),
-            max_transfers=limits.tftp_sessions,
-            max_per_client=limits.tftp_sessions_per_client,
-            client_rate=float(limits.tftp_requests_per_client),
-            workers=tftp_workers(),
-            # Logging in the spawned transfer processes as here; a light module to
-            # import there (see pxeserver/logs.py).
-            worker_init=functools.partial(configure, s.log_format, s.log_level),
-        )
-
-    def _dhcp(self, address: str) -> Any:
-        from .dhcp.proxy import ProxyDhcp
-
-        s = self.settings.server
-        return ProxyDhcp(
-            self.service,
-            address=address,
-            interface=s.interface,
-            dhcp_port=s.dhcp_port,
-            pxe_port=s.pxe_port,
-            tftp_root=self.settings.paths.tftp_root,
-            uefi_loader=s.uefi_loader,
-            http_base=http_base(self.settings),
-        )
-
-    def close(self) -> None:
-        """Release the sockets of services bound but never started."""
-        for service in self.services:
-            service.close()
-        self.services = []
-
-    def start(self) -> None:
-        self.service.start_background()
-        for service in self.services:
-            service.start()
-
-    def stop(self) -> None:
-        for service in self.services:
-            service.stop()
-        self.service.stop_background()
-
-
 def local_state(service: BootService) -> Replayer | None:
     """For a registry with a local cache and journal (main process): teach ProxyDHCP the
     cached nodes, so that it decides about them as before a restart even while the store
@@ -304,17 +191,49 @@ class Daemon:
     has granian call them around its HTTP workers; the tests call them directly.
     """
 
-    def __init__(self, settings: Settings, *, config: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, config: Path | None = None, own_metrics: bool = False
+    ) -> None:
         self.settings = settings
         self.config = config  # the settings file: the dropped user must read it too
+        # ``serve``: this process and its HTTP workers count in <data_dir>/metrics, which
+        # :meth:`bind` empties once it holds the data folder (tests count in memory).
+        self.own_metrics = own_metrics
+        self.data_lock = DataFolderLock(settings.paths.data_dir)
+        self.http_claim = PortClaim("tcp", settings.server.listen, settings.server.http_port)
         self.service: BootService | None = None
         self.udp: UdpServices | None = None
         self.reaper: Reaper | None = None
         self.replayer: Replayer | None = None
         self.recorder: Recorder | None = None
         self.running = False
+        self._stopping: threading.Thread | None = None
+        self._stop_lock = threading.Lock()
 
     def bind(self) -> None:
+        self._own()
+        try:
+            self._open()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _own(self) -> None:
+        """What this server owns, first: another server's folder or port stops us before
+        we touch its metrics files, its store or its sockets."""
+        self.data_lock.acquire()
+        try:
+            self._claim_http()
+        except BaseException:
+            self.data_lock.release()
+            raise
+        if self.own_metrics:
+            # Before anything records and before the HTTP workers are spawned (they
+            # inherit the folder).
+            metrics.setup(self.settings.paths.data_dir / "metrics")
+
+    def _open(self) -> None:
+        """The store, the boot policy and what runs beside it; the UDP sockets bound."""
         s = self.settings
         try:
             store = make_store(s)
@@ -323,8 +242,15 @@ class Daemon:
         try:
             store.ping()
         except StoreUnavailable as exc:
-            log.warning("the store does not answer yet (%s); known machines wait and new "
-                        "ones get 503 until it does", exc)  # fmt: skip
+            stats = getattr(store, "stats", {})
+            if stats.get("tls") or stats.get("refused"):
+                # Misconfigured, not down (a CA or certificate etcd does not take): the
+                # line names the file to fix. Known machines boot from the local cache.
+                log.error("the store refuses pxeserver: %s; known machines boot from the "
+                          "local cache and new ones get 503 until that is fixed", exc)  # fmt: skip
+            else:
+                log.warning("the store does not answer yet (%s); known machines wait and "
+                            "new ones get 503 until it does", exc)  # fmt: skip
         try:
             self.service = make_service(s, store)
         except BaseException:
@@ -340,19 +266,36 @@ class Daemon:
         # HTTP worker answers again (into the journal if etcd does not answer).
         self.recorder.drain()
         self.udp = UdpServices(s, self.service)
+        if s.server.user:
+            self._check_user(s.server.user)
+        self.udp.bind()
+
+    def _claim_http(self) -> None:
+        """The HTTP port: claimed against other pxeservers, and checked free of other
+        programs, before granian's workers bind it with SO_REUSEPORT (which would share
+        it with any process of the same user that does the same)."""
+        from .host.netif import bind_error
+
+        s = self.settings.server
         try:
-            if s.server.user:
-                self._check_user(s.server.user)
-            self.udp.bind()
-        except BaseException:
-            self.stop()
-            raise
+            self.http_claim.acquire()
+            check_tcp_port_free(s.listen, s.http_port)
+        except OSError as exc:
+            self.http_claim.release()
+            raise bind_error("HTTP", s.listen, s.http_port, exc, "--http-port") from exc
+
+    def _release(self) -> None:
+        self.http_claim.release()
+        self.data_lock.release()
 
     def _check_user(self, user: str) -> None:
         from .host.privileges import check_user_can_serve
 
         paths = self.settings.paths
         readable = [paths.tftp_root, paths.assets_dir, paths.templates_dir]
+        for tls in (self.settings.store.etcd_tls, self.settings.cluster.etcd_tls):
+            if tls is not None:  # HTTP workers load the settings as the user: they read these
+                readable += [p for p in (tls.ca, tls.cert, tls.key) if p is not None]
         check_user_can_serve(user, [*readable, *([self.config] if self.config else [])],
                              paths.data_dir)  # fmt: skip
 
@@ -378,21 +321,46 @@ class Daemon:
         log.info("pxeserver %s: HTTP on %s:%d (%d workers), store %r, %d profiles, %d groups",
                  "serving", s.listen, s.http_port, s.http_workers, self.service.registry.store,
                  len(self.settings.profiles), len(self.settings.groups))  # fmt: skip
-        if s.api_token is None and s.listen not in ("127.0.0.1", "::1"):
-            log.warning("no api_token is set: anyone who reaches port %d can change nodes; set "
-                        "server.api_token or PXESERVER_API_TOKEN", s.http_port)  # fmt: skip
+        from .web.security import log_write_policy  # Flask stays out of import time
+
+        log_write_policy(self.settings.server)
+        self._report_problems()
+
+    def _report_problems(self) -> None:
+        """What ``pxeserver check`` finds, said at start: a missing kernel, initrd,
+        template or boot loader is one block that names each file and how to get it."""
+        from .checks import check_settings, start_report
+
+        problems = check_settings(self.settings)
+        if problems:
+            log.warning("%s", start_report(self.settings, problems))
+
+    def stop_soon(self) -> None:
+        """Begin stopping in a thread and return at once (from a signal handler, so that
+        the UDP services stop while granian stops its workers); :meth:`stop` waits."""
+        with self._stop_lock:
+            if self._stopping is None:
+                self._stopping = threading.Thread(target=self._stop_parts, name="stopping")
+                self._stopping.start()
 
     def stop(self) -> None:
         """Stop what runs and release what is open (also after a bind that failed)."""
+        self.stop_soon()
+        assert self._stopping is not None
+        self._stopping.join()
+        self._stopping = None
+        if self.running:
+            log.info("pxeserver stopped")
+        self.running = False
+        self._release()
+
+    def _stop_parts(self) -> None:
         for part in (self.udp, self.reaper, self.recorder, self.replayer):
             if part is not None:
                 part.stop()
         if self.service is not None:
             self.service.close()
-        if self.running:
-            log.info("pxeserver stopped")
         self.service = self.udp = self.reaper = self.replayer = self.recorder = None
-        self.running = False
 
 
 # -- HTTP (granian) -------------------------------------------------------------------------
@@ -400,13 +368,20 @@ class Daemon:
 
 def _worker_app(spec: str) -> Any:
     """Build the RSGI application inside an HTTP worker process (granian calls this after
-    spawning it; see :func:`pxeserver.web.entrance.granian_server`)."""
+    spawning it; see :func:`pxeserver.web.server.http_server`)."""
     from .host.children import die_with_parent
     from .web import create_app
     from .web.entrance import Entrance
 
     args = json.loads(spec)
     die_with_parent(args["parent"])  # no orphan holding the HTTP port if we are SIGKILLed
+    # The parent alone stops a worker (SIGTERM). A worker that got a second signal, the
+    # terminal's Ctrl-C (SIGINT to the foreground process group) or a SIGTERM to the
+    # group, could hang in granian until killed after WORKERS_KILL_TIMEOUT_S ("refused
+    # to gracefully stop"). In a process group of its own, only its parent's reaches it.
+    os.setpgid(0, 0)
+    # The command as the operator ran it, for hints in log lines (pxeserver.hints).
+    sys.argv[0] = args["program"]
     path = Path(args["config"]) if args["config"] else None
     settings, _ = load(path, args["overrides"])
     configure_logging(settings)
@@ -416,15 +391,13 @@ def _worker_app(spec: str) -> Any:
 
 def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     """Run the server in the foreground until SIGINT or SIGTERM."""
-    from .web.entrance import granian_server
+    from .web.server import http_server, quiet_granian
 
     settings, warnings = load(config, overrides)
     configure_logging(settings)
     for problem in warnings:
         log.warning("%s", problem)
-    # Before anything records and before the HTTP workers are spawned (they inherit it).
-    metrics.setup(settings.paths.data_dir / "metrics")
-    daemon = Daemon(settings, config=config)
+    daemon = Daemon(settings, config=config, own_metrics=True)
     try:
         daemon.bind()
     except PxeError as exc:
@@ -433,12 +406,37 @@ def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     # Workers are spawned, not forked: the main process runs threads (UDP services,
     # reaper), and forking a threaded process can copy held locks into the child.
     multiprocessing.set_start_method("spawn", force=True)
-    spec = json.dumps({"config": str(config) if config else None,
+    spec = json.dumps({"config": str(config) if config else None, "program": sys.argv[0],
                        "overrides": dict(overrides), "parent": os.getpid()})  # fmt: skip
-    server = granian_server(settings)
+    server = http_server(settings)
+    quiet_granian()
     # Started once granian has bound the HTTP port and before it spawns a worker: the
     # moment to stop being root, so that the workers spawn unprivileged.
     server.on_startup(daemon.start)
     server.on_shutdown(daemon.stop)
-    server.serve(target_loader=functools.partial(_worker_app, spec), wrap_loader=False)
+    _stop_early(server, daemon)
+    try:
+        server.serve(target_loader=functools.partial(_worker_app, spec), wrap_loader=False)
+    except RuntimeError as exc:
+        if daemon.running:
+            raise
+        # granian could not bind the HTTP port: another program took it after our check
+        daemon.stop()
+        log.error("cannot bind HTTP to %s:%d: %s; stop that program or choose another port "
+                  "with --http-port", settings.server.listen, settings.server.http_port,
+                  str(exc).splitlines()[0])  # fmt: skip
+        return 1
     return 0
+
+
+def _stop_early(server: Any, daemon: Daemon) -> None:
+    """On SIGINT or SIGTERM, stop the UDP services while granian stops its HTTP workers
+    (it calls its shutdown hooks only after them): a quick stop is a sum of waits."""
+    granian_handler = server.signal_handler_interrupt  # set by granian at its startup
+
+    def interrupted(*args: Any) -> None:
+        granian_handler(*args)
+        if daemon.running:
+            daemon.stop_soon()
+
+    server.signal_handler_interrupt = interrupted

@@ -139,8 +139,15 @@ dhcp_ignored = _counter(
 limited = _counter(
     "pxeserver_limited",
     "Requests and sightings a limit dropped or turned away: tftp-request (rate per address), "
-    "tftp-session (per address or in all), new-mac (sightings of unknown MACs)",
+    "tftp-session (per address or in all), new-mac (sightings of unknown MACs), "
+    "http-client (HTTP requests in flight from one address)",
     ("what",),
+)
+
+never_booted_dropped = _counter(
+    "pxeserver_never_booted_dropped",
+    "Records of machines that never booted, forgotten (the oldest first) to keep at most "
+    "limits.never_booted of them",
 )
 
 # -- store and journal ----------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from pxeserver.daemon import make_service
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
+from .support.certs import Pki
 from .support.etcd import EtcdMember, etcd_prefix
+from .support.fakes import FixedStore
 from .support.settings import make_settings
 
 
@@ -33,11 +35,31 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdMember]:
     member.stop()
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, etcd's server certificate, client certificates good and bad (support/certs.py)."""
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def tls_etcd(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[EtcdMember]:
+    """One real etcd for the session that serves only TLS, only to clients whose
+    certificate its CA signed; tests keep apart by their own key prefix."""
+    base = tmp_path_factory.mktemp("tls-etcd")
+    member = EtcdMember("tls", base / "data", base, pki)
+    member.start()
+    yield member
+    member.stop()
+
+
+@pytest.fixture(params=["sqlite", "etcd", "fixed"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """Each backend in turn: the store contract holds for both."""
+    """Each backend in turn: the store contract holds for both, and for the in-memory
+    fake the boot policy's tests use (tests/support/fakes.py), so that it stays faithful."""
     if request.param == "sqlite":
         s: Any = SQLiteStore(tmp_path / "store.db")
+    elif request.param == "fixed":
+        s = FixedStore()
     else:
         from pxeserver.store.etcd import EtcdStore
 

@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .support.cli import run, write
 from .support.etcd import EtcdMember
+from .support.net import free_port, port_open
+from .support.server import ServerProcess
 from .support.settings import REPO
 
 
@@ -232,3 +238,99 @@ def test_nodes_set_with_a_line_separator_in_a_label_says_which_label(tmp_path: P
         assert ok.returncode == 0, ok.stderr
     finally:
         server.stop()
+
+
+# -- the global options of the commands that talk to a running server ---------------------
+
+
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A running server whose changes need a token, with one node in its registry."""
+    s = ServerProcess(
+        tmp_path_factory.mktemp("cli-server"),
+        settings={"server": {"api_token": TOKEN}},
+        args=["--no-dhcp", "--no-tftp"],
+    ).start()
+    try:
+        assert s.get(f"/ipxe?mac={NODE}")[0] == 200
+        yield s
+    finally:
+        s.stop()
+
+
+TOKEN = "cli-test-token"
+NODE = "52:54:00:c1:00:01"
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "before the command",
+        "between group and command",
+        "after the command",
+        "after the arguments",
+    ],
+)
+def test_server_and_token_work_before_or_after_the_subcommand(
+    tmp_path: Path, api_server: ServerProcess, where: str
+) -> None:
+    flags = ["--server", api_server.url, "--token", TOKEN]
+    command = ["set", NODE, "--label", f"where={where.split()[0]}"]
+    args = {
+        "before the command": [*flags, "nodes", *command],
+        "between group and command": ["nodes", *flags, *command],
+        "after the command": ["nodes", command[0], *flags, *command[1:]],
+        "after the arguments": ["nodes", *command, *flags],
+    }[where]
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    shown = run("nodes", "show", NODE, "--json", "--server", api_server.url, cwd=tmp_path)
+    assert json.loads(shown.stdout)["labels"]["where"] == where.split()[0]
+    # The positive control's negative: the same change without the token is refused.
+    no_token = [a for a in args if a not in ("--token", TOKEN)]
+    r = run(*no_token, cwd=tmp_path)
+    assert r.returncode == 1 and "401" in r.stderr, r.stderr
+
+
+def test_server_and_token_come_from_the_environment(
+    tmp_path: Path, api_server: ServerProcess
+) -> None:
+    env = {"PXESERVER_SERVER": api_server.url, "PXESERVER_API_TOKEN": TOKEN}
+    r = run("nodes", "set", NODE, "--label", "from=env", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    r = run("nodes", "list", cwd=tmp_path, env=env)
+    assert r.returncode == 0 and NODE in r.stdout, r.stderr
+    # The variable's first name still works.
+    r = run("nodes", "list", cwd=tmp_path, env={"PXESERVER_URL": api_server.url})
+    assert r.returncode == 0 and NODE in r.stdout, r.stderr
+    # A flag on the command line wins over the environment, wherever it is.
+    dead = f"http://127.0.0.1:{free_port()}"
+    r = run("nodes", "list", "--server", dead, cwd=tmp_path, env=env)
+    assert r.returncode == 1 and dead in r.stderr
+    r = run("--server", dead, "nodes", "list", cwd=tmp_path, env=env)
+    assert r.returncode == 1 and dead in r.stderr
+    # Of two on the command line, the later one.
+    r = run("--server", dead, "nodes", "list", "--server", api_server.url, cwd=tmp_path)
+    assert r.returncode == 0 and NODE in r.stdout, r.stderr
+
+
+def test_a_connection_error_names_the_server_and_how_it_was_chosen(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    cases = [
+        (["nodes", "list", "--server", dead], {}, f"cannot reach {dead} (from --server): "),
+        (["nodes", "list"], {"PXESERVER_SERVER": dead}, f"{dead} (from PXESERVER_SERVER): "),
+        (["demo", "--server", dead, "--wait", "0"], {}, f"cannot reach {dead} "),
+    ]
+    for args, env, said in cases:
+        r = run(*args, cwd=tmp_path, env=env)
+        assert r.returncode == 1, (args, r.stdout)
+        assert r.stderr.count("\n") == 1 and said in r.stderr, (args, r.stderr)
+
+
+def test_the_default_server_is_named_with_how_to_choose_another(tmp_path: Path) -> None:
+    if port_open(8080):
+        pytest.skip("something listens on 127.0.0.1:8080 here: the default server answers")
+    r = run("nodes", "show", NODE, cwd=tmp_path)
+    assert r.returncode == 1
+    said = "cannot reach http://127.0.0.1:8080 (the default; give --server URL or set "
+    assert r.stderr.count("\n") == 1 and said + "PXESERVER_SERVER): " in r.stderr, r.stderr

@@ -87,8 +87,8 @@ def test_a_port_in_use_is_raised_by_start_and_nothing_stays_open(tmp_path: Path)
     settings = udp_settings(tmp_path, tftp_port=tftp_port, dhcp_port=dhcp_port, pxe_port=pxe_port)
     daemon = Daemon(settings)  # type: ignore[arg-type]
     try:
-        with pytest.raises(PxeError, match=rf"cannot bind ProxyDHCP to 127\.0\.0\.1:{pxe_port}: "
-                           r".*is another server using that port"):  # fmt: skip
+        taken = rf"cannot bind ProxyDHCP to 127\.0\.0\.1:{pxe_port}: port {pxe_port} is in use "
+        with pytest.raises(PxeError, match=taken + r"by another program .*port with --pxe-port$"):
             daemon.start()
         # TFTP and ProxyDHCP's first port were bound before the failure: released again.
         assert can_bind(tftp_port) and can_bind(dhcp_port)
@@ -105,8 +105,31 @@ def test_a_port_in_use_is_raised_by_start_and_nothing_stays_open(tmp_path: Path)
 
 
 def test_a_store_that_cannot_open_is_one_sentence_from_bind(tmp_path: Path) -> None:
-    (tmp_path / "var").write_text("a file where the data dir should be")
+    (tmp_path / "var" / "pxeserver.db").mkdir(parents=True)  # a folder where the file goes
     daemon = Daemon(udp_settings(tmp_path))  # type: ignore[arg-type]
     with pytest.raises(PxeError, match=r"^cannot open the store: SQLite store .*pxeserver\.db"):
         daemon.bind()
     assert daemon.service is None and daemon.udp is None and running() == []
+
+
+@pytest.mark.parametrize(
+    ("server", "level", "words"),
+    [
+        ({}, "INFO", "from this machine (loopback) only"),
+        ({"allow_unauthenticated_writes": True}, "WARNING", "anyone who reaches port 8080"),
+        ({"api_token": "s3cret"}, "INFO", "need the API token"),
+    ],
+)
+def test_the_start_says_who_may_change_nodes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, server: dict[str, object], level: str,
+    words: str,
+) -> None:  # fmt: skip
+    settings = udp_settings(tmp_path, dhcp=False, tftp=False, **server)  # type: ignore[arg-type]
+    daemon = Daemon(settings)  # type: ignore[arg-type]
+    with caplog.at_level("INFO", logger="pxeserver"):
+        daemon.start()
+        daemon.stop()
+    said = [r for r in caplog.records if "change" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == level and words in said[0].getMessage(), [
+        r.getMessage() for r in said
+    ]

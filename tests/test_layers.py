@@ -14,14 +14,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "pxeserver"
 
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "metrics", "logs", "ratelimit"},  # leaves
+    {"__init__", "errors", "metrics", "logs", "ratelimit", "hints"},  # leaves
     {"model"},  # domain types
     {"timeline", "profiles"},  # pure rules over the domain types
     {"config"},  # settings
     {"store", "render", "host"},  # the store, templates, the host's network and users
     {"nodes"},  # the registry and what keeps it going
-    {"boot"},  # the boot policy every protocol asks
+    {"boot", "checks"},  # the boot policy every protocol asks; what can be checked before
     {"dhcp", "tftp", "web"},  # the protocols
+    {"udp"},  # TFTP and ProxyDHCP, bound and run together in the main process
     {"daemon"},  # wiring
     {"commands"},  # what the CLI's commands do
     {"cli"},

@@ -1,7 +1,23 @@
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pxeserver.errors import InvalidInput
-from pxeserver.model import MAC, Event, EventKind, Node, State, parse_uuid
+from pxeserver.model import (
+    HOSTNAME_PATTERN,
+    LABEL_VALUE_PATTERN,
+    MAC,
+    MAC_PATTERN,
+    Event,
+    EventKind,
+    Node,
+    State,
+    label_value_problem,
+    parse_uuid,
+    valid_hostname,
+)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +55,33 @@ def test_mac_forms_normalise_to_one(text: str) -> None:
 def test_bad_macs_say_what_was_expected(text: str) -> None:
     with pytest.raises(InvalidInput, match="aa:bb:cc:dd:ee:ff"):
         MAC.parse(text)
+
+
+def test_a_separated_mac_of_twelve_characters_is_not_taken_for_hex_digits() -> None:
+    # found by schemathesis: "5:c:05:e:9:e" has the length of "525400123456"
+    assert MAC.parse("5:c:05:e:9:e").value == "05:0c:05:0e:09:0e"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(MAC_PATTERN, fullmatch=True))
+def test_whatever_the_documented_mac_pattern_allows_parses(text: str) -> None:
+    """The API's document shows MAC_PATTERN; a MAC it allows must be accepted."""
+    assert re.fullmatch(MAC_PATTERN, MAC.parse(text).value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_the_label_value_pattern_and_its_check_agree(text: str) -> None:
+    allowed = re.fullmatch(LABEL_VALUE_PATTERN, text) is not None and len(text) <= 253
+    assert (label_value_problem(text) is None) == allowed
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.from_regex(HOSTNAME_PATTERN, fullmatch=True), st.text(max_size=70)))
+def test_the_hostname_pattern_is_the_hostname_rule(text: str) -> None:
+    allowed = 0 < len(text) <= 63 and set(text) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
+    allowed = allowed and not text.startswith("-") and not text.endswith("-")
+    assert valid_hostname(text) == allowed
 
 
 def test_mac_views() -> None:

@@ -18,8 +18,10 @@ This module talks to the server only through its HTTP API, like any operator.
 from __future__ import annotations
 
 import ctypes
+import http.client
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,7 +38,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import PxeError
+from ..hints import command
 from ..model import MAC
+from .nodes import DEFAULT_SERVER, checked_url, unreachable
 
 QEMU = "qemu-system-x86_64"
 # QEMU's default option ROM for virtio-net-pci, from Debian's ipxe-qemu.
@@ -69,7 +73,9 @@ def qemu_command(mac: MAC, bootfile: str, serial_log: Path, memory_mb: int = 384
     return [
         QEMU,
         "-accel", "tcg",  # software emulation: works without /dev/kvm
-        "-machine", "pc",
+        # graphics=off: SeaBIOS, and the iPXE ROM through it, print to the serial
+        # console too, so the log holds what the machine said before its kernel ran.
+        "-machine", "pc,graphics=off",
         "-m", str(memory_mb),
         "-smp", "1",
         "-display", "none",
@@ -98,12 +104,66 @@ def api_get(server: str, path: str) -> tuple[int, Any]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DemoError(
-            f"cannot reach {server} ({reason}); start it first, e.g. "
-            ".venv/bin/pxeserver serve --config tests/lab/demo.yaml"
-        ) from exc
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        raise DemoError(unreachable(server, exc, DEMO_HINT)) from exc
+
+
+DEMO_SERVER = "http://127.0.0.1:8081"  # tests/lab/demo.yaml's
+DEMO_HINT = (
+    "for the demo, serve the lab's node image: tests/lab/build-node-image.sh, then "
+    f"{command('serve --config tests/lab/demo.yaml')} &, then "
+    f"{command('demo --server ' + DEMO_SERVER)}"
+)
+
+
+def wait_for_server(server: str, wait: float, echo: Callable[[str], None]) -> None:
+    """Wait up to ``wait`` seconds for ``server`` to answer (it may have just been started
+    in the background); DemoError that says how to start one if it never does."""
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        try:
+            status, _ = api_get(server, "/healthz")
+        except DemoError:
+            if time.monotonic() >= deadline:
+                raise
+            if not said:
+                echo(f"demo: waiting for the server at {server} (up to {wait:.0f} s)")
+                said = True
+            time.sleep(0.25)
+            continue
+        if status not in (200, 503):
+            raise DemoError(f"{server}/healthz answered {status}: is that a pxeserver?")
+        return
+
+
+def missing_assets(server: str, mac: MAC) -> tuple[str | None, list[str]]:
+    """The profile ``server`` boots ``mac`` with, and the files of it that it lacks (HTTP
+    404): a machine without its kernel loops and never reaches ready."""
+    status, why = api_get(server, f"/api/v1/nodes/{mac}/explain?platform=pcbios")
+    if status != 200 or not why or not why.get("ipxe"):
+        return None, []
+    urls = []
+    for line in why["ipxe"].splitlines():
+        words = line.split()
+        if words[:1] == ["kernel"] and len(words) > 1:
+            urls.append(words[1])
+        elif words[:1] == ["initrd"] and len(words) > 1:
+            urls.append(words[-1])
+    missing = []
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            continue  # tftp://: not what this demo's machine fetches
+        try:
+            request = urllib.request.Request(url, method="HEAD")
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                missing.append(urlsplit(url).path.removeprefix("/assets/"))
+        except OSError:
+            continue  # the server's own URL is not reachable from here: cannot tell
+    return why.get("profile"), missing
 
 
 @dataclass
@@ -140,15 +200,17 @@ def run(
     timeout: float = 180.0,
     keep: bool = False,
     log_dir: Path | None = None,
+    wait: float = 30.0,
     echo: Callable[[str], None] = print,
 ) -> int:
-    """Boot one VM, print its progress, stop it when it is ready. Returns an exit status."""
+    """Boot one VM, print its progress, stop it when it is ready. Returns an exit status.
+    ``wait``: how long to wait for the server to answer first."""
     check_tools()
-    status, _ = api_get(server, "/healthz")
-    if status not in (200, 503):
-        raise DemoError(f"{server}/healthz answered {status}: is that a pxeserver?")
+    server = checked_url(server)
+    wait_for_server(server, wait, echo)
     mac = mac or random_mac()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="pxeserver-demo-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     serial_log = log_dir / f"serial-{mac.hex}.log"
     bootfile = guest_url(server) + "/boot.ipxe"
     echo(f"demo: machine {mac}: QEMU (BIOS, iPXE ROM, user-mode network) boots {bootfile}")
@@ -184,6 +246,7 @@ def _follow(
 ) -> int:
     follow = Follow()
     state = None
+    checked = False
     while time.monotonic() - started < timeout:
         elapsed = time.monotonic() - started
         for line in new_console_lines(serial_log, follow):
@@ -195,23 +258,57 @@ def _follow(
                 echo(f"{elapsed:6.1f} s  registry  {what}")
             follow.events_seen = len(node.get("events", []))
             state = node.get("state")
+            if not checked and any(e["kind"] == "ipxe" for e in node.get("events", [])):
+                checked = True  # the server chose its profile: can the machine boot it?
+                profile, missing = missing_assets(server, mac)
+                if missing:
+                    echo(cannot_boot(server, profile, missing))
+                    return 1
             if state == "ready":
                 # The machine prints its own "ready" line once its POST has returned.
                 _drain_console(serial_log, follow, started, echo)
+                nodes = "nodes" + ("" if server == DEFAULT_SERVER else f" --server {server}")
                 echo(
                     f"demo: {node['hostname']} ({mac}) is ready {elapsed:.1f} s after power-on; "
-                    f"see it with: pxeserver nodes show {mac}"
+                    f"see it with: {command(f'{nodes} show {mac}')}"
                 )
                 return 0
         if vm.poll() is not None:
             echo(f"demo: QEMU exited with status {vm.returncode}; see {serial_log}")
+            _last_words(serial_log, echo)
             return 1
         time.sleep(0.5)
     echo(
         f"demo: not ready after {timeout:.0f} s (last state: {state or 'not seen'}); "
         f"see {serial_log}"
     )
+    _last_words(serial_log, echo)
     return 1
+
+
+def cannot_boot(server: str, profile: str | None, missing: list[str]) -> str:
+    what = ", ".join(missing)
+    return (
+        f"demo: the server at {server} boots this machine with profile {profile}, but it has "
+        f"no {what} (404): the machine cannot boot it and would loop; {DEMO_HINT}"
+    )
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[c()][0-9A-Za-z]?")
+
+
+def _last_words(serial_log: Path, echo: Callable[[str], None], count: int = 8) -> None:
+    """The last lines the machine printed (firmware, iPXE, kernel), without escapes."""
+    try:
+        text = serial_log.read_bytes().decode(errors="replace")
+    except OSError:
+        return
+    lines = [ANSI.sub("", line).replace("\b", "").strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if lines:
+        echo("demo: the machine's last lines on its console:")
+        for line in lines[-count:]:
+            echo(f"  {line}")
 
 
 def _drain_console(

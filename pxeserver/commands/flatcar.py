@@ -26,12 +26,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import click
 
@@ -103,13 +104,14 @@ def resolve_version(settings: Settings, root: str, version: str | None) -> str:
     return found.group(1)
 
 
-def download(url: str, dest: Path, progress: bool) -> None:
-    """Stream ``url`` into ``dest``; a body shorter than its Content-Length is an error."""
+def download(url: str, dest: Path, progress: bool, name: str | None = None) -> None:
+    """Stream ``url`` into ``dest``; a body shorter than its Content-Length is an error.
+    ``progress``: show it (``name``: the file's name to show, ``dest``'s by default)."""
     with _open(url) as resp, open(dest, "wb") as out:
         length = resp.headers.get("Content-Length")  # type: ignore[attr-defined]
         total = int(length) if length and length.isdigit() else None
         got = 0
-        with _bar(progress and total is not None, total, dest.name) as advance:
+        with _progress(progress, total, name or dest.name) as advance:
             while True:
                 try:
                     chunk = resp.read(CHUNK)
@@ -128,21 +130,83 @@ def download(url: str, dest: Path, progress: bool) -> None:
 
 
 @contextlib.contextmanager
-def _bar(show: bool, total: int | None, label: str) -> Iterator[Callable[[int], None]]:
+def _progress(
+    show: bool, total: int | None, label: str, stream: TextIO | None = None
+) -> Iterator[Callable[[int], None]]:
+    """A bar in a terminal; without one (a log, a pipe), :class:`ProgressLines`."""
+    stream = stream or sys.stderr
     if not show:
         yield lambda n: None
         return
-    bar: Any = click.progressbar(length=total, label=label, file=sys.stderr, width=30)
-    with bar:
-        yield bar.update
+    if stream.isatty() and total is not None:
+        bar: Any = click.progressbar(length=total, label=label, file=stream, width=30)
+        with bar:
+            yield bar.update
+        return
+    lines = ProgressLines(label, total, stream)
+    yield lines.advance
+    lines.done()
 
 
-def verify(path: Path, signature: Path, keyfile: Path, fingerprints: tuple[str, ...]) -> str:
+class ProgressLines:
+    """Progress as lines, for a log: one at each tenth of the file (or every
+    ``every`` seconds, when the size is unknown or the download slow) and one at the end,
+    each with the bytes so far and the rate."""
+
+    def __init__(self, label: str, total: int | None, stream: TextIO, every: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.label, self.total, self.stream, self.every, self.clock = (
+            label,
+            total,
+            stream,
+            every,
+            clock,
+        )
+        self.started = self.last_at = clock()
+        self.got = self.last_tenth = 0
+        size = f" ({_mb(total)})" if total is not None else ""
+        self._say(f"{label}: downloading{size}")
+
+    def advance(self, n: int) -> None:
+        self.got += n
+        now = self.clock()
+        tenth = self.got * 10 // self.total if self.total else 0
+        if (self.total and tenth > self.last_tenth and self.got < self.total) or (
+            now - self.last_at >= self.every
+        ):
+            self.last_tenth, self.last_at = tenth, now
+            share = f" of {_mb(self.total)} ({self.got * 100 // self.total}%)" if self.total else ""
+            self._say(f"{self.label}: {_mb(self.got)}{share}, {self._rate(now)}")
+
+    def done(self) -> None:
+        now = self.clock()
+        self._say(f"{self.label}: {_mb(self.got)} in {now - self.started:.1f} s, {self._rate(now)}")
+
+    def _rate(self, now: float) -> str:
+        return f"{_mb(self.got / max(now - self.started, 1e-3))}/s"
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+
+def _mb(n: float | None) -> str:
+    return f"{(n or 0) / 1e6:.1f} MB"
+
+
+def verify(
+    path: Path,
+    signature: Path,
+    keyfile: Path,
+    fingerprints: tuple[str, ...],
+    name: str | None = None,
+) -> str:
     """Check ``signature`` over ``path`` against ``keyfile``; return the signing key's id.
 
     Runs gpg in a throw-away home. Accepts a good signature (also one by a signing subkey
     that has expired since: old releases stay verifiable) whose primary key is one of
-    ``fingerprints``; anything else raises :class:`FetchError` with gpg's reason.
+    ``fingerprints``; anything else raises :class:`FetchError` that says why in words,
+    naming the file ``name`` (``path``'s name by default: a download's ``.part`` is not
+    the name a person knows).
     """
     if not keyfile.is_file():
         raise FetchError(f"the signing key {keyfile} does not exist; set flatcar.signing_key")
@@ -167,29 +231,42 @@ def verify(path: Path, signature: Path, keyfile: Path, fingerprints: tuple[str, 
             gpgconf = shutil.which("gpgconf")
             if gpgconf:  # stop any agent gpg started for this home before it is removed
                 subprocess.run([gpgconf, "--homedir", home, "--kill", "all"], capture_output=True)
-        return _judge(checked.stdout.decode(errors="replace"), path, fingerprints)
+        return _judge(checked.stdout.decode(errors="replace"), name or path.name, fingerprints)
 
 
-def _judge(status: str, path: Path, fingerprints: tuple[str, ...]) -> str:
+def _judge(status: str, name: str, fingerprints: tuple[str, ...]) -> str:
+    """What gpg's status lines say of the signature over ``name``, in words: the key id
+    if it is good, else :class:`FetchError` saying why not (never gpg's own lines)."""
     words = [line.split()[1:] for line in status.splitlines() if line.startswith("[GNUPG:] ")]
     kinds = {w[0]: w[1:] for w in words if w}
     if "BADSIG" in kinds:
-        raise FetchError(f"{path.name}: BAD signature: the file is not what Flatcar signed")
+        raise FetchError(
+            f"{name}: BAD signature: the file is not what Flatcar signed (damaged or changed "
+            "on the way)"
+        )
     if "REVKEYSIG" in kinds:
-        raise FetchError(f"{path.name}: signed with a revoked key")
+        raise FetchError(f"{name}: signed with a key Flatcar has revoked")
     if "NO_PUBKEY" in kinds:
         key = kinds["NO_PUBKEY"][0] if kinds["NO_PUBKEY"] else "?"
         raise FetchError(
-            f"{path.name}: signed by key {key}, which is not in the trusted signing key; if "
+            f"{name}: signed by key {key}, which is not in the trusted signing key; if "
             "Flatcar has a new signing subkey, point flatcar.signing_key at its current key"
         )
     valid = kinds.get("VALIDSIG")
     if not valid or not ({"GOODSIG", "EXPKEYSIG"} & set(kinds)):
-        raise FetchError(f"{path.name}: no valid signature (gpg said: {status.strip()[:300]})")
+        raise FetchError(f"{name}: {_no_signature(kinds)}")
     primary = valid[-1].upper()
     if primary not in fingerprints:
-        raise FetchError(f"{path.name}: signed by {primary}, which is not a trusted Flatcar key")
+        raise FetchError(f"{name}: signed by {primary}, which is not a trusted Flatcar key")
     return valid[0]
+
+
+def _no_signature(kinds: dict[str, list[str]]) -> str:
+    if "NODATA" in kinds:
+        return "its .sig file holds no signature (an error page instead of the file?)"
+    if "ERRSIG" in kinds:
+        return "gpg could not check its signature (a damaged .sig file, or an unknown algorithm)"
+    return "no good signature over it"
 
 
 def _remove(*paths: Path) -> None:
@@ -213,8 +290,8 @@ def fetch_file(release: Release, name: str, settings: Settings, progress: bool) 
     sig_part = release.folder / f"{name}.sig.part"
     try:
         download(release.url + name + ".sig", sig_part, False)
-        download(release.url + name, part, progress)
-        key = verify(part, sig_part, keyfile, trusted)
+        download(release.url + name, part, progress, name)
+        key = verify(part, sig_part, keyfile, trusted, name)
     except FetchError:
         _remove(part, sig_part)
         raise
@@ -249,7 +326,12 @@ def fetch(
     release.folder.mkdir(parents=True, exist_ok=True)
     say(f"Flatcar {channel} {version} ({arch}) from {release.url}")
     for name in FILES:
-        say(fetch_file(release, name, settings, progress))
+        try:
+            say(fetch_file(release, name, settings, progress))
+        except FetchError as exc:
+            link = root / "current"
+            now = f"still points at {os.readlink(link)}" if link.is_symlink() else "was not made"
+            raise FetchError(f"{exc}; the file was deleted, and {link} {now}") from exc
     point_current(root, version)
     say(f"{root / 'current'} -> {version}")
     return release.folder

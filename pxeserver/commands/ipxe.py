@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import PxeError
+from ..hints import command
 
 DEBIAN_IPXE = Path("/usr/lib/ipxe")
 # name in the TFTP root → where Debian keeps it (first found wins); arm64 only if shipped
@@ -35,7 +36,7 @@ def copy_ipxe(target: Path, source: Path = DEBIAN_IPXE) -> list[str]:
                 continue
             raise PxeError(
                 f"{source / candidates[0]} is missing: install Debian's ipxe package "
-                "(apt-get install ipxe), then run `pxeserver assets ipxe` again"
+                f"(apt-get install ipxe), then run {command('assets ipxe')} again"
             )
         dest = target / name
         tmp = target / f".{name}.tmp"

@@ -7,7 +7,9 @@ names the call, the status and the server's sentence.
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,17 +17,20 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import InvalidInput, PxeError
+from ..hints import command
 from ..model import MAC
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
+TOKEN_ENV = "PXESERVER_API_TOKEN"
 
 
 class Api:
     """Calls to a running server's ``/api/v1``, with the API token when one is given."""
 
-    def __init__(self, server: str, token: str | None) -> None:
-        self.server = server.rstrip("/")
+    def __init__(self, server: str, token: str | None, origin: str = "") -> None:
+        self.server = checked_url(server).rstrip("/")
         self.token = token
+        self.origin = origin  # how the server was chosen: said when it cannot be reached
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -42,12 +47,9 @@ class Api:
                 message = json.loads(exc.read()).get("error", exc.reason)
             except (ValueError, AttributeError):
                 message = exc.reason
-            raise PxeError(f"{method} {path}: {exc.code} {message}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise PxeError(
-                f"cannot reach {self.server} ({reason}); is `pxeserver serve` running?"
-            ) from exc
+            raise PxeError(refused(method, path, exc.code, str(message))) from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise PxeError(unreachable(self.server, exc, origin=self.origin)) from exc
         return json.loads(raw) if raw else None
 
     def nodes(self, state: str | None, profile: str | None, labels: tuple[str, ...]) -> Any:
@@ -56,8 +58,11 @@ class Api:
             query.append(f"state={state}")
         if profile:
             query.append(f"profile={urllib.parse.quote(profile)}")
-        query += [f"label={urllib.parse.quote(label)}" for label in labels]
+        query += [f"label={urllib.parse.quote(label_filter(label))}" for label in labels]
         return self.call("GET", "/api/v1/nodes" + ("?" + "&".join(query) if query else ""))["nodes"]
+
+    def info(self) -> Any:
+        return self.call("GET", "/api/v1/info")
 
     def node(self, mac: str) -> Any:
         return self.call("GET", f"/api/v1/nodes/{MAC.parse(mac)}")
@@ -69,6 +74,73 @@ class Api:
         address = MAC.parse(mac).value
         self.call("DELETE", f"/api/v1/nodes/{address}")
         return address
+
+
+# -- what went wrong, in words a person can act on ------------------------------------------
+
+
+def checked_url(server: str) -> str:
+    """``server`` if it is an http(s) URL; else InvalidInput that says how to write it."""
+    parts = urllib.parse.urlsplit(server)
+    if "://" not in server or parts.scheme not in ("http", "https") or not parts.hostname:
+        example = f"http://{server.split('://', 1)[-1]}" if server else DEFAULT_SERVER
+        raise InvalidInput(
+            f"--server {server!r} is not a URL: write it with its scheme, e.g. {example}"
+        )
+    return server
+
+
+def refused(method: str, path: str, status: int, message: str) -> str:
+    """The server answered ``status``: what it means for the person at the command line."""
+    if status == 401:
+        return (
+            f"{method} {path}: 401: this server takes changes only with its API token: give "
+            f"--token TOKEN or set {TOKEN_ENV}"
+        )
+    if status == 403:
+        return (
+            f"{method} {path}: 403: the API token given (--token or {TOKEN_ENV}) is not this "
+            "server's: check it"
+        )
+    return f"{method} {path}: {status} {message}"
+
+
+def unreachable(server: str, exc: BaseException, hint: str | None = None, origin: str = "") -> str:
+    """No HTTP answer from ``server``: a TLS mismatch named as such, else how to start one
+    (``hint``: what to start, if not the default ``pxeserver serve``; ``origin``: how the
+    server was chosen, said with it)."""
+    reason = getattr(exc, "reason", exc)
+    plain = server.replace("https://", "http://", 1)
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return (
+            f"{server}: its TLS certificate is not trusted here ({reason.verify_message}); "
+            "give the CA that signed it (SSL_CERT_FILE) or check the name in the URL"
+        )
+    if isinstance(reason, ssl.SSLError) and server.startswith("https://"):
+        return (
+            f"{server} does not speak TLS ({reason.reason or reason}): it serves plain HTTP, "
+            f"so use {plain}"
+        )
+    if server.startswith("http://") and isinstance(
+        reason, (ConnectionResetError, http.client.RemoteDisconnected, http.client.BadStatusLine)
+    ):
+        secure = server.replace("http://", "https://", 1)
+        return (
+            f"{server} closed the connection without an HTTP answer; if it serves HTTPS, use "
+            f"{secure}"
+        )
+    hint = hint or f"is `pxeserver serve` running? start it with {command('serve')}"
+    if origin:
+        return f"cannot reach {server} ({origin}): {reason}; {hint}"
+    return f"cannot reach {server} ({reason}); {hint}"
+
+
+def label_filter(text: str) -> str:
+    """A ``--label`` filter, ``K=V``; InvalidInput (in the CLI's own words) otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise InvalidInput(f"--label {text!r}: write KEY=VALUE, e.g. --label rack=r1")
+    return text
 
 
 def changes(
@@ -92,6 +164,35 @@ def changes(
     if not body:
         raise InvalidInput("nothing to set: give --profile, --label, --hostname or --reinstall")
     return body
+
+
+def echo(n: dict[str, Any], body: dict[str, Any]) -> list[str]:
+    """``nodes set``: one line for each change asked (``body``), as the server now has it."""
+    who = f"{n['mac']} {n['hostname']}:"
+    lines = []
+    if "profile" in body:
+        lines.append(f"{who} profile {n['profile'] or '-'} ({n['profile_source']})")
+    for key, value in body.get("labels", {}).items():
+        now = n["labels"].get(key)
+        lines.append(f"{who} label {key}={now}" if value else f"{who} label {key} removed")
+    if "hostname" in body:
+        lines.append(f"{who} hostname {n['hostname']}")
+    if body.get("reinstall"):
+        lines.append(f"{who} its next boot installs {n['profile']} again")
+    return lines
+
+
+def nothing_found(api: Api, state: str | None, profile: str | None, labels: tuple[str, ...]) -> str:
+    """Why ``nodes list`` shows no node: the filters, and a profile the server lacks."""
+    filters = [f"state {state}"] if state else []
+    filters += [f"profile {profile}"] if profile else []
+    filters += [f"label {label}" for label in labels]
+    line = "no nodes" + (f" with {' and '.join(filters)}" if filters else " yet")
+    if profile:
+        known = api.info().get("profiles", [])
+        if profile not in known:
+            line += f"; this server has no profile {profile!r} (its profiles: {', '.join(known)})"
+    return line
 
 
 def ago(iso: str | None) -> str:

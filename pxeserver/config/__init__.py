@@ -11,8 +11,8 @@ the package when the current folder has none.
 
 Here: :func:`load` and :func:`parse`. The dataclasses and their defaults are in
 :mod:`.settings`; each section is read and checked by :mod:`.sections` (server, limits,
-paths, store, cluster, flatcar) or :mod:`.groups` (profiles, groups), through the problem
-collector of :mod:`.checker`.
+paths, store, cluster, flatcar; the etcd TLS files of store and cluster by :mod:`.tls`)
+or :mod:`.groups` (profiles, groups), through the problem collector of :mod:`.checker`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .settings import (
     FLATCAR_FINGERPRINT,
     FLATCAR_KEY,
     ClusterSettings,
+    EtcdTls,
     FlatcarSettings,
     LimitSettings,
     PathSettings,
@@ -46,6 +47,7 @@ __all__ = [
     "FLATCAR_FINGERPRINT",
     "FLATCAR_KEY",
     "ClusterSettings",
+    "EtcdTls",
     "FlatcarSettings",
     "LimitSettings",
     "PathSettings",
@@ -81,8 +83,8 @@ def parse(raw: Mapping[str, Any], source: str, base: Path | None) -> tuple[Setti
     settings = Settings(
         server=sections.server(c, c.section(raw, "server")),
         paths=sections.paths(c, c.section(raw, "paths"), base),
-        store=sections.store(c, c.section(raw, "store")),
-        cluster=sections.cluster(c, c.section(raw, "cluster")),
+        store=sections.store(c, c.section(raw, "store"), base),
+        cluster=sections.cluster(c, c.section(raw, "cluster"), base),
         profiles=found,
         groups=chosen,
         source=source,

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import Problem
+from ..logs import redact
 from ..model import unsafe_character
 
 
@@ -20,7 +21,8 @@ class Checker:
         self.problems: list[Problem] = []
 
     def problem(self, key: str, what: str, fix: str, *, warning: bool = False) -> None:
-        self.problems.append(Problem(self.source, key, what, fix, warning))
+        # Problems are printed and logged: a URL's user and password never show.
+        self.problems.append(Problem(self.source, key, redact(what), fix, warning))
 
     def section(self, raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
         value = raw.get(key)

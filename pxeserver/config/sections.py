@@ -9,6 +9,7 @@ import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import InvalidInput
 from ..model import (
@@ -32,6 +33,7 @@ from .settings import (
     ServerSettings,
     StoreSettings,
 )
+from .tls import etcd_tls
 
 
 def _pattern_problem(pattern: str) -> str | None:
@@ -89,6 +91,9 @@ def server(c: Checker, raw: Mapping[str, Any]) -> ServerSettings:
         tftp=c.bool_(raw, "tftp", w, d.tftp),
         base_url=base_url,
         api_token=_secret(c, raw, "api_token", w),
+        allow_unauthenticated_writes=c.bool_(
+            raw, "allow_unauthenticated_writes", w, d.allow_unauthenticated_writes
+        ),
         http_workers=c.int_(raw, "http_workers", w, d.http_workers, 1, 64),
         static_assets=c.bool_(raw, "static_assets", w, d.static_assets),
         user=c.str_(raw, "user", w, None),
@@ -136,6 +141,12 @@ def limits(c: Checker, raw: Mapping[str, Any]) -> LimitSettings:
         new_macs_per_second=c.int_(
             raw, "new_macs_per_second", w, d.new_macs_per_second, 1, 1_000_000
         ),
+        never_booted=c.int_(raw, "never_booted", w, d.never_booted, 10, 10_000_000),
+        http_connections=c.int_(raw, "http_connections", w, d.http_connections, 16, 1_000_000),
+        http_header_timeout=c.int_(raw, "http_header_timeout", w, d.http_header_timeout, 1, 3600),
+        http_requests_per_client=c.int_(
+            raw, "http_requests_per_client", w, d.http_requests_per_client, 1, 10_000
+        ),
     )
 
 
@@ -150,14 +161,25 @@ def paths(c: Checker, raw: Mapping[str, Any], base: Path | None) -> PathSettings
     )
 
 
-def store(c: Checker, raw: Mapping[str, Any]) -> StoreSettings:
+TLS_KEYS = ("etcd_ca", "etcd_cert", "etcd_key")
+
+
+def store(c: Checker, raw: Mapping[str, Any], base: Path | None) -> StoreSettings:
     w = "store"
-    c.unknown(raw, ("backend", "etcd_endpoints", "etcd_prefix", "timeout"), w)
+    c.unknown(raw, ("backend", "etcd_endpoints", "etcd_prefix", "timeout", *TLS_KEYS), w)
     endpoints = c.str_list(raw, "etcd_endpoints", w) or ()
     for url in endpoints:
         why = url_problem(url)
         if why:
             c.problem(f"{w}.etcd_endpoints", f"{url!r} {why}", "write e.g. http://127.0.0.1:2379")
+        elif urlsplit(url).username is not None:
+            c.problem(
+                f"{w}.etcd_endpoints",
+                f"{url} carries a user and password, which pxeserver does not send: it "
+                "authenticates to etcd with a client certificate",
+                "remove them from the URL; set store.etcd_cert and store.etcd_key",
+                warning=True,
+            )
     backend = c.choice(raw, "backend", w, "etcd" if endpoints else "sqlite", BACKENDS)
     if backend == "etcd" and not endpoints:
         c.problem(
@@ -171,12 +193,14 @@ def store(c: Checker, raw: Mapping[str, Any]) -> StoreSettings:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0.1:
         c.problem(f"{w}.timeout", f"is {timeout!r}", "give the deadline in seconds, e.g. 3")
         timeout = 3.0
-    return StoreSettings(backend, endpoints, prefix, float(timeout))
+    tls = etcd_tls(c, raw, w, base, endpoints)
+    return StoreSettings(backend, endpoints, prefix, float(timeout), tls)
 
 
-def cluster(c: Checker, raw: Mapping[str, Any]) -> ClusterSettings:
+def cluster(c: Checker, raw: Mapping[str, Any], base: Path | None) -> ClusterSettings:
     w = "cluster"
-    c.unknown(raw, tuple(ClusterSettings.__dataclass_fields__), w)
+    settings = tuple(f for f in ClusterSettings.__dataclass_fields__ if f != "etcd_tls")
+    c.unknown(raw, (*settings, *TLS_KEYS), w)
     d = ClusterSettings()
     endpoints = c.str_list(raw, "etcd_endpoints", w)
     for url in endpoints or ():
@@ -207,9 +231,13 @@ def cluster(c: Checker, raw: Mapping[str, Any]) -> ClusterSettings:
     c.text(keys, f"{w}.ssh_authorized_keys")
     domain = c.str_(raw, "domain", w, None)
     c.text(domain, f"{w}.domain")
+    endpoints = endpoints if endpoints is not None else d.etcd_endpoints
+    # The nodes' etcd proxy reaches the members' peer URLs and client URLs alike.
+    tls = etcd_tls(c, raw, w, base, (*endpoints, *(peers or ())))
     return ClusterSettings(
-        etcd_endpoints=endpoints if endpoints is not None else d.etcd_endpoints,
+        etcd_endpoints=endpoints,
         etcd_peer_urls=peers or (),
+        etcd_tls=tls,
         fleet_metadata=metadata,
         ssh_authorized_keys=keys,
         hostname_pattern=pattern,

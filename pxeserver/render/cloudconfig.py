@@ -9,7 +9,7 @@ and value kinds of its config types, with ``-`` and ``_`` alike in key names; a 
 field takes any plain scalar as written (``0644``, ``on``), a boolean field only a YAML
 boolean; the values its ``valid`` patterns allow; no file under /usr. The test suite runs
 the real validator beside this module on every config the shipped templates render and
-on a corpus of good and bad ones (tests/test_cloudconfig_engine.py). Deliberately
+on a corpus of good and bad ones (tests/render/test_cloudconfig_engine.py). Deliberately
 stricter than the real engine, because the engine accepts them and the node then fails:
 the ``#cloud-config`` first line exactly; a valid host name; unit names with a type
 suffix, each once; drop-in names ending in ``.conf``; absolute file paths and decodable
@@ -19,8 +19,8 @@ of a file (SSH keys, groups), and no quote or backslash in a value that coreos-c
 writes into a unit's ``Environment="K=V"`` as it is (the coreos sections). The real engine's
 deprecation warnings (``etcd2`` and ``fleet`` are what these nodes run) are not errors.
 
-Every error names the line of the config it is about. :func:`engine_report` runs the
-real validator, where its binary exists (``pxeserver check``, the tests).
+Every error names the line of the config it is about. :mod:`pxeserver.render.engine` runs
+the real validator, where its binary exists (``pxeserver check``, the tests).
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ import base64
 import binascii
 import gzip
 import re
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import yaml
@@ -424,50 +422,3 @@ def _units(units: yaml.Node | None, errors: list[str]) -> None:
 # The coreos sections whose values coreos-cloudinit writes into unit drop-ins or
 # update.conf as they are.
 ENV_SECTIONS = {"etcd", "etcd2", "flannel", "fleet", "locksmith", "update", "oem"}
-
-
-# -- the real engine -----------------------------------------------------------------------
-
-ENGINE = "coreos-cloudinit"
-_ENTRY = re.compile(r"\bline (\d+): (error|warning|info): (.*)$")
-
-
-@dataclass(frozen=True)
-class EngineEntry:
-    """One line of ``coreos-cloudinit -validate``'s report."""
-
-    line: int
-    kind: str  # error, warning or info
-    message: str
-
-    @property
-    def rejects(self) -> bool:
-        """Whether the entry means the config would not be applied as written: every
-        error and warning but a deprecation (``etcd2`` and ``fleet`` are deprecated keys
-        to coreos-cloudinit v1.14; they are what a fleet node runs)."""
-        return self.kind != "info" and not self.message.startswith("deprecated key")
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.kind}: {self.message}"
-
-
-def engine_report(text: str, binary: str = ENGINE, timeout: float = 30) -> list[EngineEntry]:
-    """Run the real ``coreos-cloudinit -validate`` on ``text``; its report's entries.
-    Raises OSError when the binary cannot run, RuntimeError when it fails otherwise."""
-    proc = subprocess.run(
-        [binary, "-validate", "-from-file", "/dev/stdin"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    output = proc.stdout + proc.stderr
-    entries = [
-        EngineEntry(int(m[1]), m[2], m[3].strip())
-        for m in (_ENTRY.search(ln) for ln in output.splitlines())
-        if m
-    ]
-    if proc.returncode not in (0, 1) or (proc.returncode == 1 and not entries):
-        detail = output.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"{binary} -validate failed ({proc.returncode}): {detail[0]}")
-    return entries

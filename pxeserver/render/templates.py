@@ -11,6 +11,7 @@ through a placing filter, and kernel arguments are checked word by word
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import traceback
@@ -23,7 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import jinja2
 
-from ..config import ClusterSettings, Settings, peer_urls
+from ..config import ClusterSettings, EtcdTls, Settings, peer_urls
 from ..errors import RenderError
 from ..model import Node
 from ..profiles import BootChoice, Decision, Group, Profile, boot_choice
@@ -74,6 +75,14 @@ exit
 """
 
 
+# Where a node's config puts the cluster's etcd TLS files (cluster.etcd_ca, etcd_cert,
+# etcd_key), for its etcd proxy.
+NODE_ETCD_TLS_DIR = "/etc/pxeserver/etcd"
+# What a preview (explain, `pxeserver render`, the page) shows for that key: a preview is
+# read by people and pages, and never needs it; the node's own config carries it.
+HIDDEN_KEY = "<the etcd client key: not shown in a preview; the node's own config has it>"
+
+
 @dataclass(frozen=True)
 class Urls:
     """Where a machine finds pxeserver, as that machine sees it."""
@@ -117,7 +126,10 @@ def template_vars(
     - ``cluster``: etcd_endpoints (list), etcd_endpoints_csv, etcd_initial_cluster (for an
       etcd proxy: ``etcd0=http://…:2380,…``), fleet_metadata (node labels
       overlay the cluster's), fleet_metadata_csv, ssh_authorized_keys, domain,
-      heartbeat_interval, heartbeat_ttl
+      heartbeat_interval, heartbeat_ttl, and etcd_tls: empty unless the cluster's etcd
+      speaks TLS, else ca_file, cert_file, key_file (where the node keeps them, under
+      ``/etc/pxeserver/etcd/``) and ca_pem, cert_pem, key_pem (their text, for
+      ``write_files``; cert and key empty for a CA alone)
     - ``urls``: base, ready, heartbeat, cloud_config, ignition, assets
     """
     fqdn = f"{node.hostname}.{cluster.domain}" if cluster.domain else node.hostname
@@ -157,6 +169,7 @@ def template_vars(
             "domain": cluster.domain or "",
             "heartbeat_interval": cluster.heartbeat_interval,
             "heartbeat_ttl": cluster.heartbeat_ttl,
+            "etcd_tls": node_etcd_tls(cluster.etcd_tls),
         },
         "urls": {
             "base": urls.base,
@@ -166,6 +179,21 @@ def template_vars(
             "ignition": urls.node("ignition", node),
             "assets": f"{urls.base}/assets",
         },
+    }
+
+
+def node_etcd_tls(tls: EtcdTls | None) -> dict[str, str]:
+    """``cluster.etcd_tls``: what a node needs to reach the cluster's etcd over TLS."""
+    if tls is None:
+        return {}
+    client = tls.cert is not None
+    return {
+        "ca_file": f"{NODE_ETCD_TLS_DIR}/ca.pem",
+        "ca_pem": tls.ca_pem,
+        "cert_file": f"{NODE_ETCD_TLS_DIR}/client.pem" if client else "",
+        "cert_pem": tls.cert_pem,
+        "key_file": f"{NODE_ETCD_TLS_DIR}/client-key.pem" if client else "",
+        "key_pem": tls.key_pem,
     }
 
 
@@ -278,11 +306,24 @@ class Renderer:
         lines.append("boot")
         return "\n".join(lines) + "\n"
 
-    def cloud_config(self, node: Node, profile: Profile, group: Group | None, base: str) -> str:
-        """The node's cloud-config, validated. Raises :class:`RenderError` on any problem."""
+    def _cluster(self, preview: bool) -> ClusterSettings:
+        """The cluster settings a config is rendered with; a preview's hides the nodes'
+        etcd key (:data:`HIDDEN_KEY`)."""
+        cluster = self.settings.cluster
+        if preview and cluster.etcd_tls is not None and cluster.etcd_tls.key_pem:
+            hidden = dataclasses.replace(cluster.etcd_tls, key_pem=HIDDEN_KEY)
+            return dataclasses.replace(cluster, etcd_tls=hidden)
+        return cluster
+
+    def cloud_config(
+        self, node: Node, profile: Profile, group: Group | None, base: str, *, preview: bool = False
+    ) -> str:
+        """The node's cloud-config, validated. Raises :class:`RenderError` on any problem.
+        With ``preview``, as shown to people rather than served (:meth:`_cluster`)."""
         if not profile.cloud_config:
             raise RenderError(f"profile {profile.name!r} has no cloud_config template")
-        variables = template_vars(node, profile, group, self.settings.cluster, self.urls(base))
+        cluster = self._cluster(preview)
+        variables = template_vars(node, profile, group, cluster, self.urls(base))
         text = self.render_template(profile.cloud_config, variables)
         _, errors = cloudconfig.validate(text)
         if errors:
@@ -292,11 +333,14 @@ class Renderer:
             )
         return text
 
-    def ignition(self, node: Node, profile: Profile, group: Group | None, base: str) -> str:
-        """The node's Ignition (spec 3) config, validated. Raises :class:`RenderError`."""
+    def ignition(
+        self, node: Node, profile: Profile, group: Group | None, base: str, *, preview: bool = False
+    ) -> str:
+        """The node's Ignition (spec 3) config, validated. Raises :class:`RenderError`.
+        With ``preview``, as shown to people rather than served (:meth:`_cluster`)."""
         if not profile.ignition:
             raise RenderError(f"profile {profile.name!r} has no ignition template")
-        variables = template_vars(node, profile, group, self.settings.cluster, self.urls(base))
+        variables = template_vars(node, profile, group, self._cluster(preview), self.urls(base))
         text = self.render_template(profile.ignition, variables)
         _, errors = ignition.validate(text)
         if errors:

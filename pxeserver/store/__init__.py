@@ -41,6 +41,14 @@ class BatchConflict(Conflict):
         self.current = dict(current)
 
 
+def check_batch(pairs: Sequence[tuple[Versioned, Node]]) -> None:
+    """ValueError unless ``pairs`` is an update_many every backend takes."""
+    if len(pairs) > MAX_BATCH:
+        raise ValueError(f"update_many takes at most {MAX_BATCH} nodes, not {len(pairs)}")
+    if any(new.hostname != old.node.hostname for old, new in pairs):
+        raise ValueError("update_many does not rename nodes; use update")
+
+
 class Head(NamedTuple):
     """A node's record without its timeline, as a view of the store follows it: the JSON
     text of :meth:`pxeserver.model.Node.head_dict` (or of the whole record, which reads

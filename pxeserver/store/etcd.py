@@ -14,6 +14,13 @@ here has the store deadline, and the store fails over to the next configured end
 itself when one refuses or times out, and asks again while the cluster elects a leader
 (see :meth:`EtcdStore._call`). A write whose answer was lost (the deadline passed, the
 leader died) may have been applied; retrying it is safe because of the revision compare.
+
+With ``https://`` endpoints the store speaks TLS: ``ca`` is the CA certificate that signed
+etcd's server certificates, and ``cert`` and ``key`` the client certificate etcd's
+``--client-cert-auth`` asks for (the settings checked the files at load). A handshake
+that fails is a failure of that endpoint like any other, with a sentence that names the
+file to fix (:mod:`pxeserver.store.etcd_tls`). Endpoints are shown (logs, errors) only
+through :func:`pxeserver.logs.redact`: a user and password in a URL never show.
 """
 
 from __future__ import annotations
@@ -26,16 +33,23 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
+from ..logs import redact
 from ..model import MAC, Node, Versioned
-from . import MAX_BATCH, MAX_HOSTNAME_PROBES, BatchConflict, BatchTooLarge, HostnameFor
+from . import MAX_BATCH, MAX_HOSTNAME_PROBES, BatchConflict, BatchTooLarge, HostnameFor, check_batch
+from .etcd_tls import ClientTls, handshake_failed
 
 # python-etcd3's generated protobuf modules import only with the pure-Python protobuf
 # runtime on protobuf >= 4; this must be set before protobuf is first imported.
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+# gRPC's C core writes its own lines to stderr (three for every TLS handshake etcd
+# refuses, again at each reconnect), outside the log format; every failure reaches the
+# log through this store, translated, instead.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import etcd3
 import etcd3.exceptions
@@ -46,8 +60,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PAGE = 500
-# What one update_many may carry: etcd refuses a request over --max-request-bytes (1.5 MiB
-# by default).
+# What one update_many may carry (etcd's --max-request-bytes is 1.5 MiB by default).
 MAX_TXN_BYTES = 1 << 20
 # A page of 500 full node records can exceed gRPC's default 4 MiB message limit.
 # Reconnect quickly after an outage: gRPC's default backoff grows to two minutes, which
@@ -94,13 +107,14 @@ _REFUSED = (
 )
 
 
-def _classify(exc: Exception) -> tuple[str, str]:
+def _classify(exc: Exception, tls: bool = False) -> tuple[str, str]:
     """What kind of failure ``exc`` is, and its message.
 
     Kinds: ``electing`` (the member answered that the cluster is between leaders),
     ``deadline`` (no answer within the deadline: the request may or may not have been
-    applied), ``unreachable`` (no connection), ``refused`` (etcd refused the request
-    itself; see ``_REFUSED``), ``error`` (anything else).
+    applied), ``tls`` (a store with ``tls``: the connection's TLS handshake failed),
+    ``unreachable`` (no connection), ``refused`` (etcd refused the request itself; see
+    ``_REFUSED``), ``error`` (anything else).
     python-etcd3 replaces gRPC errors by its own exceptions without their message; the
     gRPC error is the exception's context.
     """
@@ -112,6 +126,8 @@ def _classify(exc: Exception) -> tuple[str, str]:
         return "electing", detail
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return "deadline", detail
+    if tls and handshake_failed(detail):
+        return "tls", detail
     if code is grpc.StatusCode.UNAVAILABLE:
         return "unreachable", detail
     if code in _REFUSED:
@@ -126,13 +142,26 @@ def _endpoint(url: str) -> tuple[str, int]:
 
 class EtcdStore:
     def __init__(
-        self, endpoints: tuple[str, ...], prefix: str = "/pxeserver/", timeout: float = 3.0
+        self,
+        endpoints: tuple[str, ...],
+        prefix: str = "/pxeserver/",
+        timeout: float = 3.0,
+        *,
+        ca: Path | None = None,
+        cert: Path | None = None,
+        key: Path | None = None,
     ):
         if not endpoints:
             raise ValueError("the etcd store needs at least one endpoint")
+        schemes = {urlsplit(url).scheme for url in endpoints}
+        if (ca is not None) != (schemes == {"https"}) or (cert is None) != (key is None):
+            # The settings refuse these with a sentence; this guards other callers.
+            shown = redact(",".join(endpoints))
+            raise ValueError(f"TLS needs https:// endpoints and a CA, all or none: {shown}")
         self.endpoints = tuple(endpoints)
         self.prefix = prefix
         self.timeout = timeout
+        self.tls = ClientTls(ca, cert, key) if ca is not None else None
         self._clients: dict[str, Any] = {}
         self._current = 0
         self._closed = False
@@ -145,7 +174,8 @@ class EtcdStore:
         self._last = threading.local()
 
     def __repr__(self) -> str:
-        return f"EtcdStore({','.join(self.endpoints)}, prefix={self.prefix!r})"
+        tls = ", TLS" if self.tls else ""
+        return f"EtcdStore({redact(','.join(self.endpoints))}{tls}, prefix={self.prefix!r})"
 
     # -- keys ---------------------------------------------------------------------------
 
@@ -169,7 +199,11 @@ class EtcdStore:
             if client is None:
                 host, port = _endpoint(url)
                 client = etcd3.client(
-                    host=host, port=port, timeout=self.timeout, grpc_options=GRPC_OPTIONS
+                    host=host,
+                    port=port,
+                    timeout=self.timeout,
+                    grpc_options=GRPC_OPTIONS,
+                    **(self.tls.arguments() if self.tls else {}),
                 )
                 client.metadata = REQUIRE_LEADER  # python-etcd3 sends it with every call
                 self._clients[url] = client
@@ -207,27 +241,30 @@ class EtcdStore:
                     break
                 time.sleep(min(0.05 * 2 ** (attempt // n - 1), 0.5))
             url = self.endpoints[i]
+            shown = redact(url)
             try:
                 result = fn(self._client(url))
             except _FAILURES as exc:
-                kind, detail = _classify(exc)
+                kind, detail = _classify(exc, tls=self.tls is not None)
                 self.stats[kind] += 1
                 if kind == "refused":
-                    raise StoreUnavailable(f"etcd {what}: {url} refused it: {detail}") from exc
+                    raise StoreUnavailable(f"etcd {what}: {shown} refused it: {detail}") from exc
+                if kind == "tls" and self.tls:
+                    detail = self.tls.failure(detail)
                 electing = electing or kind == "electing"
                 tried.add(i)
-                errors.append(f"{url}: {detail}")
+                errors.append(f"{shown}: {detail}")
                 if self._current == i:
                     self._current = (i + 1) % n  # steer the other threads away too
                 if n > 1:
                     log.warning("etcd %s failed on %s (%s); trying the next endpoint",
-                                what, url, detail)  # fmt: skip
+                                what, shown, detail)  # fmt: skip
                 continue
             self._last.retried = attempt > 0
             if attempt:
                 self.stats["failed_over"] += 1
             if i != self._current:
-                log.warning("etcd store now uses %s", url)
+                log.warning("etcd store now uses %s", shown)
                 self._current = i
             return result
         raise StoreUnavailable(f"etcd {what}: no endpoint answered ({'; '.join(errors[-n:])})")
@@ -236,9 +273,7 @@ class EtcdStore:
 
     def get(self, mac: MAC) -> Versioned | None:
         value, meta = self._call("get", lambda c: c.get(self._node_key(mac)))
-        if value is None:
-            return None
-        return Versioned(Node.from_dict(json.loads(value)), meta.mod_revision)
+        return None if value is None else _versioned(value, meta)
 
     def _pages(self, client: Any) -> Iterator[tuple[bytes, Any]]:
         start = f"{self.prefix}nodes/"
@@ -329,17 +364,13 @@ class EtcdStore:
                 return c.transaction(compare=[], success=[t.get(k) for k in keys], failure=[])
 
             _, responses = self._call("get", txn)
-            for rows in responses:
-                for value, meta in rows:
-                    versioned = Versioned(Node.from_dict(json.loads(value)), meta.mod_revision)
-                    found[versioned.node.mac] = versioned
+            for value, meta in (row for rows in responses for row in rows):
+                versioned = _versioned(value, meta)
+                found[versioned.node.mac] = versioned
         return found
 
     def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
-        if len(pairs) > MAX_BATCH:
-            raise ValueError(f"update_many takes at most {MAX_BATCH} nodes, not {len(pairs)}")
-        if any(new.hostname != old.node.hostname for old, new in pairs):
-            raise ValueError("update_many does not rename nodes; use update")
+        check_batch(pairs)
         docs = [(self._node_key(new.mac), new.to_json()[0]) for _, new in pairs]
         if len(pairs) > 1 and sum(len(doc) for _, doc in docs) > MAX_TXN_BYTES:
             raise BatchTooLarge(f"{len(pairs)} records are more than {MAX_TXN_BYTES} bytes")
@@ -356,14 +387,9 @@ class EtcdStore:
         if ok:
             revision = self._put_revision(responses)
             return [Versioned(new, revision) for _, new in pairs]
-        changed: dict[MAC, Versioned | None] = {}
-        for (old, new), rows in zip(pairs, responses):
-            if not rows:
-                changed[new.mac] = None
-            elif rows[0][1].mod_revision != old.revision:
-                value, meta = rows[0]
-                changed[new.mac] = Versioned(Node.from_dict(json.loads(value)), meta.mod_revision)
-        raise BatchConflict(changed)
+        current = [_versioned(*rows[0]) if rows else None for rows in responses]
+        raise BatchConflict({new.mac: v for (old, new), v in zip(pairs, current)
+                             if v is None or v.revision != old.revision})  # fmt: skip
 
     def delete(self, mac: MAC, revision: int | None = None) -> bool:
         key = self._node_key(mac)
@@ -417,3 +443,8 @@ class EtcdStore:
                 except Exception:
                     log.debug("closing an etcd client failed", exc_info=True)
             self._clients.clear()
+
+
+def _versioned(value: bytes, meta: Any) -> Versioned:
+    """A node as etcd holds it, at the revision it was last written."""
+    return Versioned(Node.from_dict(json.loads(value)), meta.mod_revision)

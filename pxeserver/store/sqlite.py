@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
 from ..model import MAC, Node, Versioned
-from . import MAX_BATCH, MAX_HOSTNAME_PROBES, BatchConflict, Deliver, Head, HostnameFor
+from . import MAX_HOSTNAME_PROBES, BatchConflict, Deliver, Head, HostnameFor, check_batch
 from .sqlitefile import ThreadConnections
 
 log = logging.getLogger(__name__)
@@ -269,10 +269,7 @@ class SQLiteStore:
         return found
 
     def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
-        if len(pairs) > MAX_BATCH:
-            raise ValueError(f"update_many takes at most {MAX_BATCH} nodes, not {len(pairs)}")
-        if any(new.hostname != old.node.hostname for old, new in pairs):
-            raise ValueError("update_many does not rename nodes; use update")
+        check_batch(pairs)
         texts = [self._texts(new) for _, new in pairs]  # encoded before the write turn
         try:
             with self._write() as db:

@@ -77,7 +77,7 @@ class Worker:
             self.submit(None)
         self.process.join(timeout=5)
         if self.process.is_alive():
-            self.process.terminate()
+            self.process.kill()  # it ignores SIGTERM (worker_main says why)
             self.process.join(timeout=5)
         self.jobs_w.close()
         if threading.current_thread() is not self.reader:

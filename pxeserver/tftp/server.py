@@ -140,8 +140,9 @@ class TftpServer:
 
     def bind(self) -> None:
         """Bind the listening socket (the caller may drop privileges after this)."""
+        # No SO_REUSEADDR: a UDP port has no TIME_WAIT to wait out, and without it the
+        # kernel refuses a port that another program (or server) has bound.
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         enlarge_receive_buffer(sock)  # a rack's read requests arrive together
         try:

@@ -374,7 +374,11 @@ def worker_main(
     init: Callable[[], None] | None,
 ) -> None:
     """A worker process: runs a :class:`TransferLoop` fed from ``jobs`` until it closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    # The parent decides when we stop (it closes our job pipe): Ctrl-C and a SIGTERM to
+    # the whole process group (systemd's default) reach us too, and must not end us
+    # before the parent, which would take it for a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if init is not None:
         init()
     lock = threading.Lock()

@@ -6,7 +6,9 @@ under ``/boot/``), ``api`` (the node API for operators and the node's own phone-
 calls), ``explain`` (why a node boots what it boots; what this server has),
 ``monitoring`` (``/metrics``, ``/healthz``), ``openapi`` (the API's document) and ``page``
 (the node page). What they share is in :mod:`.context` (the boot policy, the settings,
-the base URL, the operator's token) and :mod:`.errors` (how errors become answers). The
+the base URL, who may change nodes), :mod:`.security` (the guard on every change, the
+headers on every answer), :mod:`.guard` (how many requests one address may have in
+flight) and :mod:`.errors` (how errors become answers). The
 application never touches the registry or the store: it asks the boot policy it is given.
 """
 
@@ -15,8 +17,9 @@ from __future__ import annotations
 from flask import Flask
 
 from ..config import Settings
-from . import api, boot, errors, explain, files, monitoring, openapi, page
+from . import api, boot, errors, explain, files, monitoring, openapi, page, security
 from .context import WebBoot
+from .guard import InFlight
 
 
 def create_app(settings: Settings, service: WebBoot) -> Flask:
@@ -24,6 +27,8 @@ def create_app(settings: Settings, service: WebBoot) -> Flask:
     app.extensions["pxeserver"] = service
     app.extensions["pxeserver.settings"] = settings
     errors.register(app)
+    security.register(app)
     for area in (boot, files, api, explain, monitoring, openapi, page):
         app.register_blueprint(area.bp)
+    app.wsgi_app = InFlight(app.wsgi_app, settings.limits.http_requests_per_client)  # type: ignore[method-assign]
     return app

@@ -1,9 +1,10 @@
 """The node API: operators list, inspect and steer nodes; nodes phone home.
 
 Reads are open. Operator writes (PATCH, DELETE) need ``Authorization: Bearer <api_token>``
-when the settings name a token. ``ready`` and ``heartbeat`` need the node's own token,
-issued in its cloud-config, as ``Authorization: Bearer <token>`` or a ``token`` field in a
-form or JSON body.
+when the settings name a token, and come from this machine otherwise (see
+:mod:`.security`, which guards them before the view runs). ``ready`` and ``heartbeat``
+need the node's own token, issued in its cloud-config, as ``Authorization: Bearer
+<token>`` or a ``token`` field in a form or JSON body.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from flask import Blueprint, Response, jsonify, request
 
 from .. import timeline
 from ..errors import InvalidInput
-from ..model import MAC, UNSET, EventKind, Node, State, label_name_problem, label_value_problem
-from .context import bearer, require_operator, service
+from ..model import MAC, UNSET, EventKind, Node, State
+from . import listing
+from .context import bearer, service, settings
+from .security import node_call
+from .validate import check_patch
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -69,27 +73,6 @@ def node_json(node: Node, *, events: bool) -> dict[str, Any]:
     return d
 
 
-def _labels(raw: Any, *, allow_none: bool) -> dict[str, str | None]:
-    if not isinstance(raw, dict):
-        raise InvalidInput('labels must be an object such as {"rack": "r1"}')
-    labels: dict[str, str | None] = {}
-    for key, value in raw.items():
-        name_problem = label_name_problem(key)
-        if name_problem:
-            raise InvalidInput(name_problem)
-        if value is None and allow_none:
-            labels[key] = None
-        elif isinstance(value, (str, int)) and not isinstance(value, bool):
-            text = str(value)
-            problem = label_value_problem(text)
-            if problem:
-                raise InvalidInput(f"label {key}: {problem}")
-            labels[key] = text
-        else:
-            raise InvalidInput(f"label {key}: the value must be a string (or null to remove it)")
-    return labels
-
-
 @bp.get("/nodes")
 def list_nodes() -> Response:
     state = None
@@ -107,8 +90,19 @@ def list_nodes() -> Response:
         if not sep or not key:
             raise InvalidInput(f"label={text[:40]!r}: write label=key=value")
         wanted[key] = value
-    nodes = service().nodes(state=state, profile=request.args.get("profile"), labels=wanted)
-    return jsonify(nodes=[node_json(n, events=False) for n in nodes], count=len(nodes))
+    page = listing.page_of(request.args)
+    everyone = service().nodes()
+    found = service().nodes(
+        state=state, profile=request.args.get("profile"), labels=wanted, among=everyone
+    )
+    rows, count = listing.arrange(found, page, lambda n: service().effective_profile(n)[0])
+    return jsonify(
+        nodes=[node_json(n, events=False) for n in rows],
+        count=count,
+        offset=page.offset,
+        limit=page.limit,
+        by_state=listing.by_state(everyone),
+    )
 
 
 @bp.get("/nodes/<mac>")
@@ -119,30 +113,13 @@ def show_node(mac: str) -> Response:
 
 @bp.patch("/nodes/<mac>")
 def patch_node(mac: str) -> Response:
-    require_operator()
     address = MAC.parse(mac)
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput(
-            'send a JSON object, e.g. {"profile": "flatcar", "labels": {"rack": "r1"}}'
-        )
-    unknown = set(body) - {"profile", "labels", "hostname", "reinstall"}
-    if unknown:
-        raise InvalidInput(
-            f"unknown fields {sorted(unknown)}; use profile, labels, hostname, reinstall"
-        )
-    profile: object = UNSET
-    if "profile" in body:
-        if body["profile"] is not None and not isinstance(body["profile"], str):
-            raise InvalidInput("profile must be a profile name, or null to go back to the groups")
-        profile = body["profile"]
-    labels = _labels(body["labels"], allow_none=True) if "labels" in body else None
+    # Validated against the NodePatch schema the OpenAPI document shows (web/validate.py).
+    body = check_patch(request.get_json(silent=True), sorted(settings().profiles))
+    profile = body.get("profile", UNSET)
+    labels = body.get("labels")
     hostname = body.get("hostname")
-    if hostname is not None and not isinstance(hostname, str):
-        raise InvalidInput("hostname must be a string")
     reinstall = body.get("reinstall", False)
-    if not isinstance(reinstall, bool):
-        raise InvalidInput("reinstall must be true (install again at the next boot) or false")
     node = service().set_node(
         address, profile=profile, labels=labels, hostname=hostname, reinstall=reinstall
     )
@@ -151,7 +128,6 @@ def patch_node(mac: str) -> Response:
 
 @bp.delete("/nodes/<mac>")
 def delete_node(mac: str) -> Response:
-    require_operator()
     service().forget(MAC.parse(mac))
     return Response(status=204)
 
@@ -167,12 +143,14 @@ def _node_token() -> str | None:
 
 
 @bp.post("/nodes/<mac>/ready")
+@node_call
 def ready(mac: str) -> Response:
     node = service().phone_home(MAC.parse(mac), _node_token(), EventKind.READY)
     return jsonify(mac=node.mac.value, hostname=node.hostname, state=node.state.value)
 
 
 @bp.post("/nodes/<mac>/heartbeat")
+@node_call
 def heartbeat(mac: str) -> Response:
     node = service().phone_home(MAC.parse(mac), _node_token(), EventKind.HEARTBEAT)
     return jsonify(mac=node.mac.value, hostname=node.hostname, state=node.state.value)

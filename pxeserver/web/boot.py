@@ -16,12 +16,13 @@ from flask import Blueprint, Response, request
 from ..errors import InvalidInput
 from ..model import KNOWN_ARCHES, KNOWN_PLATFORMS, MAC, Machine, parse_uuid
 from .context import base_url, service
+from .files import remember_client
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
 
-IPXE_TYPE = "text/plain; charset=utf-8"
-CLOUD_CONFIG_TYPE = "text/cloud-config; charset=utf-8"
+IPXE_TYPE = "text/plain"  # Flask adds "; charset=utf-8" to text/ types (the RSGI entrance too)
+CLOUD_CONFIG_TYPE = "text/cloud-config"
 
 
 def mac_of(args: Mapping[str, str]) -> MAC:
@@ -103,6 +104,7 @@ def chain() -> Response:
 @bp.get("/ipxe")
 def ipxe() -> Response:
     machine = machine_of(request.args, request.remote_addr)
+    remember_client(request.remote_addr, machine.mac)  # for a 404 on its kernel next
     return Response(service().ipxe_script(machine, base_url()), mimetype=IPXE_TYPE)
 
 
@@ -110,7 +112,7 @@ def ipxe() -> Response:
 def cloud_config() -> Response:
     mac = mac_of(request.args)
     text = service().cloud_config(mac, base_url(), source_ip(mac, request.remote_addr))
-    return Response(text, mimetype=CLOUD_CONFIG_TYPE)
+    return Response(text, mimetype=CLOUD_CONFIG_TYPE)  # charset added by Flask
 
 
 @bp.get("/ignition")

@@ -1,15 +1,26 @@
 """What every blueprint asks of the application it runs in: the boot policy, the settings,
-the base URL machines reach us at, and whether the caller is an operator.
+the base URL machines reach us at, and whether the caller may change nodes.
 
 The application never touches the registry or the store: it asks the boot policy, typed
 here as :class:`WebBoot` (as ProxyDHCP and TFTP type theirs), for everything it shows or
 changes.
+
+Who may change nodes (:func:`write_policy`): with ``server.api_token``, whoever sends it;
+without one, this machine only (a loopback client, that names this server in ``Host`` and
+came through no proxy), unless ``server.allow_unauthenticated_writes`` opens changes to
+anyone. The ``Host`` check keeps a web page that DNS-rebinds its own name to this server
+from counting as this machine; the proxy check keeps a reverse proxy on this host from
+making everyone behind it local.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from flask import current_app, request
@@ -17,7 +28,14 @@ from flask import current_app, request
 from ..boot import Explanation
 from ..config import Settings
 from ..errors import Forbidden
+from ..host.netif import address_towards, is_loopback, own_addresses
 from ..model import MAC, EventKind, Machine, Node, State
+
+log = logging.getLogger(__name__)
+
+# Headers a reverse proxy adds: a request that carries one came from further away.
+FORWARDING = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+ADDRESSES_TTL_S = 10.0  # how long this host's addresses are trusted before asking again
 
 
 class WebBoot(Protocol):
@@ -47,6 +65,7 @@ class WebBoot(Protocol):
         state: State | None = None,
         profile: str | None = None,
         labels: Mapping[str, str] | None = None,
+        among: Iterable[Node] | None = None,
     ) -> list[Node]: ...
 
     def effective_profile(self, node: Node) -> tuple[str | None, str]: ...
@@ -78,9 +97,73 @@ def settings() -> Settings:
     return found
 
 
+class _OwnAddresses:
+    """This host's addresses, read again when older than ``ADDRESSES_TTL_S`` (a DHCP
+    lease of the server's own may change them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read_at = float("-inf")
+        self._found: frozenset[str] = frozenset()
+
+    def __contains__(self, address: str) -> bool:
+        with self._lock:
+            if time.monotonic() - self._read_at > ADDRESSES_TTL_S:
+                self._found, self._read_at = own_addresses(), time.monotonic()
+            return address in self._found
+
+
+OWN_ADDRESSES = _OwnAddresses()
+_WILDCARDS = ("0.0.0.0", "::")
+
+
+def listed_host() -> str | None:
+    """The request's ``Host`` (as ``host[:port]``) if it names this server: ``localhost``
+    or an address of this host (or ``server.base_url``'s host), with the HTTP port or
+    none; else None. A name nobody listed is never trusted: a web page may have rebound
+    it to us."""
+    s = settings().server
+    text = request.host.lower()
+    host, port = text, None
+    if text.startswith("["):  # [v6]:port
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if port is not None and port != str(s.http_port):
+        return None  # without a port it is as the machine wrote it (a forward from 80)
+    if host == "localhost" or (s.base_url and host == _host_of(s.base_url)):
+        return text
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+    return text if address == s.listen or address in OWN_ADDRESSES else None
+
+
+def _host_of(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return (urlsplit(url).hostname or "").lower()
+
+
 def base_url() -> str:
-    """How the asking machine reaches us: the configured base URL, else the Host it used."""
-    return settings().server.base_url or request.host_url.rstrip("/")
+    """How the asking machine reaches us, for the URLs in what it is served:
+    ``server.base_url``; else the ``Host`` it used if that names this server
+    (:func:`listed_host`); else the listening address, or for a wildcard listener the
+    address of ours on the route back to the machine."""
+    s = settings().server
+    if s.base_url:
+        return s.base_url
+    host = listed_host()
+    if host is None:
+        address = s.listen
+        if address in _WILDCARDS:
+            address = address_towards(request.remote_addr or "") or "127.0.0.1"
+        host = f"[{address}]:{s.http_port}" if ":" in address else f"{address}:{s.http_port}"
+        log.debug("Host %r names no address of this server; URLs use %s (set server.base_url "
+                  "to choose)", request.host[:80], host)  # fmt: skip
+    return f"http://{host}"
 
 
 def bearer() -> str | None:
@@ -100,11 +183,41 @@ def operator_authorized() -> bool:
     return hmac.compare_digest(given.encode(), wanted.encode())
 
 
+def from_this_machine() -> bool:
+    """True for a loopback client that names this server and came through no proxy."""
+    if not is_loopback(request.remote_addr or ""):
+        return False
+    if any(name in request.headers for name in FORWARDING):
+        return False
+    return listed_host() is not None
+
+
+def write_policy() -> str:
+    """Who may change nodes: ``token`` (whoever sends server.api_token), ``loopback`` (no
+    token is set: this machine only) or ``anyone`` (server.allow_unauthenticated_writes)."""
+    s = settings().server
+    if s.api_token is not None:
+        return "token"
+    return "anyone" if s.allow_unauthenticated_writes else "loopback"
+
+
+def may_write_without_token() -> bool:
+    """Whether this request may change nodes without presenting a token."""
+    policy = write_policy()
+    return policy == "anyone" or (policy == "loopback" and from_this_machine())
+
+
 def require_operator() -> None:
-    """Raise Forbidden unless the request carries the API token (when one is set)."""
+    """Raise Forbidden unless this request may change nodes (see :func:`write_policy`)."""
     wanted = settings().server.api_token
     if wanted is None:
-        return
+        if may_write_without_token():
+            return
+        raise Forbidden(
+            "this server has no API token, so it accepts changes only from its own machine "
+            "(loopback); set server.api_token and send 'Authorization: Bearer <token>', or "
+            "set server.allow_unauthenticated_writes: true to accept changes from anyone"
+        )
     given = bearer()
     if given is None:
         raise Forbidden("this API call needs 'Authorization: Bearer <api token>'", missing=True)

@@ -33,14 +33,17 @@ from ..errors import PxeError
 from .boot import CLOUD_CONFIG_TYPE, IPXE_TYPE, mac_of, machine_of, source_ip
 from .context import WebBoot
 from .errors import MAX_BODY, MAX_QUERY, answer_for
-from .files import confined, file_answer
-from .wsgi import address, forward
+from .files import file_answer, locate, remember_client
+from .guard import InFlight
+from .security import HEADERS
+from .wsgi import address, forward, run
 
 log = logging.getLogger(__name__)
 
 THREADS = 8  # a worker's threads for Flask and for boot requests that wait for the store
-WORKERS_KILL_TIMEOUT_S = 5
-TEXT = "text/plain; charset=utf-8"
+CHARSET = "charset=utf-8"
+SECURITY = list(HEADERS.items())  # on every answer, as the Flask app adds them
+TEXT = f"text/plain; {CHARSET}"
 
 
 class Entrance:
@@ -53,7 +56,7 @@ class Entrance:
         self.pool = ThreadPoolExecutor(THREADS, thread_name_prefix="http")
         self.routes = {"/ipxe": self._ipxe, "/cloud-config": self._cloud_config,
                        "/boot.ipxe": self._chain}  # fmt: skip
-        self.files = {"/assets/": settings.paths.assets_dir, "/boot/": settings.paths.tftp_root}
+        self.file_prefixes = ("/assets/", "/boot/")
 
     def __rsgi_init__(self, loop: Any) -> None:
         pass
@@ -67,12 +70,30 @@ class Entrance:
         if scope.method in ("GET", "HEAD"):
             route = self.routes.get(scope.path)
             if route is None:
-                prefix = next((p for p in self.files if scope.path.startswith(p)), None)
+                prefix = next((p for p in self.file_prefixes if scope.path.startswith(p)), None)
                 if prefix is not None:
                     route = functools.partial(self._file, prefix)
             if route is not None:
                 return await self._answer(route, scope, proto)
-        await forward(self.app.wsgi_app, scope, proto, self.pool, MAX_BODY)
+        await self._forward(scope, proto)
+
+    async def _forward(self, scope: Any, proto: Any) -> None:
+        """To Flask, counted against the client's share of requests in flight from the
+        moment it arrives (its body is read here, on the event loop, before a thread runs
+        Flask): the cap the WSGI server had, see :mod:`pxeserver.web.guard`."""
+        guard = self.app.wsgi_app
+        if not isinstance(guard, InFlight):
+            await forward(guard, scope, proto, self.pool, MAX_BODY)
+            return
+        client = address(scope.client)[0]
+        if not guard.hold(client):
+            status, headers, body = run(lambda _, reply: guard.refuse(client, reply), {})
+            proto.response_bytes(status, [*headers, *SECURITY], body)
+            return
+        try:
+            await forward(guard.app, scope, proto, self.pool, MAX_BODY)
+        finally:
+            guard.release(client)
 
     async def _answer(self, route: Any, scope: Any, proto: Any) -> None:
         """Run ``route``; an error is answered as the Flask application answers it."""
@@ -91,12 +112,14 @@ class Entrance:
             self._text(scope, proto, 500, "the server failed on this request; see its log")
 
     async def _ipxe(self, scope: Any, proto: Any) -> None:
-        machine = machine_of(_args(scope), address(scope.client)[0])
+        remote = address(scope.client)[0]
+        machine = machine_of(_args(scope), remote)
+        remember_client(remote, machine.mac)  # for a 404 on its kernel next
         base = self._base(scope)
         script = self.boot.ipxe_script_from_memory(machine, base)
         if script is None:
             script = await self._in_thread(self.boot.ipxe_script, machine, base)
-        self._text(scope, proto, 200, script, content_type=IPXE_TYPE)
+        self._text(scope, proto, 200, script, content_type=f"{IPXE_TYPE}; {CHARSET}")
 
     async def _cloud_config(self, scope: Any, proto: Any) -> None:
         mac = mac_of(_args(scope))
@@ -104,11 +127,11 @@ class Entrance:
         text = self.boot.cloud_config_from_memory(mac, base, ip)
         if text is None:
             text = await self._in_thread(self.boot.cloud_config, mac, base, ip)
-        self._text(scope, proto, 200, text, content_type=CLOUD_CONFIG_TYPE)
+        self._text(scope, proto, 200, text, content_type=f"{CLOUD_CONFIG_TYPE}; {CHARSET}")
 
     async def _chain(self, scope: Any, proto: Any) -> None:
         self._text(scope, proto, 200, self.boot.chain_script(self._base(scope)),
-                   content_type=IPXE_TYPE)  # fmt: skip
+                   content_type=f"{IPXE_TYPE}; {CHARSET}")  # fmt: skip
 
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -126,7 +149,7 @@ class Entrance:
               headers: list[tuple[str, str]] | None = None,
               content_type: str = TEXT) -> None:  # fmt: skip
         body = (text if status == 200 else text + "\n").encode()
-        fields = [("content-type", content_type), *(headers or [])]
+        fields = [("content-type", content_type), *(headers or []), *SECURITY]
         if scope.method == "HEAD":
             proto.response_empty(status, [*fields, ("content-length", str(len(body)))])
         else:
@@ -135,8 +158,10 @@ class Entrance:
     # -- files -------------------------------------------------------------------------------
 
     async def _file(self, prefix: str, scope: Any, proto: Any) -> None:
-        path = confined(self.files[prefix], scope.path[len(prefix) :])
+        remote = address(scope.client)[0]
+        path = locate(self.settings, prefix, scope.path[len(prefix) :], remote)
         answer = file_answer(path, _file_environ(scope))
+        answer.headers.extend(SECURITY)
         if answer.end is None:
             if scope.method == "HEAD" or not answer.body:
                 proto.response_empty(answer.status, answer.headers)
@@ -169,32 +194,3 @@ def _file_environ(scope: Any) -> dict[str, Any]:
         if value is not None:
             environ["HTTP_" + name.upper().replace("-", "_")] = value
     return environ
-
-
-def granian_server(settings: Settings) -> Any:
-    """granian's server for the HTTP workers; each builds its :class:`Entrance` with the
-    loader ``serve`` gives it (``pxeserver.daemon._worker_app``)."""
-    from granian.constants import Interfaces
-    from granian.server import Server
-
-    static: dict[str, Any] = {}
-    if settings.server.static_assets:
-        # granian answers /assets/... itself, from Rust, before a worker's Python sees it.
-        static = {
-            "static_path_route": ["/assets"],
-            "static_path_mount": [settings.paths.assets_dir.resolve()],
-            "static_path_expires": 300,
-        }
-    return Server(
-        "pxeserver",
-        address=settings.server.listen,
-        port=settings.server.http_port,
-        interface=Interfaces.RSGI,
-        workers=settings.server.http_workers,
-        # A machine that lost power mid-download leaves its HTTP connection open for
-        # good; without a limit granian waits on it forever and SIGTERM never ends us.
-        workers_kill_timeout=WORKERS_KILL_TIMEOUT_S,
-        log_enabled=True,
-        log_access=False,
-        **static,
-    )

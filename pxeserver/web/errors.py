@@ -22,6 +22,7 @@ from ..errors import (
     RenderError,
     StoreUnavailable,
 )
+from ..logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,9 @@ def not_allowed(exc: Exception) -> Response:
 
 
 def error(status: int, message: str) -> Response:
-    """JSON for the API, plain text for everything machines fetch."""
+    """JSON for the API, plain text for everything machines fetch. A URL's user and
+    password (an etcd endpoint's, in a 503) never show."""
+    message = redact(message)
     if request.path.startswith("/api/"):
         resp = jsonify(error=message, status=status)
     else:

@@ -6,7 +6,7 @@ the decision (which group matched and why, every other group's verdict) and the 
 script, cloud-config and Ignition config rendered exactly as the machine would get them,
 without recording anything. The node's own token (which its cloud-config carries) is
 shown only to a request that presents the API token. ``GET /api/v1/info`` tells the page
-what this server has: profiles, groups, states, and whether writes need a token.
+what this server has: profiles, groups, states, and who may change nodes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ from .. import __version__
 from ..errors import InvalidInput
 from ..model import KNOWN_ARCHES, KNOWN_PLATFORMS, MAC, Machine, State
 from ..profiles import Verdict
-from .context import base_url, operator_authorized, service, settings
+from .context import (
+    base_url,
+    may_write_without_token,
+    operator_authorized,
+    service,
+    settings,
+    write_policy,
+)
 
 bp = Blueprint("explain", __name__, url_prefix="/api/v1")
 
@@ -98,7 +105,10 @@ def info() -> Response:
     current = settings()
     return jsonify(
         version=__version__,
-        writes_need_token=current.server.api_token is not None,
+        # For this request: whether its client must give a token to change nodes, and
+        # the server's rule (token, loopback: this machine only, or anyone).
+        writes_need_token=not may_write_without_token(),
+        writes=write_policy(),
         profiles=sorted(current.profiles),
         groups=[
             {

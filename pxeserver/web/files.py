@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,11 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.utils import send_file
 
+from ..checks import fetch_hint
+from ..config import Settings
 from ..errors import NotFound
+from ..hints import command
+from ..model import MAC
 from .context import settings
 
 log = logging.getLogger(__name__)
@@ -45,8 +51,12 @@ def confined(root: Path, relative: str) -> Path:
         log.warning("refused asset %r: it leads outside %s", relative, root)
         raise NotFound(f"no asset {relative!r}")
     if not os.path.isfile(real):
-        raise NotFound(f"no asset {relative!r}")
+        raise Missing(f"no asset {relative!r}")
     return Path(real)
+
+
+class Missing(NotFound):
+    """A file that would be inside the folder, but is not there."""
 
 
 def respond(path: Path, environ: dict[str, Any], *, sendfile: bool = False) -> Response:
@@ -84,11 +94,59 @@ def file_answer(path: Path, environ: dict[str, Any]) -> FileAnswer:
     return FileAnswer(resp.status_code, headers, start, start + length)
 
 
+def locate(s: Settings, prefix: str, relative: str, remote: str | None) -> Path:
+    """The file ``relative`` names under the folder of ``prefix`` (``/assets/``: the assets,
+    ``/boot/``: the TFTP root), or NotFound; a missing file's first 404 is logged with what
+    to do (see :func:`_first_miss`)."""
+    root = s.paths.assets_dir if prefix == "/assets/" else s.paths.tftp_root
+    try:
+        return confined(root, relative)
+    except Missing:
+        fix = (fetch_hint(s, relative) if prefix == "/assets/"
+               else f"run {command('assets ipxe')} to copy the boot loaders")  # fmt: skip
+        _first_miss(relative, root, fix, remote)
+        raise
+
+
 @bp.get("/assets/<path:relative>")
 def asset(relative: str) -> Response:
-    return respond(confined(settings().paths.assets_dir, relative), request.environ)
+    return respond(locate(settings(), "/assets/", relative, request.remote_addr), request.environ)
 
 
 @bp.get("/boot/<path:relative>")
 def loader(relative: str) -> Response:
-    return respond(confined(settings().paths.tftp_root, relative), request.environ)
+    return respond(locate(settings(), "/boot/", relative, request.remote_addr), request.environ)
+
+
+# -- what a 404 tells the operator ----------------------------------------------------------
+# A machine whose kernel is missing loops: iPXE retries, fails, reboots. The first 404 for
+# a file is logged (once a file in each HTTP worker: a loop must not flood the log), with
+# the machine that asked when this worker served its iPXE script.
+
+MAX_KEPT = 1024
+_missed: set[str] = set()
+_clients: OrderedDict[str, MAC] = OrderedDict()  # address → MAC of its last iPXE script
+_lock = threading.Lock()
+
+
+def remember_client(address: str | None, mac: MAC) -> None:
+    """The machine at ``address`` just fetched its iPXE script (its kernel comes next)."""
+    if not address:
+        return
+    with _lock:
+        _clients[address] = mac
+        _clients.move_to_end(address)
+        while len(_clients) > MAX_KEPT:
+            _clients.popitem(last=False)
+
+
+def _first_miss(relative: str, root: Path, fix: str, remote: str | None) -> None:
+    with _lock:
+        if relative in _missed or len(_missed) >= MAX_KEPT:
+            return
+        _missed.add(relative)
+        mac = _clients.get(remote or "")
+    who = f"{mac} at {remote}" if mac else str(remote)
+    fields = {"mac": str(mac)} if mac else {}
+    log.warning("%s asked for %s, which is not in %s (404; the next 404s for it are not "
+                "logged): %s", who, relative, root, fix, extra=fields)  # fmt: skip

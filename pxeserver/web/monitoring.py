@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify
 
 from .. import metrics
 from ..errors import StoreUnavailable
+from ..logs import redact
 from ..model import State
 from .context import WebBoot, service
 
@@ -24,7 +25,8 @@ bp = Blueprint("monitoring", __name__)
 
 
 class NodesCollector:
-    """``pxeserver_nodes{state}`` and ``pxeserver_store_up``, asked of the boot policy."""
+    """``pxeserver_nodes{state}``, ``pxeserver_never_booted`` and ``pxeserver_store_up``,
+    asked of the boot policy."""
 
     def __init__(self, boot: WebBoot) -> None:
         self.boot = boot
@@ -49,6 +51,13 @@ class NodesCollector:
         for state in State:
             family.add_metric([state.value], counts.get(state, 0))
         yield family
+        unbooted = GaugeMetricFamily(
+            "pxeserver_never_booted",
+            "Nodes that never phoned home and that no operator touched (limits.never_booted "
+            "bounds them)",
+        )
+        unbooted.add_metric([], sum(n.never_booted for n in nodes))
+        yield unbooted
 
 
 @bp.get("/metrics")
@@ -61,7 +70,7 @@ def scrape() -> Response:
 def healthz() -> Response:
     problem = service().health()
     if problem is not None:
-        resp = jsonify(status="degraded", store=problem)
+        resp = jsonify(status="degraded", store=redact(problem))
         resp.status_code = 503
         return resp
     return jsonify(status="ok", store="ok")

@@ -4,6 +4,12 @@ Written by hand next to the code it describes, and held to it by a schemathesis 
 against a live server in the test suite (tests/web/test_openapi.py): every response's
 status, content type and body must match what is written here. The paths are here; the
 schemas of the bodies are in :mod:`.schemas`.
+
+Each operation's ``security`` says what this server enforces (tests/web/test_auth.py
+calls every operation to hold it to that): nothing for reads and what machines fetch;
+the node's own token for ``ready`` and ``heartbeat``; for changes, the API token when the
+server has one, else none from this machine only (``x-pxeserver-from: loopback``) or
+from anyone (``server.allow_unauthenticated_writes``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from flask import Blueprint, Response, jsonify
 
 from .. import __version__
 from ..model import KNOWN_ARCHES
-from .context import settings
+from .context import settings, write_policy
+from .listing import SORT_FIELDS
 from .schemas import (
     API_ERRORS,
     BOOT_ERRORS,
@@ -25,6 +32,7 @@ from .schemas import (
     STATES,
     WRITE_ERRORS,
     json_body,
+    node_patch,
     ref,
     text_body,
 )
@@ -123,7 +131,27 @@ def _boot_paths() -> dict[str, Any]:
     }
 
 
-def _node_paths() -> dict[str, Any]:
+WRITE_RULES = {
+    "token": "Needs `Authorization: Bearer <api_token>`.",
+    "loopback": "This server has no API token: accepted without one from its own machine "
+    "(loopback) only, refused with 403 from anywhere else.",
+    "anyone": "This server has no API token and `server.allow_unauthenticated_writes` is "
+    "set: accepted from anyone.",
+}
+
+
+def write_security(writes: str) -> dict[str, Any]:
+    """The security of an operator's change under the server's write rule."""
+    if writes == "token":
+        return {"security": [{"apiToken": []}]}
+    found: dict[str, Any] = {"security": [{}], "x-pxeserver-writes": writes}
+    if writes == "loopback":
+        found["x-pxeserver-from"] = "loopback"
+    return found
+
+
+def _node_paths(writes: str) -> dict[str, Any]:
+    guarded = {**write_security(writes), "description": WRITE_RULES[writes]}
     phone_home = {
         "requestBody": {
             "required": False,
@@ -142,7 +170,9 @@ def _node_paths() -> dict[str, Any]:
                 },
             },
         },
-        "security": [{"nodeToken": []}, {}],
+        "security": [{"nodeToken": []}],
+        "description": "Needs the node's own token (its cloud-config carries it), as "
+        "`Authorization: Bearer <token>` or a `token` field in the body.",
         "parameters": [MAC_PARAM],
         "responses": {
             "200": json_body(ref("PhoneHome"), "recorded"),
@@ -154,7 +184,7 @@ def _node_paths() -> dict[str, Any]:
         "/api/v1/nodes": {
             "get": {
                 "tags": ["nodes"],
-                "summary": "List nodes, optionally filtered",
+                "summary": "List nodes: filtered, sorted, a page at a time",
                 "parameters": [
                     {
                         "name": "state",
@@ -172,6 +202,35 @@ def _node_paths() -> dict[str, Any]:
                         },
                         "style": "form",
                         "explode": True,
+                    },
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "description": "text in the MAC, hostname or IP (any case)",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "sort",
+                        "in": "query",
+                        "description": "the field to order by; nodes without it come last",
+                        "schema": {"type": "string", "enum": list(SORT_FIELDS), "default": "mac"},
+                    },
+                    {
+                        "name": "order",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "at most this many nodes (a page); all without it",
+                        "schema": {"type": "integer", "minimum": 1},
+                    },
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "description": "skip this many nodes of the order first",
+                        "schema": {"type": "integer", "minimum": 0, "default": 0},
                     },
                 ],
                 "responses": {"200": json_body(ref("NodeList"), "the nodes"), **API_ERRORS},
@@ -191,7 +250,7 @@ def _node_paths() -> dict[str, Any]:
             "patch": {
                 "tags": ["nodes"],
                 "summary": "Assign a profile, merge labels, rename",
-                "security": [{"apiToken": []}, {}],
+                **guarded,
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": ref("NodePatch")}},
@@ -207,7 +266,7 @@ def _node_paths() -> dict[str, Any]:
             "delete": {
                 "tags": ["nodes"],
                 "summary": "Forget a node (it is registered anew when it boots)",
-                "security": [{"apiToken": []}, {}],
+                **guarded,
                 "responses": {"204": {"description": "forgotten"}, **API_ERRORS, **WRITE_ERRORS},
             },
         },
@@ -256,7 +315,7 @@ def _server_paths() -> dict[str, Any]:
         "/api/v1/info": {
             "get": {
                 "tags": ["server"],
-                "summary": "Profiles, groups, states, and whether writes need a token",
+                "summary": "Profiles, groups, states, and who may change nodes",
                 "responses": {"200": json_body(ref("Info"), "what this server has")},
             }
         },
@@ -287,26 +346,20 @@ def _server_paths() -> dict[str, Any]:
     }
 
 
-def document(profiles: list[str]) -> dict[str, Any]:
-    schemas = dict(SCHEMAS)
-    patch = schemas["NodePatch"]
-    schemas["NodePatch"] = {
-        **patch,
-        "properties": {
-            **patch["properties"],
-            "profile": {**patch["properties"]["profile"], "enum": [*profiles, None]},
-        },
-    }
+def document(profiles: list[str], writes: str = "token") -> dict[str, Any]:
+    """The document for a server with these profiles and this write rule
+    (:func:`.context.write_policy`)."""
+    schemas = {**SCHEMAS, "NodePatch": node_patch(profiles)}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "pxeserver",
             "version": __version__,
             "description": "What PXE-booting machines fetch, and the node API operators and "
-            "nodes use. Writes need `Authorization: Bearer <api_token>` when the server "
-            "has one; ready and heartbeat need the node's own token.",
+            f"nodes use. Changes: {WRITE_RULES[writes]} Ready and heartbeat need the node's "
+            "own token.",
         },
-        "paths": {**_boot_paths(), **_node_paths(), **_server_paths()},
+        "paths": {**_boot_paths(), **_node_paths(writes), **_server_paths()},
         "components": {
             "schemas": schemas,
             "responses": RESPONSES,
@@ -320,4 +373,4 @@ def document(profiles: list[str]) -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    return jsonify(document(sorted(settings().profiles)))
+    return jsonify(document(sorted(settings().profiles), write_policy()))

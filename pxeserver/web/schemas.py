@@ -1,11 +1,22 @@
 """The JSON Schemas of the API's bodies and the answers every call can give: the
-components of the OpenAPI document (:mod:`.openapi`)."""
+components of the OpenAPI document (:mod:`.openapi`). Enums and patterns come from
+:mod:`pxeserver.model`, which checks with the same ones; the body of a PATCH is validated
+against the schema the document shows (:mod:`.patch`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..model import EventKind, State
+from ..model import (
+    HOSTNAME_PATTERN,
+    LABEL_NAME_PATTERN,
+    LABEL_VALUE_MAX,
+    LABEL_VALUE_PATTERN,
+    MAC_FORMS,
+    MAC_PATTERN,
+    EventKind,
+    State,
+)
 
 STATES = [s.value for s in State]
 KINDS = [k.value for k in EventKind]
@@ -27,28 +38,14 @@ def nullable(kind: str, **more: Any) -> dict[str, Any]:
     return {"type": [kind, "null"], **more}
 
 
-# Exactly what MAC.parse accepts (surrounding blanks aside), so that generated requests
-# that match it must be accepted.
-HEX = "[0-9A-Fa-f]"
-MAC_PATTERN = (
-    f"^({HEX}{{12}}|{HEX}{{4}}\\.{HEX}{{4}}\\.{HEX}{{4}}"
-    f"|{HEX}{{1,2}}(:{HEX}{{1,2}}){{5}}|{HEX}{{1,2}}(-{HEX}{{1,2}}){{5}})$"
-)
-HOSTNAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-LABEL_KEY_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.\\-/]{0,62}$"
-LABEL_VALUE = {
-    "type": "string",
-    "maxLength": 253,
-    # (The server also refuses lone surrogates, which UTF-8 cannot carry anyway.)
-    "pattern": '^[^\\x00-\\x1f\\x7f-\\x9f\\ufffe\\uffff",=\\\\]*$',
-}
+LABEL_VALUE = {"type": "string", "maxLength": LABEL_VALUE_MAX, "pattern": LABEL_VALUE_PATTERN}
 
 
 MAC_PARAM = {
     "name": "mac",
     "in": "path",
     "required": True,
-    "description": "aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabbccddeeff or aabb.ccdd.eeff",
+    "description": MAC_FORMS,
     "schema": {"type": "string", "pattern": MAC_PATTERN},
 }
 MAC_QUERY = {**MAC_PARAM, "in": "query"}
@@ -130,21 +127,34 @@ SCHEMAS: dict[str, Any] = {
     "NodeList": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["nodes", "count"],
+        "required": ["nodes", "count", "offset", "limit", "by_state"],
         "properties": {
-            "nodes": {"type": "array", "items": ref("Node")},
-            "count": {"type": "integer", "minimum": 0},
+            "nodes": {"type": "array", "items": ref("Node"), "description": "this page"},
+            "count": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "nodes that match the filters, on all pages together",
+            },
+            "offset": {"type": "integer", "minimum": 0},
+            "limit": nullable("integer", description="null: every matching node"),
+            "by_state": {
+                "type": "object",
+                "description": "every node in the registry by state, whatever the filters",
+                "additionalProperties": False,
+                "required": STATES,
+                "properties": {s: {"type": "integer", "minimum": 0} for s in STATES},
+            },
         },
     },
     "NodePatch": {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            # The enum of profile names is filled in from the settings when served.
+            # The enum of profile names is filled in from the settings (node_patch()).
             "profile": nullable("string", description="a profile; null: back to the groups"),
             "labels": {
                 "type": "object",
-                "propertyNames": {"pattern": LABEL_KEY_PATTERN},
+                "propertyNames": {"pattern": LABEL_NAME_PATTERN},
                 "additionalProperties": {**LABEL_VALUE, "type": ["string", "null"]},
                 "description": "merged into the node's labels; null removes a label",
             },
@@ -210,10 +220,21 @@ SCHEMAS: dict[str, Any] = {
     "Info": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["version", "writes_need_token", "profiles", "groups", "states"],
+        "required": ["version", "writes_need_token", "writes", "profiles", "groups", "states"],
         "properties": {
             "version": {"type": "string"},
-            "writes_need_token": {"type": "boolean"},
+            "writes_need_token": {
+                "type": "boolean",
+                "description": "whether this request's client must give the API token to "
+                "change nodes",
+            },
+            "writes": {
+                "type": "string",
+                "enum": ["token", "loopback", "anyone"],
+                "description": "who may change nodes: whoever gives the API token; with no "
+                "token set, this machine only (loopback), or anyone "
+                "(server.allow_unauthenticated_writes)",
+            },
             "profiles": {"type": "array", "items": {"type": "string"}},
             "groups": {
                 "type": "array",
@@ -244,6 +265,16 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+
+def node_patch(profiles: list[str]) -> dict[str, Any]:
+    """The body of a PATCH, with this server's profile names: what the document shows and
+    what a PATCH is validated against."""
+    patch = SCHEMAS["NodePatch"]
+    profile = {**patch["properties"]["profile"], "enum": [*profiles, None]}
+    return {**patch, "properties": {**patch["properties"], "profile": profile}}
+
+
 # A node with its timeline: everything a Node has, plus events.
 SCHEMAS["NodeDetail"] = {
     **SCHEMAS["Node"],

@@ -3,7 +3,10 @@ key the test makes; the real gpg verifies. Also the shipped key and the shipped 
 
 from __future__ import annotations
 
+import io
 import os
+import pty
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -209,3 +212,93 @@ def test_shipped_flatcar_profile_first_boot_and_uefi_initrd(tmp_path: Path, sour
     assert f" initrd={INITRD}" in kernel_efi
     assert "initrd=" not in kernel_bios
     assert f"initrd --name {INITRD} http://192.0.2.1:8080/assets/flatcar/current/{INITRD}" in efi
+
+
+def test_without_a_terminal_progress_is_lines_with_bytes_and_rate(
+    tmp_path: Path, files: Files, signer: Signer
+) -> None:
+    """A fetch in a log or a pipe showed no progress at all (the bar needs a terminal)."""
+    cfg = settings_file(tmp_path, files, signer)
+    publish(files, signer, tmp_path, "4081.1.0", image=os.urandom(8 << 20))  # 8 chunks of 1 MiB
+    out = fetch(cfg)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith(f"{INITRD}: ")]
+    assert lines[0] == f"{INITRD}: downloading (8.4 MB)"
+    steps = lines[1:-1]
+    assert len(steps) >= 5, lines  # each tenth reached (1 MiB chunks: 7 of them)
+    for line in steps:
+        assert re.fullmatch(rf"{INITRD}: [0-9.]+ MB of 8\.4 MB \(\d+%\), [0-9.]+ MB/s", line), line
+    assert re.fullmatch(rf"{INITRD}: 8\.4 MB in [0-9.]+ s, [0-9.]+ MB/s", lines[-1]), lines[-1]
+    assert ".part" not in out.stderr and "\r" not in out.stderr
+
+
+def test_in_a_terminal_progress_is_a_bar(tmp_path: Path, files: Files, signer: Signer) -> None:
+    cfg = settings_file(tmp_path, files, signer)
+    publish(files, signer, tmp_path, "4081.1.0", image=os.urandom(2 << 20))
+    main, terminal = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pxeserver", "assets", "fetch", "flatcar", "--config",
+             str(cfg), "--channel", "beta"],
+            stdout=subprocess.PIPE, stderr=terminal, timeout=120,
+        )  # fmt: skip
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the terminal's other side is closed: all read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(main)
+    assert proc.returncode == 0, shown
+    text = shown.decode(errors="replace")
+    assert f"{INITRD}  [" in text and "100%" in text, text  # click's bar, drawn in place
+    assert "MB/s" not in text  # not the lines meant for logs
+
+
+def test_progress_lines_come_every_so_often_when_the_size_is_unknown() -> None:
+    from pxeserver.commands.flatcar import ProgressLines
+
+    now = [0.0]
+    out = io.StringIO()
+    lines = ProgressLines("f", None, out, every=10.0, clock=lambda: now[0])
+    for _ in range(5):
+        now[0] += 4.0
+        lines.advance(4_000_000)
+    lines.done()
+    assert out.getvalue().splitlines() == [
+        "f: downloading",
+        "f: 12.0 MB, 1.0 MB/s",  # 12 s: the first line after 10 s
+        "f: 20.0 MB in 20.0 s, 1.0 MB/s",
+    ]
+
+
+@pytest.mark.parametrize(
+    "spoil, words",
+    [
+        ("tampered", f"{INITRD}: BAD signature: the file is not what Flatcar signed (damaged or "
+                     "changed on the way)"),
+        ("html", f"{INITRD}: its .sig file holds no signature (an error page instead of the "
+                 "file?)"),
+    ],
+)  # fmt: skip
+def test_a_signature_failure_is_said_in_words(
+    tmp_path: Path, files: Files, signer: Signer, spoil: str, words: str
+) -> None:
+    """It printed gpg's raw status lines and the name of the .part file."""
+    cfg = settings_file(tmp_path, files, signer)
+    publish(files, signer, tmp_path, "4081.1.0")
+    url = f"/beta/amd64-usr/4081.1.0/{INITRD}"
+    if spoil == "tampered":
+        files.files[url] = files.files[url][:-1] + b"!"
+    else:
+        files.files[url + ".sig"] = b"<html><body>Moved</body></html>\n"
+    out = fetch(cfg, "--no-progress")
+    assert out.returncode == 1
+    current = tmp_path / "assets" / "flatcar" / "current"
+    assert out.stderr == f"pxeserver: {words}; the file was deleted, and {current} was not made\n"
+    assert "GNUPG" not in out.stderr and ".part" not in out.stderr

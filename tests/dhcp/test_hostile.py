@@ -121,11 +121,14 @@ def test_a_flood_of_random_macs_is_not_a_flood_of_records(
     bound = 1 + 2 * 20 + 20 * (time.monotonic() - started)  # the budget until it stopped
     counters = service.sightings.counters
     waiting = counters["deferred"] + counters["limited"]
+    dropped = counters["dropped"]  # the write queue was full (a loaded machine writes slowly)
     print(
         f"\n{sent} DISCOVERs from random MACs in {took:.2f} s: {len(nodes)} records, "
-        f"{waiting} new MACs made to wait, {proxy.counters['answered']} answered"
+        f"{waiting} new MACs made to wait, {dropped} dropped, "
+        f"{proxy.counters['answered']} answered"
     )
     assert len(nodes) <= bound, (len(nodes), bound)
-    # Every answered flood MAC was either recorded (at most `bound`) or made to wait; the
-    # known and the new machine may each have been answered up to 3 times (retries).
-    assert waiting >= proxy.counters["answered"] - bound - 6
+    # Every answered flood MAC was either recorded (at most `bound`), made to wait, or
+    # dropped with the queue full; the known and the new machine may each have been
+    # answered up to 3 times (retries).
+    assert waiting + dropped >= proxy.counters["answered"] - bound - 6

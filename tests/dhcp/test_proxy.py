@@ -14,7 +14,7 @@ from pxeserver.dhcp import packets as dp
 from pxeserver.dhcp.proxy import ProxyDhcp, machine_of
 from pxeserver.model import MAC
 
-from ..support.dhcp import UUID, captured_bytes, exchange, golden
+from ..support.dhcp import UUID, captured_bytes, exchange, golden, handled
 from ..support.net import wait_for
 from ..support.settings import make_settings
 
@@ -76,13 +76,14 @@ def test_real_http_boot_firmware_gets_the_answer_the_uefi_spec_asks_for(proxy: P
 
 
 def test_port_4011_request_gets_an_ack(proxy: ProxyDhcp) -> None:
-    reply = exchange(proxy.ports["pxe"], golden("uefi-pxe-request-4011"))
+    reply = handled(proxy, proxy.ports["pxe"], golden("uefi-pxe-request-4011"))
     assert reply is not None
     assert reply.message_type == dp.ACK and reply.yiaddr == "0.0.0.0"
     assert reply.file == b"snponly.efi" and reply.vendor_class == "PXEClient"
     assert reply.ciaddr == "192.0.2.50" and dp.OPT_VENDOR not in reply.options
-    # a DISCOVER on the boot-server port is not answered there
-    assert exchange(proxy.ports["pxe"], golden("uefi-pxe-discover"), 0.3) is None
+    # a DISCOVER on the boot-server port is not answered there (the same exchange saw
+    # the ACK above: the silence is not the helper's)
+    assert handled(proxy, proxy.ports["pxe"], golden("uefi-pxe-discover")) is None
 
 
 @pytest.mark.parametrize(
@@ -90,8 +91,10 @@ def test_port_4011_request_gets_an_ack(proxy: ProxyDhcp) -> None:
              "uefi-pxe-request-site"],
 )  # fmt: skip
 def test_what_is_not_ours_gets_no_answer(proxy: ProxyDhcp, name: str) -> None:
-    assert exchange(proxy.ports["dhcp"], golden(name), 0.3) is None
+    assert handled(proxy, proxy.ports["dhcp"], golden(name)) is None
     assert proxy.counters["answered"] == 0
+    # positive control: the same exchange gets the answer to what is ours
+    assert handled(proxy, proxy.ports["dhcp"], golden("bios-pxe-discover")) is not None
 
 
 def test_arm64_is_answered_once_its_loader_exists(proxy: ProxyDhcp, tmp_path: Path) -> None:
@@ -105,7 +108,7 @@ def test_sightings_reach_the_registry(proxy: ProxyDhcp, service: BootService) ->
     # (written before the next sighting: two sightings still queued merge into one write)
     wait_for(lambda: service.sightings.counters["queued"] == 1, 5, "the first sighting")
     assert service.flush_background(10)
-    assert exchange(proxy.ports["dhcp"], golden("uefi-pxe-request-site"), 0.3) is None
+    assert handled(proxy, proxy.ports["dhcp"], golden("uefi-pxe-request-site")) is None
     wait_for(lambda: service.machine_at("192.0.2.50") is not None, 5, "the second sighting")
     assert service.flush_background(10)
     node = service.registry.get(MAC.parse("52:54:00:00:00:03"))
@@ -132,8 +135,8 @@ def test_bad_packets_are_counted_and_the_loop_goes_on(proxy: ProxyDhcp) -> None:
     hostile = [b"", b"\x01", good[:200], good[:236] + b"nope" + good[240:],
                good[:-5] + bytes([60, 200, 1]), overload_loop, b"\xff" * 600]  # fmt: skip
     for raw in hostile:
-        assert exchange(port, raw, 0.05) is None
-    reply = exchange(port, good)  # answered after every packet before it was handled
+        assert handled(proxy, port, raw) is None  # dropped, and nothing said
+    reply = handled(proxy, port, good)  # the same exchange sees the answer to a good one
     assert reply is not None and reply.file == b"undionly.kpxe"
     assert proxy.counters["bad"] == len(hostile)
 
@@ -151,14 +154,15 @@ def test_excluded_and_unmatched_macs_get_no_answer(tmp_path: Path) -> None:
     proxy = ProxyDhcp(service, address="127.0.0.1", dhcp_port=0, pxe_port=0,
                       tftp_root=tmp_path / "tftproot").start()  # fmt: skip
     try:
-        assert exchange(proxy.ports["dhcp"], golden("bios-pxe-discover"), 0.3) is None
+        assert handled(proxy, proxy.ports["dhcp"], golden("bios-pxe-discover")) is None
         excluded = machine_of(dp.parse(golden("bios-pxe-discover")), MAC.parse("52:54:00:00:00:01"))
         assert service.boot_refusal(excluded) == "excluded by server.exclude_macs"
         # a BIOS machine no group selects gets nothing; a UEFI one is answered
         bios = dp.request_packet(MAC.parse("52:54:00:00:00:0a"), dp.parse(
             golden("bios-pxe-discover")).options)  # fmt: skip
-        assert exchange(proxy.ports["dhcp"], bios, 0.3) is None
-        assert exchange(proxy.ports["dhcp"], golden("uefi-pxe-discover")) is not None
+        assert handled(proxy, proxy.ports["dhcp"], bios) is None
+        # positive control: the same exchange gets the answer a UEFI machine is given
+        assert handled(proxy, proxy.ports["dhcp"], golden("uefi-pxe-discover")) is not None
     finally:
         proxy.stop()
         store.close()

@@ -36,8 +36,8 @@ import pytest
 import yaml
 
 from pxeserver.commands.ipxe import copy_ipxe
-from pxeserver.daemon import tftp_workers
 from pxeserver.dhcp import packets as dp
+from pxeserver.udp import tftp_workers
 
 from ..support.dhcp import golden
 from ..support.net import wait_for

@@ -17,6 +17,7 @@ A kind not in the capture is reported and skipped.
 
 from __future__ import annotations
 
+import argparse
 import struct
 import sys
 from pathlib import Path
@@ -95,7 +96,23 @@ def extract(capture: Path, out: Path) -> dict[str, Path]:
     return written
 
 
-if __name__ == "__main__":
-    got = extract(Path(sys.argv[1]), Path(sys.argv[2]))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.lab.golden",
+        description="Write the first DHCP packet of each kind in a lab capture as a golden file.",
+    )
+    parser.add_argument(
+        "capture", type=Path, help="a lab capture, e.g. test-artifacts/lab/RUN/dhcp.pcap"
+    )
+    parser.add_argument("out", type=Path, help="the folder of golden files, e.g. tests/data/dhcp")
+    args = parser.parse_args(argv)
+    if not args.capture.is_file():
+        parser.error(f"{args.capture} is not a file: give a capture the lab wrote (dhcp.pcap)")
+    got = extract(args.capture, args.out)
     for name in KINDS:
         print(f"{name}: {got.get(name, 'not in this capture')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

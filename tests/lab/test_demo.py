@@ -73,3 +73,40 @@ def qemu_pids(mac: str) -> list[int]:
         ):
             found.append(int(proc.name))
     return found
+
+
+def test_demo_against_a_server_whose_profile_cannot_boot_says_what_to_run(
+    tmp_path: Path,
+) -> None:
+    """``scripts/serve``'s defaults boot Flatcar, whose kernel is not there before
+    ``assets fetch flatcar``: the VM looped until the demo timed out, pointing at an empty
+    console log. Now the demo says so as soon as the server has chosen the profile."""
+    assert missing_tools() is None
+    server = ServerProcess(tmp_path, args=["--no-dhcp", "--no-tftp", "--listen", "127.0.0.1"])
+    server.start()
+    mac = "52:54:00:de:00:02"
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "pxeserver", "demo", "--server", server.url, "--mac", mac,
+             "--log-dir", str(tmp_path / "demo"), "--timeout", "300"],
+            capture_output=True, text=True, timeout=400, cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        server.stop()
+    program = f"{sys.executable} -m pxeserver"  # the demo as it was run (pxeserver.hints)
+    why = f"{out.stdout}\n{out.stderr}"
+    assert out.returncode == 1, why
+    assert out.stdout.splitlines()[-1] == (
+        f"demo: the server at {server.url} boots this machine with profile flatcar, but it has "
+        "no flatcar/current/flatcar_production_pxe.vmlinuz, "
+        "flatcar/current/flatcar_production_pxe_image.cpio.gz (404): the machine cannot boot "
+        "it and would loop; for the demo, serve the lab's node image: "
+        f"tests/lab/build-node-image.sh, then {program} serve --config tests/lab/demo.yaml &, "
+        f"then {program} demo --server http://127.0.0.1:8081"
+    )
+    # the server said it too (with the MAC if the same HTTP worker served the script)
+    assert " asked for flatcar/current/flatcar_production_pxe.vmlinuz" in server.log()
+    # and the console log holds what the machine printed
+    console = (tmp_path / "demo" / f"serial-{MAC.parse(mac).hex}.log").read_text(errors="replace")
+    assert "iPXE" in console and "/ipxe" in console, console
+    assert not qemu_pids(mac), "the demo left its QEMU running"

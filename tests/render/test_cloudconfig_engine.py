@@ -17,9 +17,11 @@ import pytest
 
 from pxeserver.model import MAC, Node
 from pxeserver.profiles import Group
-from pxeserver.render.cloudconfig import engine_report, validate
+from pxeserver.render.cloudconfig import validate
+from pxeserver.render.engine import engine_report
 from pxeserver.render.templates import Renderer
 
+from ..support.certs import Pki
 from ..support.fleettools import fleet_tools
 from ..support.settings import make_settings
 
@@ -219,9 +221,18 @@ def test_the_report_is_read_line_by_line(engine: str) -> None:
     assert [e.split(":")[0] for e in own] == ["line 8", "line 10"], own
 
 
-def rendered_configs(tmp_path: Path) -> list[tuple[str, str]]:
+def tls_cluster(pki: Pki, client: bool) -> dict[str, Any]:
+    """Cluster settings whose etcd speaks TLS: the CA, and a client certificate or not."""
+    files = {"etcd_ca": str(pki.crt("ca"))}
+    if client:
+        files.update(etcd_cert=str(pki.crt("client")), etcd_key=str(pki.key("client")))
+    return {"etcd_endpoints": ["https://192.0.2.11:2379", "https://192.0.2.12:2379"], **files}
+
+
+def rendered_configs(tmp_path: Path, pki: Pki) -> list[tuple[str, str]]:
     """Every shape the shipped templates render: both templates, BIOS and UEFI, with and
-    without labels, SSH keys, metadata and a known address."""
+    without labels, SSH keys, metadata and a known address, and on a cluster whose etcd
+    speaks TLS, with a client certificate and with the CA alone."""
     settings = make_settings(
         tmp_path,
         {
@@ -234,15 +245,18 @@ def rendered_configs(tmp_path: Path) -> list[tuple[str, str]]:
         },
     )
     bare = make_settings(tmp_path / "bare", {"cluster": {"fleet_metadata": {}}})
+    tls = make_settings(tmp_path / "tls", {"cluster": tls_cluster(pki, client=True)})
+    ca_only = make_settings(tmp_path / "ca", {"cluster": tls_cluster(pki, client=False)})
+    variants = {"full": settings, "bare": bare, "tls": tls, "tls-ca-only": ca_only}
     out = []
     cases: list[Any] = itertools.product(
         ("coreos", "flatcar"),
         ("pcbios", "efi"),
         ({}, {"rack": "r1", "role": "worker"}),
         (None, "192.0.2.105"),
-        (settings, bare),
+        variants.items(),
     )
-    for profile_name, platform, labels, ip, chosen in cases:
+    for profile_name, platform, labels, ip, (variant, chosen) in cases:
         group = Group(name="g", profile=profile_name, metadata={"etcd_binary": "bin/etcd-3.4"})
         node = Node(
             mac=MAC.parse("52:54:00:12:34:56"),
@@ -256,16 +270,16 @@ def rendered_configs(tmp_path: Path) -> list[tuple[str, str]]:
         text = Renderer(chosen).cloud_config(
             node, chosen.profiles[profile_name], group, "http://192.0.2.1:8080"
         )
-        name = f"{profile_name}/{platform}/labels={bool(labels)}/ip={ip}/full={chosen is settings}"
+        name = f"{profile_name}/{platform}/labels={bool(labels)}/ip={ip}/{variant}"
         out.append((name, text))
     return out
 
 
 def test_every_config_the_templates_render_passes_the_real_engine(
-    engine: str, tmp_path: Path
+    engine: str, tmp_path: Path, pki: Pki
 ) -> None:
-    configs = rendered_configs(tmp_path)
-    assert len(configs) == 32
+    configs = rendered_configs(tmp_path, pki)
+    assert len(configs) == 64
     for name, text in configs:
         # Rendering ran pxeserver's own rules already (it raises on an error).
         assert engine_rejects(engine, text) == [], f"{name}:\n{text}"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft4Validator
 
-from pxeserver.commands.check import check_settings
+from pxeserver.checks import check_settings
 from pxeserver.daemon import make_service
 from pxeserver.render import ignition
 from pxeserver.store.sqlite import SQLiteStore
@@ -58,19 +63,27 @@ def test_a_good_config_passes() -> None:
         (lambda d: d.update(storag={}), "storag: unknown key"),
         (lambda d: d["storage"]["files"][0].update(path="etc/x"), "must be an absolute path"),
         (lambda d: d["storage"]["files"][0].update(mode=644), "644 is decimal in JSON; for 0644"),
-        (lambda d: d["storage"]["files"][0].update(mode="0644"), "must be a number"),
+        (lambda d: d["storage"]["files"][0].update(mode="0644"), "mode: must be integer"),
         (lambda d: d["storage"]["files"][1].update(path="/etc/hostname"), "also written by"),
         (
             lambda d: d["storage"]["files"][0]["contents"].update(source="ftp://x/y"),
             "must be a data: URL",
         ),
         (lambda d: d["systemd"]["units"][0].update(name="a"), "must be a unit name"),
-        (lambda d: d["systemd"]["units"][0].update(enabled="yes"), "enabled: must be bool"),
+        (lambda d: d["systemd"]["units"][0].update(enabled="yes"), "enabled: must be boolean"),
         (lambda d: d["systemd"]["units"].append({"name": "a.service"}), "listed twice"),
         (lambda d: d["systemd"]["units"][1]["dropins"][0].update(name="x"), "ending in .conf"),
         (lambda d: d["passwd"]["users"][0].pop("name"), "name: is required"),
-        (lambda d: d["passwd"]["users"][0].update(sshAuthorizedKeys="k"), "list of non-empty"),
-        (lambda d: d["storage"].update(disks={}), "storage.disks: must be a list"),
+        (lambda d: d["passwd"]["users"][0].update(sshAuthorizedKeys="k"), "Keys: must be array"),
+        (lambda d: d["passwd"]["users"][0].update(sshAuthorizedKeys=[""]), "must not be empty"),
+        (lambda d: d["storage"].update(disks={}), "storage.disks: must be array"),
+        # what the spec's schema says, in depth: types and required keys everywhere
+        (lambda d: d["storage"].update(disks=[{"wipeTable": True}]), "disks[0].device: is requ"),
+        (lambda d: d["storage"]["files"][0].update(user={"id": "core"}), "user.id: must be int"),
+        (lambda d: d.update(kernelArguments={"shouldExist": [1]}), "shouldExist[0]: must be str"),
+        # keys the spec does not have, at any depth (the schema names the known ones)
+        (lambda d: d["storage"]["files"][0]["contents"].update(sourc="x"), "contents.sourc: unk"),
+        (lambda d: d["storage"]["links"][0].pop("target"), "links[0].target: is required"),
     ],
 )
 def test_mistakes_are_caught(change: Any, message: str) -> None:
@@ -78,6 +91,34 @@ def test_mistakes_are_caught(change: Any, message: str) -> None:
     change(doc)
     _, errors = ignition.validate(json.dumps(doc))
     assert any(message in e for e in errors), errors
+
+
+def test_each_spec_version_is_checked_against_its_own_schema() -> None:
+    doc = json.loads(json.dumps(GOOD))
+    doc["kernelArguments"] = {"shouldExist": ["quiet"]}  # new in spec 3.3
+    assert ignition.validate(json.dumps(doc))[1] == []
+    doc["ignition"]["version"] = "3.2.0"
+    assert ignition.validate(json.dumps(doc))[1] == [
+        "kernelArguments: unknown key (known: ignition, passwd, storage, systemd)"
+    ]
+    # a later spec than the newest schema shipped is checked against that one
+    assert ignition.spec_for("3.5.0") == "v3_4_experimental"
+    assert ignition.spec_for("3.0.0") == "v3_0"
+
+
+def test_the_shipped_schemas_are_the_ones_their_source_file_names() -> None:
+    """scripts/ignition-spec wrote them from Debian's source package of Ignition; a file
+    edited since no longer has the SHA-256 recorded beside it."""
+    folder = REPO / "pxeserver" / "render" / "ignition_spec"
+    recorded = dict(
+        reversed(line.split()) for line in (folder / "SOURCE").read_text().splitlines()
+        if re.fullmatch(r"[0-9a-f]{64}  \S+", line)
+    )  # fmt: skip
+    assert set(recorded) == {f"{n}.json" for n in ignition.SPECS.values()} | {"LICENSE", "NOTICE"}
+    for name, digest in recorded.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+    for name in ignition.SPECS.values():
+        Draft4Validator.check_schema(ignition.spec(name).schema)
 
 
 def test_not_json_says_where() -> None:
@@ -154,3 +195,33 @@ def test_the_shipped_template_passes_check(tmp_path: Path) -> None:
     settings = ignition_settings(tmp_path)
     assert not [p for p in check_settings(settings) if "ignition" in p.key]
     assert (REPO / "cloud-configs" / "flatcar.ign.j2").exists()
+
+
+def ignition_validate(tmp_path: Path, doc: Any) -> subprocess.CompletedProcess[str]:
+    """Ignition's own validator (Debian's ignition package, Ignition 2.14) on ``doc``."""
+    tool = shutil.which("ignition-validate")
+    if tool is None:
+        raise RuntimeError("ignition-validate is missing: scripts/setup test installs it")
+    path = tmp_path / "config.ign"
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
+
+
+def test_what_a_node_is_served_passes_ignitions_own_validator(tmp_path: Path) -> None:
+    settings = ignition_settings(tmp_path)
+    client = create_app(
+        settings, make_service(settings, SQLiteStore(tmp_path / "s.db"))
+    ).test_client()
+    served = client.get(f"/ignition?mac={MAC}").text
+    out = ignition_validate(tmp_path, served)
+    assert out.returncode == 0 and out.stdout + out.stderr == "", out.stdout + out.stderr
+    # positive control: Ignition refuses what the schema refuses, and only warns of an
+    # unknown key, which pxeserver refuses (a misspelt key silently does nothing)
+    bad = json.loads(served)
+    bad["storage"]["files"][0]["mode"] = "0644"
+    out = ignition_validate(tmp_path, bad)
+    assert out.returncode != 0 and "mode of type int" in out.stdout + out.stderr
+    assert ignition.validate(json.dumps(bad))[1]
+    typo = {**json.loads(served), "storag": {}}
+    out = ignition_validate(tmp_path, typo)
+    assert out.returncode == 0 and "Unused key storag" in out.stdout + out.stderr

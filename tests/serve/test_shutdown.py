@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver.web.entrance import WORKERS_KILL_TIMEOUT_S
+from pxeserver.web.server import WORKERS_KILL_TIMEOUT_S
 
 from ..support.server import ServerProcess
 
@@ -36,11 +36,11 @@ def test_sigterm_ends_the_server_despite_a_stalled_download(tmp_path: Path) -> N
             s.sendall(b"GET /assets/kernel HTTP/1.1\r\nHost: pxe\r\n\r\n")
             assert s.recv(100).startswith(b"HTTP/1.1 200")  # then never read again
             time.sleep(0.5)
-            started = time.monotonic()
             os.kill(server.proc.pid, signal.SIGTERM)
-            server.proc.wait(timeout=WORKERS_KILL_TIMEOUT_S + 20)
-            took = time.monotonic() - started
+            # It exits: the worker that waits on the stalled client is killed after
+            # WORKERS_KILL_TIMEOUT_S (the wait's own limit only stops a hung test).
+            code = server.proc.wait(timeout=WORKERS_KILL_TIMEOUT_S + 60)
     finally:
         server.kill()
     assert server.log().count("pxeserver stopped") == 1, server.log()
-    assert took < WORKERS_KILL_TIMEOUT_S + 20
+    assert code == 0, server.log()

@@ -178,17 +178,15 @@ def test_etcd_store_fails_over_to_the_next_endpoint(etcd: Any) -> None:
         s.close()
 
 
-def test_etcd_down_is_store_unavailable_within_the_deadline() -> None:
-    import time
-
+def test_etcd_down_is_store_unavailable_after_one_attempt() -> None:
     from pxeserver.errors import StoreUnavailable
     from pxeserver.store.etcd import EtcdStore
 
     from ..support.net import free_port
 
     s = EtcdStore((f"http://127.0.0.1:{free_port()}",), timeout=1)
-    start = time.monotonic()
     with pytest.raises(StoreUnavailable, match="no endpoint answered"):
         s.get(MAC1)
-    assert time.monotonic() - start < 5
+    # one attempt, ended by the refused connection (or its deadline on a loaded machine)
+    assert s.stats["unreachable"] + s.stats["deadline"] == 1, s.stats
     s.close()

@@ -46,7 +46,19 @@ def chromium(profile: Path, log: Path) -> Any:
     for arg in ARGS:
         options.add_argument(arg)
     options.add_argument(f"--user-data-dir={profile}")
+    # The console, for what the page's Content-Security-Policy refused (console_errors).
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(executable_path=CHROMEDRIVER, log_output=str(log))
     driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(30)
     return driver
+
+
+def csp_violations(driver: Any) -> list[str]:
+    """What the page's Content-Security-Policy refused since the last call (the console
+    is read once: each call returns only what came after the previous one)."""
+    return [
+        str(entry["message"])
+        for entry in driver.get_log("browser")
+        if "Content Security Policy" in str(entry.get("message", ""))
+    ]

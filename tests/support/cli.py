@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
 
-def run(*args: str, cwd: Path, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path, check: bool = False, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``pxeserver ARGS`` in ``cwd``; ``env`` replaces the variables it names (and only
+    those: PXESERVER_* of the test runner's own environment are left out)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PXESERVER_")}
     return subprocess.run(
         [sys.executable, "-m", "pxeserver", *args],
         cwd=cwd,
+        env={**base, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,

@@ -2,7 +2,9 @@
 
 Each server runs on free loopback ports with a temporary data dir and is stopped by its
 PID. ``kill()`` is SIGKILL (a crash), ``stop()`` SIGTERM; ``start()`` again reuses the
-data dir, so a member can come back with its data. Which member leads comes from etcd's
+data dir, so a member can come back with its data. A member given a :class:`Pki` serves
+its clients and peers only over TLS and only to those with a certificate its CA signed
+(``--client-cert-auth``, ``--peer-client-cert-auth``). Which member leads comes from etcd's
 maintenance Status call (``etcdctl endpoint status``), asked of each running member.
 """
 
@@ -13,15 +15,18 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from pxeserver.errors import StoreUnavailable
 from pxeserver.store import NodeStore
 from pxeserver.store.etcd import EtcdStore
 
+from .certs import Pki
 from .net import free_port, port_open, wait_for
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -37,8 +42,17 @@ def require_etcd() -> None:
 
 
 class EtcdMember:
-    def __init__(self, name: str, data_dir: Path, log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        log_dir: Path,
+        pki: Pki | None = None,
+        server: str = "server",
+    ) -> None:
         self.name = name
+        self.pki = pki
+        self.server = server  # the Pki's certificate this member serves with
         self.host = "127.0.0.1"
         self.data_dir = data_dir
         self.log_path = log_dir / f"etcd-{name}.log"
@@ -50,11 +64,23 @@ class EtcdMember:
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        scheme = "https" if self.pki else "http"
+        return f"{scheme}://{self.host}:{self.client_port}"
+
+    def tls_files(self) -> dict[str, Path]:
+        """The store's TLS arguments for a client this member accepts (none without TLS)."""
+        if self.pki is None:
+            return {}
+        return {"ca": self.pki.crt("ca"), "cert": self.pki.crt("client"),
+                "key": self.pki.key("client")}  # fmt: skip
+
+    def store(self, prefix: str = "/pxeserver/", timeout: float = 3.0) -> EtcdStore:
+        return EtcdStore((self.client_url,), prefix, timeout, **self.tls_files())
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        scheme = "https" if self.pki else "http"
+        return f"{scheme}://{self.host}:{self.peer_port}"
 
     def command(self) -> list[str]:
         return [
@@ -71,7 +97,20 @@ class EtcdMember:
             "--enable-v2",
             "--heartbeat-interval", "50",
             "--election-timeout", "500",
+            *self._tls_flags(),
         ]  # fmt: skip
+
+    def _tls_flags(self) -> list[str]:
+        if self.pki is None:
+            return []
+        # Peers too: a node's etcd proxy asks a member's peer URL for the member list.
+        return ["--cert-file", str(self.pki.crt(self.server)),
+                "--key-file", str(self.pki.key(self.server)),
+                "--trusted-ca-file", str(self.pki.crt("ca")), "--client-cert-auth",
+                "--peer-cert-file", str(self.pki.crt(self.server)),
+                "--peer-key-file", str(self.pki.key(self.server)),
+                "--peer-trusted-ca-file", str(self.pki.crt("ca")),
+                "--peer-client-cert-auth"]  # fmt: skip
 
     def start(self, wait: bool = True) -> None:
         require_etcd()
@@ -97,12 +136,22 @@ class EtcdMember:
         member is ready once its /health answers at all. A member of a cluster without a
         quorum answers too (``"health":"false"``), so a cluster can start one by one."""
         try:
-            with urllib.request.urlopen(self.client_url + "/health", timeout=1) as resp:
+            with urllib.request.urlopen(
+                self.client_url + "/health", timeout=1, context=self.ssl_context()
+            ) as resp:
                 return bool(resp.read())
         except urllib.error.HTTPError:
             return True  # answering, if unhealthy (no leader yet)
         except OSError:
             return False
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For HTTPS to this member, with the client certificate it asks for."""
+        if self.pki is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.pki.crt("ca")))
+        context.load_cert_chain(self.pki.crt("client"), self.pki.key("client"))
+        return context
 
     def _signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -121,8 +170,12 @@ class EtcdMember:
         return self.proc is not None and self.proc.poll() is None
 
     def etcdctl(self, *args: str, timeout: float = 30) -> str:
+        tls: list[Any] = []
+        if self.pki is not None:
+            tls = ["--cacert", self.pki.crt("ca"), "--cert", self.pki.crt("client"),
+                   "--key", self.pki.key("client")]  # fmt: skip
         out = subprocess.run(
-            [ETCDCTL, "--endpoints", self.client_url, *args],
+            [ETCDCTL, "--endpoints", self.client_url, *map(str, tls), *args],
             env={**os.environ, "ETCDCTL_API": "3"},
             capture_output=True,
             text=True,
@@ -220,7 +273,7 @@ def answers(store: NodeStore) -> bool:
 
 def wait_answers(member: EtcdMember) -> None:
     """etcd's port opens before it serves; wait until it does."""
-    store = EtcdStore((member.client_url,), timeout=2)
+    store = member.store(timeout=2)
     try:
         wait_for(lambda: answers(store), 30, f"etcd on {member.client_url}", interval=0.1)
     finally:

@@ -1,18 +1,151 @@
-"""Fake stores for failure paths. The real backends are tested against real SQLite and etcd."""
+"""Fake stores, as matchbox has them, for the boot policy's tests and the failure paths.
+
+- :class:`FixedStore`: the nodes it was given, in memory; it keeps what is written, with
+  compare-and-swap and unique hostnames as the real backends do (it runs the same store
+  contract suite, tests/store/test_contract.py);
+- :class:`EmptyStore`: knows no node and keeps nothing it is given;
+- :class:`BrokenStore`: every call fails as an unreachable etcd would;
+- :class:`CountingStore`: wraps any store and counts the calls by method name, so that a
+  test can say "no store call on this path";
+- :class:`SwitchedStore`: a real SQLite store that answers only while ``up``.
+
+The real backends are tested against real SQLite and etcd.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pxeserver.errors import StoreUnavailable
+from pxeserver.errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
 from pxeserver.model import MAC, Node, Versioned
-from pxeserver.store import HostnameFor
+from pxeserver.store import (
+    MAX_HOSTNAME_PROBES,
+    BatchConflict,
+    HostnameFor,
+    NodeStore,
+    check_batch,
+)
 from pxeserver.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
+
+
+class FixedStore:
+    """The given nodes (each at revision 1), in memory, and whatever is written after."""
+
+    def __init__(self, nodes: Iterable[Node] = ()) -> None:
+        self._nodes: dict[MAC, Versioned] = {}
+        self._counter = 0  # the hostname counter, as the real stores keep one
+        self._lock = threading.Lock()
+        for node in nodes:
+            self._nodes[node.mac] = Versioned(node, 1)
+
+    def _owner(self, hostname: str) -> MAC | None:
+        return next((m for m, v in self._nodes.items() if v.node.hostname == hostname), None)
+
+    def get(self, mac: MAC) -> Versioned | None:
+        with self._lock:
+            return self._nodes.get(mac)
+
+    def scan(self) -> list[Versioned]:
+        with self._lock:
+            return [self._nodes[mac] for mac in sorted(self._nodes)]
+
+    def create(self, node: Node, hostname_for: HostnameFor) -> Versioned:
+        with self._lock:
+            if node.mac in self._nodes:
+                raise AlreadyExists(str(node.mac))
+            for _ in range(MAX_HOSTNAME_PROBES):
+                self._counter += 1
+                hostname = hostname_for(self._counter)
+                if self._owner(hostname) is None:
+                    break
+            else:
+                raise HostnameTaken(f"no free hostname for {node.mac}")
+            created = Versioned(node.replace(hostname=hostname), 1)
+            self._nodes[node.mac] = created
+            return created
+
+    def update(self, old: Versioned, node: Node) -> Versioned:
+        with self._lock:
+            owner = self._owner(node.hostname)
+            if owner is not None and owner != node.mac:
+                raise HostnameTaken(f"{node.hostname} belongs to {owner}")
+            current = self._nodes.get(node.mac)
+            if current is None or current.revision != old.revision:
+                raise Conflict(f"{node.mac} changed since revision {old.revision}")
+            updated = Versioned(node, old.revision + 1)
+            self._nodes[node.mac] = updated
+            return updated
+
+    def delete(self, mac: MAC, revision: int | None = None) -> bool:
+        with self._lock:
+            current = self._nodes.get(mac)
+            if current is None:
+                return False
+            if revision is not None and current.revision != revision:
+                raise Conflict(f"{mac} changed since revision {revision}")
+            del self._nodes[mac]
+            return True
+
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        with self._lock:
+            return {m: self._nodes[m] for m in macs if m in self._nodes}
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        check_batch(pairs)
+        with self._lock:
+            changed: dict[MAC, Versioned | None] = {}
+            for old, new in pairs:
+                current = self._nodes.get(new.mac)
+                if current is None or current.revision != old.revision:
+                    changed[new.mac] = current
+            if changed:
+                raise BatchConflict(changed)
+            written = [Versioned(new, old.revision + 1) for old, new in pairs]
+            self._nodes.update({v.node.mac: v for v in written})
+            return written
+
+    def ping(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class EmptyStore:
+    """Knows no node: reads find nothing; writes are accepted and forgotten."""
+
+    def get(self, mac: MAC) -> Versioned | None:
+        return None
+
+    def scan(self) -> list[Versioned]:
+        return []
+
+    def create(self, node: Node, hostname_for: HostnameFor) -> Versioned:
+        return Versioned(node.replace(hostname=hostname_for(1)), 1)
+
+    def update(self, old: Versioned, node: Node) -> Versioned:
+        raise Conflict(f"{node.mac} is not in the store")
+
+    def delete(self, mac: MAC, revision: int | None = None) -> bool:
+        return False
+
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        return {}
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        raise BatchConflict({new.mac: None for _, new in pairs})
+
+    def ping(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class BrokenStore:
@@ -47,6 +180,61 @@ class BrokenStore:
 
     def close(self) -> None:
         pass
+
+
+class CountingStore:
+    """Any store, with its calls counted by method name (``calls["get"]``,
+    ``calls.total()``) and by the name of the thread that made them (``callers["dhcp-dhcp"]``:
+    which service asked). A call counts whether it succeeds or raises."""
+
+    def __init__(self, inner: NodeStore) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+        self.callers: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _count(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            self.calls[name] += 1
+            self.callers[threading.current_thread().name] += 1
+        return fn(*args)
+
+    def writes(self) -> int:
+        """Calls that would change the store: create, update, delete, update_many."""
+        return sum(self.calls[k] for k in ("create", "update", "delete", "update_many"))
+
+    def get(self, mac: MAC) -> Versioned | None:
+        return self._count("get", self.inner.get, mac)
+
+    def scan(self) -> list[Versioned]:
+        return self._count("scan", self.inner.scan)
+
+    def create(self, node: Node, hostname_for: HostnameFor) -> Versioned:
+        return self._count("create", self.inner.create, node, hostname_for)
+
+    def update(self, old: Versioned, node: Node) -> Versioned:
+        return self._count("update", self.inner.update, old, node)
+
+    def delete(self, mac: MAC, revision: int | None = None) -> bool:
+        return self._count("delete", self.inner.delete, mac, revision)
+
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        return self._count("get_many", self.inner.get_many, macs)
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        return self._count("update_many", self.inner.update_many, pairs)
+
+    def ping(self) -> None:
+        self._count("ping", self.inner.ping)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        """What a view's feed asks of the store beside the NodeStore interface (SQLite's
+        change counter, etcd's watch): not counted, it runs in the view's own thread,
+        never on a request's path."""
+        return getattr(self.inner, name)
 
 
 class SwitchedStore:
@@ -90,31 +278,3 @@ class SwitchedStore:
 
     def close(self) -> None:
         self.inner.close()
-
-
-class CountingStore:
-    """A real store that counts every call of the store interface (NodeStore) made to it,
-    by method: what proves that a path makes no store call. What a view's feed asks of
-    the store beside that interface (SQLite's change counter, etcd's watch) is not
-    counted: it runs in the view's own thread, never on a request's path."""
-
-    COUNTED = frozenset({"get", "scan", "create", "update", "delete", "get_many",
-                         "update_many", "ping"})  # fmt: skip
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if name not in self.COUNTED:
-            return attr
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return attr(*args, **kwargs)
-
-        return counted
-
-    def __repr__(self) -> str:
-        return f"CountingStore({self.inner!r})"

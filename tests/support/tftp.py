@@ -58,6 +58,20 @@ class RawClient:
             self.peer = None  # that transfer is over; a new request goes to the server port
         return packet
 
+    def waiting(self) -> list[bytes]:
+        """What has arrived and not been read, without waiting. Read after an event that
+        ends what the server may send (the transfer ended), it is everything it sent: a
+        silence that is a fact, not a timeout."""
+        found = []
+        self.sock.setblocking(False)
+        try:
+            while True:
+                found.append(self.sock.recv(70000))
+        except BlockingIOError:
+            return found
+        finally:
+            self.sock.settimeout(2)
+
     def close(self) -> None:
         self.sock.close()
 

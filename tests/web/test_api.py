@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from pxeserver.daemon import make_service
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
+from ..support import fleet
 from ..support.settings import make_settings
 from ..support.web import MAC, boot
 
@@ -76,6 +78,9 @@ def test_patch_profile_overrides_groups_and_shows_in_the_script(client: Any) -> 
         ({"hostname": "Bad_Name"}, "not a valid hostname"),
         ({"labels": {"bad key!": "x"}}, "label name"),
         ({"labels": {"k": ["x"]}}, "must be a string"),
+        ({"labels": {"rack": 7}}, "label rack: the value must be a string"),  # as documented
+        ({"labels": {"rack": "r1\n"}}, "U+000A"),  # JSON Schema's "$" is the end of the text
+        ({"reinstall": "yes"}, "reinstall must be true"),
         ({"labels": "rack=r1"}, "labels must be an object"),
         ({"colour": "blue"}, "unknown fields"),
         ("not an object", "send a JSON object"),
@@ -177,3 +182,109 @@ def test_a_line_separator_in_a_hostname_is_400_naming_it(client: Any) -> None:
     r = client.patch(f"/api/v1/nodes/{MAC}", json={"hostname": "node-9\u2028write_files:"})
     assert r.status_code == 400 and r.json["error"].startswith("hostname ")
     assert client.patch(f"/api/v1/nodes/{MAC}", json={"hostname": "node-9"}).status_code == 200
+
+
+def fleet_of(app: Any, count: int) -> list[Any]:
+    """``count`` fleet nodes written into the app's store; the nodes as written."""
+    now = time.time()
+    fleet.register(app.extensions["pxeserver"].registry.store, count, now)
+    return list(fleet.nodes(count, now))
+
+
+def macs(answer: Any) -> list[str]:
+    return [n["mac"] for n in answer["nodes"]]
+
+
+def test_a_page_of_nodes_in_the_order_asked(app: Any, client: Any) -> None:
+    nodes = fleet_of(app, 60)
+    newest_first = [n.mac.value for n in sorted(nodes, key=lambda n: (-n.last_seen, n.mac.value))]
+    answer = client.get("/api/v1/nodes?sort=last_seen&order=desc&limit=10&offset=20").json
+    assert macs(answer) == newest_first[20:30]
+    assert (answer["count"], answer["offset"], answer["limit"]) == (60, 20, 10)
+    oldest_first = client.get("/api/v1/nodes?sort=last_seen&limit=5").json
+    assert macs(oldest_first) == newest_first[::-1][:5]
+    # Without paging: every node, in MAC order, as before.
+    everything = client.get("/api/v1/nodes").json
+    assert macs(everything) == sorted(n.mac.value for n in nodes)
+    assert (everything["count"], everything["limit"]) == (60, None)
+    # Past the end: no rows, and still the count.
+    beyond = client.get("/api/v1/nodes?limit=10&offset=60").json
+    assert beyond["nodes"] == [] and beyond["count"] == 60
+
+
+def test_the_summary_counts_every_node_whatever_the_filters(app: Any, client: Any) -> None:
+    fleet_of(app, 60)  # out of every 20: 14 ready, 2 booting, 1 configured, 2 lost, 1 new
+    expected = {"discovered": 3, "booting": 6, "configured": 3, "ready": 42, "lost": 6}
+    ready = client.get("/api/v1/nodes?state=ready&limit=5").json
+    assert ready["count"] == 42 and len(ready["nodes"]) == 5
+    assert {n["state"] for n in ready["nodes"]} == {"ready"}
+    assert ready["by_state"] == expected
+    assert client.get("/api/v1/nodes?q=nothing-like-this").json["by_state"] == expected
+
+
+def test_filters_then_sort_then_page(app: Any, client: Any) -> None:
+    nodes = fleet_of(app, 60)
+    rack = [n for n in nodes if n.labels.get("rack") == "r03" and n.state.value == "ready"]
+    assert len(rack) >= 1
+    answer = client.get("/api/v1/nodes?label=rack=r03&state=ready&sort=hostname&order=desc").json
+    assert macs(answer) == [n.mac.value for n in sorted(rack, key=lambda n: n.hostname)][::-1]
+
+
+def test_search_by_text_in_mac_hostname_or_ip(app: Any, client: Any) -> None:
+    nodes = fleet_of(app, 60)
+    by_name = client.get("/api/v1/nodes?q=NODE-0001").json  # any case
+    assert sorted(n["hostname"] for n in by_name["nodes"]) == [
+        f"node-000{i}" for i in range(10, 20)
+    ]
+    assert by_name["count"] == 10
+    tenth = nodes[9]
+    assert macs(client.get(f"/api/v1/nodes?q={tenth.mac.value.replace(':', '')}").json) == [
+        tenth.mac.value
+    ]
+    assert macs(client.get(f"/api/v1/nodes?q={tenth.ip}").json) == [tenth.mac.value]
+
+
+def test_nodes_without_the_field_come_last_in_either_order(app: Any, client: Any) -> None:
+    fleet_of(app, 40)  # the last of every 20 (discovered) has no labels
+    unlabelled = {n["mac"] for n in client.get("/api/v1/nodes?state=discovered").json["nodes"]}
+    assert len(unlabelled) == 2
+    for order in ("asc", "desc"):
+        rows = client.get(f"/api/v1/nodes?sort=labels&order={order}").json["nodes"]
+        assert {n["mac"] for n in rows[-2:]} == unlabelled, order
+        labels = [n["labels"]["rack"] for n in rows[:-2]]
+        assert labels == sorted(labels, reverse=order == "desc")
+
+
+def test_hostnames_sort_by_their_numbers(client: Any) -> None:
+    for i, name in ((1, "web-10"), (2, "web-9"), (3, "web-100")):
+        mac = f"52:54:00:00:01:{i:02x}"
+        client.get(f"/ipxe?mac={mac}")
+        assert client.patch(f"/api/v1/nodes/{mac}", json={"hostname": name}).status_code == 200
+    rows = client.get("/api/v1/nodes?sort=hostname").json["nodes"]
+    assert [n["hostname"] for n in rows] == ["web-9", "web-10", "web-100"]  # not web-10 first
+
+
+def test_states_sort_in_the_order_a_boot_goes(app: Any, client: Any) -> None:
+    fleet_of(app, 20)
+    rows = client.get("/api/v1/nodes?sort=state").json["nodes"]
+    states = list(dict.fromkeys(n["state"] for n in rows))
+    assert states == ["discovered", "booting", "configured", "ready", "lost"]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("sort=colour", "sort='colour' is unknown; sort by one of mac, hostname, ip, "),
+        ("order=up", "order='up': write order=asc or order=desc"),
+        ("limit=0", "limit='0': write a whole number of 1 or more"),
+        ("limit=ten", "limit='ten': write a whole number of 1 or more"),
+        ("offset=-1", "offset='-1': write a whole number of 0 or more"),
+        ("limit=%C2%B2", "limit='²': write a whole number of 1 or more"),
+    ],
+)
+def test_a_wrong_sort_or_page_is_400_saying_what_to_write(
+    client: Any, query: str, message: str
+) -> None:
+    r = client.get(f"/api/v1/nodes?{query}")
+    assert r.status_code == 400 and r.json["error"].startswith(message), r.json
+    assert client.get("/api/v1/nodes?sort=ip&order=desc&limit=1&offset=0").status_code == 200

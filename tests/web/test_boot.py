@@ -15,10 +15,10 @@ from ..support.settings import make_settings
 
 
 def test_chain_script(client: Any) -> None:
-    r = client.get("/boot.ipxe", base_url="http://192.0.2.1:8080")
+    r = client.get("/boot.ipxe", base_url="http://127.0.0.1:8080")  # an address of ours
     assert r.status_code == 200
     assert r.text.startswith("#!ipxe")
-    assert "chain --autofree http://192.0.2.1:8080/ipxe?mac=${netX/mac}" in r.text
+    assert "chain --autofree http://127.0.0.1:8080/ipxe?mac=${netX/mac}" in r.text
 
 
 def test_ipxe_script_records_the_node_as_booting(client: Any) -> None:
@@ -206,3 +206,12 @@ def test_an_ip_with_a_scope_id_is_dropped_and_adds_no_files(
     assert sorted(again) == sorted(benign)
     assert 'public_ip="192.0.2.35"' in again["/etc/fleet/fleet.conf"]
     store.close()
+
+
+def test_boot_answers_name_their_charset_once(client: Any) -> None:
+    """The content type said ``charset=utf-8`` twice (Flask adds it to text/ types)."""
+    assert client.get("/boot.ipxe").headers["Content-Type"] == "text/plain; charset=utf-8"
+    ipxe = client.get("/ipxe?mac=52:54:00:12:34:57")
+    assert ipxe.headers["Content-Type"] == "text/plain; charset=utf-8"
+    config = client.get("/cloud-config?mac=52:54:00:12:34:57")
+    assert config.headers["Content-Type"] == "text/cloud-config; charset=utf-8"

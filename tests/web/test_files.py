@@ -25,6 +25,13 @@ def _fill(root: Path, outside: Path) -> None:
     os.symlink(root / "coreos" / "vmlinuz", root / "alias")
 
 
+@pytest.fixture
+def assets(settings: Settings, tmp_path: Path) -> Path:
+    """The app's assets folder, filled (for the tests that use the Flask app alone)."""
+    _fill(settings.paths.assets_dir, tmp_path)
+    return settings.paths.assets_dir
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A real server: there the RSGI entrance answers files (granian sends the bytes)."""
@@ -171,3 +178,28 @@ def test_static_assets_setting_is_checked(tmp_path: Path) -> None:
         load(path, {})
     path.write_text("server:\n  static_assets: true\n")
     assert load(path, {})[0].server.static_assets is True
+
+
+def test_the_first_404_for_a_file_is_logged_with_the_machine(
+    client: Any, assets: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A machine whose kernel is missing boot-loops; the server said nothing about it."""
+    from pxeserver.web import files
+
+    files._missed.clear()
+    assert client.get("/ipxe?mac=52:54:00:12:34:58").status_code == 200
+    with caplog.at_level("WARNING", logger="pxeserver.web.files"):
+        for _ in range(3):
+            assert client.get("/assets/flatcar/current/kernel").status_code == 404
+        assert client.get("/assets/coreos/vmlinuz").status_code == 200  # there: nothing said
+        assert client.get("/boot/ipxe.efi").status_code == 404
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0] == (
+        f"52:54:00:12:34:58 at 127.0.0.1 asked for flatcar/current/kernel, which is not in "
+        f"{assets} (404; the next 404s for it are not logged): fetch it: pxeserver assets "
+        "fetch flatcar --config test.yaml"
+    )
+    assert caplog.records[0].mac == "52:54:00:12:34:58"  # type: ignore[attr-defined]
+    assert lines[1].endswith("(404; the next 404s for it are not logged): run pxeserver assets "
+                             "ipxe to copy the boot loaders")  # fmt: skip

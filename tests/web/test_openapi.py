@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
+
+from pxeserver import model
 
 from ..support.server import ServerProcess
 
@@ -99,3 +102,50 @@ def test_document_describes_every_route(client: Any, app: Any) -> None:
     patch = doc["components"]["schemas"]["NodePatch"]["properties"]["profile"]
     assert patch["enum"] == ["coreos", "debug", "flatcar", None]  # this server's profiles
     json.dumps(doc)  # serialisable as it is served
+
+
+def test_the_document_takes_its_enums_and_patterns_from_the_model(client: Any) -> None:
+    schemas = client.get("/api/v1/openapi.json").json["components"]["schemas"]
+    patch = schemas["NodePatch"]["properties"]
+    assert patch["hostname"]["pattern"] == model.HOSTNAME_PATTERN
+    assert patch["labels"]["propertyNames"]["pattern"] == model.LABEL_NAME_PATTERN
+    value = patch["labels"]["additionalProperties"]
+    assert (value["pattern"], value["maxLength"]) == (
+        model.LABEL_VALUE_PATTERN,
+        model.LABEL_VALUE_MAX,
+    )
+    assert schemas["Node"]["properties"]["state"]["enum"] == [s.value for s in model.State]
+    assert schemas["Event"]["properties"]["kind"]["enum"] == [k.value for k in model.EventKind]
+    mac = client.get("/api/v1/openapi.json").json["paths"]["/api/v1/nodes/{mac}"]["parameters"]
+    assert mac[0]["schema"]["pattern"] == model.MAC_PATTERN
+
+
+BODIES: list[Any] = [
+    {"profile": "debug", "labels": {"rack": "r1", "old": None}, "hostname": "node-9"},
+    {"profile": None, "reinstall": True},
+    {},
+    {"profile": "gone"},
+    {"profile": 7},
+    {"labels": {"rack": "r1,r2"}},
+    {"labels": {"rack": "x" * 254}},
+    {"labels": {"-rack": "r1"}},
+    {"labels": {"rack": 1}},
+    {"hostname": "Node-9"},
+    {"hostname": "-node"},
+    {"reinstall": "yes"},
+    {"colour": "blue"},
+    ["profile", "debug"],
+]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=[json.dumps(b)[:40] for b in BODIES])
+def test_a_patch_is_refused_exactly_when_the_document_refuses_it(client: Any, body: Any) -> None:
+    """The served document's NodePatch, read by a stock JSON Schema validator, and the
+    API's answer agree: one declaration decides both."""
+    client.get("/ipxe?mac=52:54:00:00:00:01")
+    schema = client.get("/api/v1/openapi.json").json["components"]["schemas"]["NodePatch"]
+    documented = Draft202012Validator(schema).is_valid(body)
+    r = client.patch("/api/v1/nodes/52:54:00:00:00:01", json=body)
+    assert (r.status_code != 400) == documented, (r.status_code, r.json)
+    if not documented:  # one sentence, not a list of validator messages
+        assert "\n" not in r.json["error"] and len(r.json["error"]) < 300, r.json

@@ -6,7 +6,11 @@ group that uses it (BIOS and UEFI), and every local asset and boot loader is loo
 Missing files are warnings (they may be fetched later); a template that fails is an error.
 Where the real ``coreos-cloudinit`` is on the PATH, it validates every rendered
 cloud-config too. The cluster's etcd (what nodes join) must be reachable by the nodes
-(never loopback) and, where this host reaches it, serve the v2 API that fleet v1 speaks.
+(never loopback) and, where this host reaches it, serve the v2 API that fleet v1 speaks
+(over TLS with the cluster's files when its URLs are https://). The store's etcd is asked
+once: a TLS handshake it refuses is an error that names the file to fix; no answer at all
+is a warning (it may be down now, or not reachable from here). URLs show without their
+user and password.
 """
 
 from __future__ import annotations
@@ -15,18 +19,22 @@ import ipaddress
 import json
 import shutil
 import socket
+import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ..config import Settings, peer_urls
-from ..errors import Problem, RenderError
-from ..model import MAC, Node, hostname_from_pattern
-from ..profiles import Decision, Group, Profile
-from ..render import cloudconfig
-from ..render.templates import Renderer
+from .config import EtcdTls, Settings, peer_urls
+from .errors import Problem, RenderError, StoreUnavailable
+from .hints import command
+from .logs import redact
+from .model import MAC, Node, hostname_from_pattern
+from .profiles import Decision, Group, Profile
+from .render import engine
+from .render.templates import Renderer
+from .store import NodeStore
 
 SAMPLE_MAC = MAC.parse("52:54:00:00:00:01")
 BOOT_LOADERS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
@@ -107,7 +115,7 @@ def _render_problems(settings: Settings, renderer: Renderer, base: str) -> list[
                             settings.source,
                             f"{key}.cloud_config",
                             f"{exc} (for {who})",
-                            f"fix {settings.paths.templates_dir / profile.cloud_config}",
+                            _template_fix(settings, profile.cloud_config),
                         )
                     )
             problems += _ignition_problems(settings, renderer, base, profile, node, group, who)
@@ -117,19 +125,19 @@ def _render_problems(settings: Settings, renderer: Renderer, base: str) -> list[
 def _engine_problems(settings: Settings, profile: Profile, text: str, who: str) -> list[Problem]:
     """What the real ``coreos-cloudinit -validate`` says of a rendered config, when it is
     on the PATH: a rejection is an error, a deprecation a warning."""
-    engine = shutil.which(cloudconfig.ENGINE)
-    if engine is None:
+    binary = shutil.which(engine.ENGINE)
+    if binary is None:
         return []
     key = f"profiles.{profile.name}.cloud_config"
     template = settings.paths.templates_dir / str(profile.cloud_config)
     try:
-        entries = cloudconfig.engine_report(text, engine)
+        entries = engine.engine_report(text, binary)
     except (OSError, RuntimeError) as exc:
         return [
             Problem(
                 settings.source,
                 key,
-                f"{engine} did not run: {exc}",
+                f"{binary} did not run: {exc}",
                 "fix or remove that binary (the one on the PATH)",
                 warning=True,
             )
@@ -138,7 +146,7 @@ def _engine_problems(settings: Settings, profile: Profile, text: str, who: str) 
         Problem(
             settings.source,
             key,
-            f"{cloudconfig.ENGINE} -validate: {entry} (for {who})",
+            f"{engine.ENGINE} -validate: {entry} (for {who})",
             f"fix {template}" if entry.rejects else "the node's OS must still ship it",
             warning=not entry.rejects,
         )
@@ -165,10 +173,15 @@ def _ignition_problems(
                 settings.source,
                 f"profiles.{profile.name}.ignition",
                 f"{exc} (for {who})",
-                f"fix {settings.paths.templates_dir / profile.ignition}",
+                _template_fix(settings, profile.ignition),
             )
         ]
     return []
+
+
+def _template_fix(settings: Settings, name: str) -> str:
+    path = Path(settings.paths.templates_dir) / name
+    return f"fix {path}" if path.is_file() else f"write {path} or name a template that exists"
 
 
 def _install_problems(settings: Settings, renderer: Renderer, base: str) -> list[Problem]:
@@ -218,11 +231,33 @@ def _asset_problems(settings: Settings) -> list[Problem]:
                         settings.source,
                         f"profiles.{profile.name}.{key}",
                         f"{assets / path} does not exist",
-                        "fetch it (e.g. `pxeserver assets fetch flatcar`) or fix the path",
+                        fetch_hint(settings, path),
                         warning=True,
                     )
                 )
     return problems
+
+
+def fetch_hint(settings: Settings, path: str) -> str:
+    """How to get the asset ``path`` (relative to the assets folder): the command that
+    fetches it, or why none can."""
+    top = path.split("/", 1)[0]
+    if top in ("flatcar", "flatcar-arm64"):
+        arch = " --arch arm64" if top == "flatcar-arm64" else ""
+        return f"fetch it: {command('assets fetch flatcar' + arch + _config(settings))}"
+    if top == "coreos":
+        return (
+            "CoreOS Container Linux cannot be fetched: its images went offline with its end "
+            "of life (2020); copy its PXE kernel and initrd there yourself, or boot Flatcar "
+            f"({command('assets fetch flatcar' + _config(settings))})"
+        )
+    return "put the file there or fix the path"
+
+
+def _config(settings: Settings) -> str:
+    """`` --config FILE`` for a command that must use the same settings, if from a file."""
+    source = settings.source
+    return f" --config {source}" if source and not source.startswith("<") else ""
 
 
 def _loader_problems(settings: Settings) -> list[Problem]:
@@ -232,12 +267,14 @@ def _loader_problems(settings: Settings) -> list[Problem]:
     missing = [name for name in BOOT_LOADERS if not (root / name).is_file()]
     if not missing:
         return []
+    what = f"{root} does not exist" if not root.is_dir() else f"{root} lacks {', '.join(missing)}"
     return [
         Problem(
             settings.source,
             "paths.tftp_root",
-            f"{root} lacks {', '.join(missing)}",
-            "run `pxeserver assets ipxe` to copy them from Debian's ipxe package",
+            what,
+            f"run {command('assets ipxe' + _config(settings))} to copy the boot loaders from "
+            "Debian's ipxe package",
             warning=True,
         )
     ]
@@ -253,17 +290,31 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def _etcd_v2(url: str, timeout: float = 2.0) -> tuple[bool, str] | None:
+def _tls_context(tls: EtcdTls | None) -> ssl.SSLContext | None:
+    """HTTPS to the cluster's etcd as the nodes speak it: their CA, their certificate."""
+    if tls is None:
+        return None
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    if tls.cert is not None and tls.key is not None:
+        context.load_cert_chain(tls.cert, tls.key)
+    return context
+
+
+def _etcd_v2(
+    url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None
+) -> tuple[bool, str] | None:
     """Whether the etcd at ``url`` serves the v2 API, and its version; None if it does
     not answer from here."""
     base = url.rstrip("/")
     try:
-        with urllib.request.urlopen(base + "/version", timeout=timeout) as resp:
+        with urllib.request.urlopen(base + "/version", timeout=timeout, context=context) as resp:
             version = str(json.loads(resp.read() or b"{}").get("etcdserver", "?"))
     except (OSError, ValueError):
         return None
     try:
-        with urllib.request.urlopen(base + "/v2/keys/?quorum=false", timeout=timeout):
+        with urllib.request.urlopen(
+            base + "/v2/keys/?quorum=false", timeout=timeout, context=context
+        ):
             return True, version
     except urllib.error.HTTPError as exc:
         return exc.code != 404, version
@@ -284,20 +335,21 @@ def _cluster_problems(settings: Settings) -> list[Problem]:
                     Problem(
                         settings.source,
                         key,
-                        f"{url} is a loopback address: the nodes' etcd proxies and fleet "
+                        f"{redact(url)} is a loopback address: the nodes' etcd proxies and fleet "
                         "would talk to themselves",
                         "give the etcd cluster's address on the boot network",
                         warning=True,
                     )
                 )
+    context = _tls_context(cluster.etcd_tls)
     for url in cluster.etcd_endpoints:
-        found = _etcd_v2(url)
+        found = _etcd_v2(url, context=context)
         if found is not None and not found[0]:
             problems.append(
                 Problem(
                     settings.source,
                     "cluster.etcd_endpoints",
-                    f"the etcd at {url} (version {found[1]}) serves no v2 API, which fleet "
+                    f"the etcd at {redact(url)} (version {found[1]}) serves no v2 API, which fleet "
                     "v1 needs (the nodes' fleetd and etcd proxy speak only v2)",
                     "run etcd 3.4 or 3.5 with --enable-v2 (3.6 removed the v2 API)",
                     warning=True,
@@ -306,8 +358,40 @@ def _cluster_problems(settings: Settings) -> list[Problem]:
     return problems
 
 
-def check_settings(settings: Settings) -> list[Problem]:
-    """Every problem ``pxeserver check`` reports beyond what loading the settings found."""
+def _store_problems(
+    settings: Settings, make_store: Callable[[Settings], NodeStore]
+) -> list[Problem]:
+    """The store's etcd, asked once with its settings (TLS files included)."""
+    if settings.store.backend != "etcd":
+        return []
+    store = make_store(settings)
+    try:
+        store.ping()
+    except StoreUnavailable as exc:
+        stats = getattr(store, "stats", {})
+        refused = bool(stats.get("tls") or stats.get("refused"))
+        return [
+            Problem(
+                settings.source,
+                "store.etcd_endpoints",
+                f"etcd does not take pxeserver's calls: {redact(str(exc))}",
+                "fix what it names, then check again"
+                if refused
+                else "start etcd, or check from a host that reaches it",
+                warning=not refused,
+            )
+        ]
+    finally:
+        store.close()
+    return []
+
+
+def check_settings(
+    settings: Settings, make_store: Callable[[Settings], NodeStore] | None = None
+) -> list[Problem]:
+    """Every problem ``pxeserver check`` reports beyond what loading the settings found.
+    With ``make_store`` (how the daemon opens the store), the store is asked once too: not
+    at a server's start, which opens the store itself and says whether it answers."""
     problems: list[Problem] = []
     templates = settings.paths.templates_dir
     if not Path(templates).is_dir():
@@ -325,4 +409,17 @@ def check_settings(settings: Settings) -> list[Problem]:
     problems += _asset_problems(settings)
     problems += _loader_problems(settings)
     problems += _cluster_problems(settings)
+    if make_store is not None:
+        problems += _store_problems(settings, make_store)
     return problems
+
+
+def start_report(settings: Settings, problems: list[Problem]) -> str:
+    """The block ``serve`` logs at start: what will fail, one line each, with the fix."""
+    lines = [
+        f"{settings.source}: {len(problems)} problem{'s' if len(problems) > 1 else ''} "
+        f"found at start (`{command('check' + _config(settings))}` lists them too):"
+    ]
+    for p in problems:
+        lines.append(f"  {p.key}: {'' if p.warning else 'error: '}{p.what} — {p.fix}")
+    return "\n".join(lines)
