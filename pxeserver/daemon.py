@@ -32,18 +32,23 @@ from .errors import PxeError, StoreUnavailable
 from .fetchsecret import FetchSecrets, file_key, setting_key
 from .host.claims import DataFolderLock, PortClaim, check_tcp_port_free
 from .logs import configure
+from .nodes.memory import Memory
 from .nodes.reaper import Reaper
+from .nodes.recorder import Recorder
 from .nodes.registry import Registry
 from .nodes.sightings import Sightings
+from .nodes.steps import StepLog, StepReader
+from .nodes.view import NodeView
+from .render.answers import Answers
 from .render.templates import Renderer
-from .store import NodeStore
+from .store import NodeFeed, NodeStore
 from .udp import UdpServices
 
 if TYPE_CHECKING:
     from .nodes.resilient import Replayer
 
 log = logging.getLogger(__name__)
-WORKERS_KILL_TIMEOUT_S = 5
+VIEW_START_S = 5.0
 
 
 # -- the one recipe -------------------------------------------------------------------------
@@ -91,25 +96,70 @@ def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = 
 
 
 def make_service(
-    settings: Settings, store: NodeStore | None = None, *, local: bool | None = None
+    settings: Settings,
+    store: NodeStore | None = None,
+    *,
+    local: bool | None = None,
+    worker: bool = False,
 ) -> BootService:
     """The boot policy, over the settings' store (or ``store``): how ``serve``, its HTTP
     workers, the CLI, the tests and the benchmarks all build it. ``local``: see
     :func:`make_registry` (False for one-off commands that only read, which must not need
-    a writable data dir). :meth:`BootService.close` releases the store."""
+    a writable data dir). ``worker``: an HTTP worker's, which answers known machines from
+    memory and notes their boot steps for the main process to write (see
+    :mod:`pxeserver.nodes.memory`); its view starts following the store now.
+    :meth:`BootService.close` releases the store."""
     store = store if store is not None else make_store(settings)
     registry = make_registry(settings, store, local=local)
     sightings = Sightings(registry, new_macs_per_second=settings.limits.new_macs_per_second)
-    return BootService(settings, registry, Renderer(settings), sightings, fetch_secrets(settings))
+    memory = make_memory(settings, store, registry) if worker else None
+    # The config URLs' one-time secrets, under server.config_fetch_key or else the key every
+    # process of this server shares in the data folder (read when first needed).
+    s, folder = settings.server, settings.paths.data_dir
+    key = setting_key(s.config_fetch_key) if s.config_fetch_key else file_key(folder)
+    fetch = FetchSecrets(key, s.config_fetch_window, any_address=s.config_fetch_any_address)
+    return BootService(settings, registry, Renderer(settings), sightings, fetch, memory)
 
 
-def fetch_secrets(settings: Settings) -> FetchSecrets:
-    """The config URLs' one-time secrets, under ``server.config_fetch_key`` or else the key
-    every process of this server shares in the data folder (read when first needed)."""
-    s = settings.server
-    key = s.config_fetch_key
-    source = setting_key(key) if key else file_key(settings.paths.data_dir)
-    return FetchSecrets(source, s.config_fetch_window, any_address=s.config_fetch_any_address)
+def make_memory(settings: Settings, store: NodeStore, registry: Registry) -> Memory:
+    """An HTTP worker's view of the registry over ``store``, its step log and answers."""
+    from .nodes.resilient import ResilientRegistry
+
+    feed: NodeFeed
+    if settings.store.backend == "etcd":
+        from .store.etcdfeed import EtcdFeed
+
+        feed = EtcdFeed(store)  # type: ignore[arg-type]
+    else:
+        from .store.sqlite import SQLiteFeed
+
+        feed = SQLiteFeed(store)  # type: ignore[arg-type]
+    journal_empty = None
+    if isinstance(registry, ResilientRegistry):
+        journal = registry.journal
+        journal_empty = lambda: journal.depth() == 0  # noqa: E731
+    view = NodeView(feed, journal_empty=journal_empty)
+    memory = Memory(registry, view, StepLog(steps_folder(settings)), Answers(settings))
+    memory.start()
+    # A worker answers from memory from its first request, unless the store is slow to
+    # give the view its first read (then it reads the store, as before, until it has).
+    memory.wait_live(VIEW_START_S)
+    return memory
+
+
+def steps_folder(settings: Settings) -> Path:
+    """Where the HTTP workers note the boot steps they answered (pxeserver.nodes.steps)."""
+    return settings.paths.data_dir / "steps"
+
+
+def make_recorder(settings: Settings, registry: Registry) -> Recorder:
+    """The main process's writer of the steps the HTTP workers noted."""
+    from .nodes.batches import apply_batch
+    from .nodes.resilient import ResilientRegistry
+
+    write = (registry.apply_batch if isinstance(registry, ResilientRegistry)
+             else functools.partial(apply_batch, registry))  # fmt: skip
+    return Recorder(StepReader(steps_folder(settings)), write)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -161,6 +211,7 @@ class Daemon:
         self.udp: UdpServices | None = None
         self.reaper: Reaper | None = None
         self.replayer: Replayer | None = None
+        self.recorder: Recorder | None = None
         self.running = False
         self._stopping: threading.Thread | None = None
         self._stop_lock = threading.Lock()
@@ -216,6 +267,10 @@ class Daemon:
             self.service.registry, Reaper.interval_for(c.heartbeat_ttl, c.boot_timeout)
         )
         self.replayer = local_state(self.service)
+        self.recorder = make_recorder(s, self.service.registry)
+        # What a server killed earlier had answered but not written: in now, before any
+        # HTTP worker answers again (into the journal if etcd does not answer).
+        self.recorder.drain()
         self.udp = UdpServices(s, self.service)
         if s.server.user:
             self._check_user(s.server.user)
@@ -264,6 +319,8 @@ class Daemon:
                             keep_bind=0 < s.http_port < 1024)  # fmt: skip
         self.udp.start()
         self.reaper.start()
+        if self.recorder is not None:
+            self.recorder.start()
         if self.replayer is not None:
             self.replayer.start()
         self.running = True
@@ -304,21 +361,23 @@ class Daemon:
         self._release()
 
     def _stop_parts(self) -> None:
-        for part in (self.udp, self.reaper, self.replayer):
+        for part in (self.udp, self.reaper, self.recorder, self.replayer):
             if part is not None:
                 part.stop()
         if self.service is not None:
             self.service.close()
-        self.service = self.udp = self.reaper = self.replayer = None
+        self.service = self.udp = self.reaper = self.replayer = self.recorder = None
 
 
 # -- HTTP (granian) -------------------------------------------------------------------------
 
 
 def _worker_app(spec: str) -> Any:
-    """Build the WSGI app inside an HTTP worker process (granian calls this after spawning)."""
+    """Build the RSGI application inside an HTTP worker process (granian calls this after
+    spawning it; see :func:`pxeserver.web.server.http_server`)."""
     from .host.children import die_with_parent
     from .web import create_app
+    from .web.entrance import Entrance
 
     args = json.loads(spec)
     die_with_parent(args["parent"])  # no orphan holding the HTTP port if we are SIGKILLed
@@ -332,58 +391,14 @@ def _worker_app(spec: str) -> Any:
     path = Path(args["config"]) if args["config"] else None
     settings, _ = load(path, args["overrides"])
     configure_logging(settings)
-    return create_app(settings, make_service(settings))
-
-
-def http_server(settings: Settings) -> Any:
-    """granian's server for the HTTP workers (they build their app with :func:`_worker_app`).
-
-    What keeps slow or idle connections from stopping it (docs/SECURITY.md): each worker
-    holds up to ``limits.http_connections`` connections (granian's ``backpressure``; its
-    default, 512 a worker, was the ~1,100 slow connections that stopped all HTTP), with
-    the open-files limit raised to fit; a connection has ``limits.http_header_timeout``
-    seconds to send a whole request head, idle or not; and HTTP/1 only, because in
-    granian's auto mode (HTTP/1 or 2) that timer starts only once the protocol is known,
-    so a connection that sent nothing was held for good (measured: open after 90 s).
-    No client of pxeserver speaks HTTP/2 without TLS (h2c) anyway.
-    """
-    from granian.constants import HTTPModes, Interfaces
-    from granian.http import HTTP1Settings
-    from granian.server import Server
-
-    from .host.resources import open_files_for
-
-    static: dict[str, Any] = {}
-    if settings.server.static_assets:
-        # granian answers /assets/... itself, from Rust, before a worker's Python sees it.
-        static = {
-            "static_path_route": ["/assets"],
-            "static_path_mount": [settings.paths.assets_dir.resolve()],
-            "static_path_expires": 300,
-        }
-    limits = settings.limits
-    return Server(
-        "pxeserver",
-        address=settings.server.listen,
-        port=settings.server.http_port,
-        interface=Interfaces.WSGI,
-        workers=settings.server.http_workers,
-        http=HTTPModes.http1,
-        http1_settings=HTTP1Settings(header_read_timeout=limits.http_header_timeout * 1000),
-        backlog=4096,  # what waits to be accepted (the kernel may cap it: somaxconn)
-        backpressure=open_files_for(limits.http_connections),
-        blocking_threads=8,
-        # A machine that lost power mid-download leaves its HTTP connection open for
-        # good; without a limit granian waits on it forever and SIGTERM never ends us.
-        workers_kill_timeout=WORKERS_KILL_TIMEOUT_S,
-        log_enabled=True,
-        log_access=False,
-        **static,
-    )
+    service = make_service(settings, worker=True)
+    return Entrance(create_app(settings, service), service, settings)
 
 
 def serve(config: Path | None, overrides: Mapping[str, Any]) -> int:
     """Run the server in the foreground until SIGINT or SIGTERM."""
+    from .web.server import http_server, quiet_granian
+
     settings, warnings = load(config, overrides)
     configure_logging(settings)
     for problem in warnings:
@@ -431,17 +446,3 @@ def _stop_early(server: Any, daemon: Daemon) -> None:
             daemon.stop_soon()
 
     server.signal_handler_interrupt = interrupted
-
-
-class _Intended(logging.Filter):
-    """granian's advice on settings pxeserver chose on purpose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        # 8 blocking threads a worker, more than 2 × cores + 1 on a small machine: each
-        # thread mostly waits on the store or a client (docs/BENCHMARKS.md).
-        return not record.getMessage().startswith("Configuration allows spawning up to")
-
-
-def quiet_granian() -> None:
-    """No warning on a normal start: drop granian's advice about what we chose on purpose."""
-    logging.getLogger("_granian").addFilter(_Intended())

@@ -39,6 +39,9 @@ KEY_FILE = "fetch.key"  # in the data folder, mode 0600, shared by every HTTP wo
 # What a preview (explain, `pxeserver render`, the node page) shows for the secret: the
 # real one is issued to the machine that fetches its script, never to a preview.
 PREVIEW = "issued-per-boot"
+# Where a boot's secret goes in a script kept for reuse (pxeserver.render.answers): each
+# answer replaces it with a secret of its own. Never a secret itself (no tag).
+SECRET_MARK = "secret-of-this-boot"
 TAG_BYTES = 16
 CLAIMS_KEPT = 65_536  # MACs whose last used secret one worker remembers (then the store's)
 AGAIN = "power-cycle the machine to boot again"
@@ -85,6 +88,7 @@ class FetchSecrets:
         self.clock = clock
         self._lock = threading.Lock()
         self._claimed: OrderedDict[MAC, int] = OrderedDict()
+        self._last_issued = 0
 
     @property
     def key(self) -> bytes:
@@ -98,8 +102,12 @@ class FetchSecrets:
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def issue(self, mac: MAC, address: str | None) -> str:
-        """A new secret for the boot of ``mac`` whose script ``address`` fetched."""
-        issued = int(self.clock() * 1000)
+        """A new secret for the boot of ``mac`` whose script ``address`` fetched. Issue
+        times never repeat in one process ("once" refuses a secret not newer than the one
+        served last: two scripts in the same millisecond must not share a time)."""
+        with self._lock:
+            issued = max(int(self.clock() * 1000), self._last_issued + 1)
+            self._last_issued = issued
         packed = _pack(address)
         return f"{issued:x}.{packed}.{self._tag(mac, issued, packed)}"
 

@@ -107,6 +107,27 @@ boot_step_seconds: Any = _Lazy(
     buckets=STEP_BUCKETS,
 )
 
+# Boot steps answered by the HTTP workers and written behind the answer (pxeserver.nodes.recorder).
+boot_answers = _counter(
+    "pxeserver_boot_answers",
+    "iPXE scripts and cloud-configs served, by where the node came from: memory (the HTTP "
+    "worker's view; the step written behind the answer) or store (read and written first)",
+    ("source",),
+)
+steps_recorded = _counter(
+    "pxeserver_steps_recorded",
+    "Boot steps the HTTP workers answered from memory, by what became of them: written to "
+    "the store, journalled (the store did not answer), or dropped (the node was forgotten)",
+    ("outcome",),
+)
+step_delay_seconds: Any = _Lazy(
+    "Histogram",
+    "pxeserver_step_delay_seconds",
+    "Per write of boot steps: the time its oldest step waited, from its answer to its record "
+    "in the store (or the journal)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
 # -- TFTP (main process; recorded by pxeserver.tftp.server) ---------------------------------------
 tftp_transfers = _counter("pxeserver_tftp_transfers", "TFTP read transfers completed", ("result",))
 tftp_bytes = _counter("pxeserver_tftp_bytes", "Bytes sent in TFTP DATA packets")

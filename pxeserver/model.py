@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import json
+import os
+import random
 import re
 import secrets
 import time
@@ -18,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidInput
+
+_CANONICAL = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")  # the one spelling
 
 MAC_FORMS = "aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabbccddeeff or aabb.ccdd.eeff"
 
@@ -44,6 +50,8 @@ class MAC:
         """Accept the four common spellings; raise :class:`InvalidInput` for anything else."""
         if isinstance(text, MAC):
             return text
+        if isinstance(text, str) and len(text) == 17 and _CANONICAL.fullmatch(text):
+            return cls(text)  # already the one spelling: every boot request's MAC, every record
         if not isinstance(text, str) or len(text) > 32:
             raise InvalidInput(f"not a MAC address: expected {MAC_FORMS}")
         s = text.strip().lower()
@@ -181,8 +189,24 @@ class EventKind(str, enum.Enum):
         return self.value
 
 
-def new_event_id() -> str:
-    return secrets.token_hex(8)
+class _EventIds:
+    """64 random bits per event id, from a generator seeded by the OS once per process:
+    an id must be unique, not secret, and one ``getrandom`` call per boot step (what
+    ``secrets`` makes) costs more than the rest of the id. A process started by fork gets
+    a new seed (the pid changed), so two processes never share a sequence."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._rng = random.Random()
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._rng = random.Random(secrets.token_bytes(32))
+        return f"{self._rng.getrandbits(64):016x}"
+
+
+new_event_id = _EventIds()
 
 
 def new_token() -> str:
@@ -202,6 +226,17 @@ class Event:
     count: int = 1  # heartbeats coalesce: one event, counted
 
     def to_dict(self) -> dict[str, Any]:
+        """The stored form (the same dict each time: an event never changes, and a node
+        record carries up to ``events_kept`` of them through every write). Do not modify."""
+        return self._stored
+
+    @functools.cached_property
+    def json(self) -> str:
+        """:meth:`to_dict` as JSON text, made once (see :meth:`Node.to_json`)."""
+        return json.dumps(self._stored)
+
+    @functools.cached_property
+    def _stored(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind.value,
@@ -261,7 +296,15 @@ class Node:
     recent_ids: tuple[str, ...] = ()  # ids of the events applied lately, for idempotence
 
     def replace(self, **changes: Any) -> Node:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``, like ``dataclasses.replace`` (which runs ``__init__``
+        and costs ten times as much: every boot step applied copies its node a few times)."""
+        unknown = changes.keys() - _NODE_FIELDS
+        if unknown:
+            raise TypeError(f"Node has no field {sorted(unknown)[0]!r}")
+        copy = object.__new__(Node)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__.update(changes)
+        return copy
 
     @property
     def never_booted(self) -> bool:
@@ -278,6 +321,25 @@ class Node:
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: JSON-ready, readable with plain ``etcdctl get``."""
+        return {
+            **self.head_dict(),
+            "events": [e.to_dict() for e in self.events],
+            "recent_ids": list(self.recent_ids),
+        }
+
+    def to_json(self) -> tuple[str, str]:
+        """``json.dumps(self.to_dict())`` and ``json.dumps(self.head_dict())``, the same
+        text, made from each event's JSON kept from the last time (a node is written at
+        every boot step, and its timeline of up to ``events_kept`` events barely changes)."""
+        head = json.dumps(self.head_dict())
+        events = ", ".join(e.json for e in self.events)
+        ids = json.dumps(list(self.recent_ids))
+        return f'{head[:-1]}, "events": [{events}], "recent_ids": {ids}}}', head
+
+    def head_dict(self) -> dict[str, Any]:
+        """The record without its timeline (events and the ids applied lately): what a
+        machine is served is made from this part alone (HTTP workers keep it in memory,
+        see :mod:`pxeserver.nodes.view`). :meth:`from_dict` reads it back."""
         return {
             "mac": self.mac.value,
             "hostname": self.hostname,
@@ -296,8 +358,6 @@ class Node:
             "installed_at": self.installed_at,
             "token": self.token,
             "config_issued": self.config_issued,
-            "events": [e.to_dict() for e in self.events],
-            "recent_ids": list(self.recent_ids),
         }
 
     @classmethod
@@ -323,6 +383,9 @@ class Node:
             events=tuple(Event.from_dict(e) for e in d.get("events") or ()),
             recent_ids=tuple(str(i) for i in d.get("recent_ids") or ()),
         )
+
+
+_NODE_FIELDS = frozenset(f.name for f in dataclasses.fields(Node))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 
 from . import metrics
-from .model import Event, EventKind, Node
+from .model import Event, EventKind, Node, State
 
 # Where each boot step sits in a boot; a step at or before the previous one starts anew.
 STEP_ORDER = {
@@ -77,3 +77,17 @@ def milestone(log: logging.Logger, node: Node, kind: EventKind, detail: str) -> 
         "took": None if took is None else round(took, 3),
     }
     log.info("%s", text, extra=fields)
+
+
+def moved_note(node: Node | None, address: str | None) -> str:
+    """What a boot GET's event adds when it comes from another address than the one
+    recorded for a node past discovery: the facts it carries are recorded all the same
+    (machines move), but never without the timeline saying so."""
+    if node is None or not node.ip or not address or address == node.ip:
+        return ""
+    if node.state is State.DISCOVERED:
+        return ""
+    return (
+        f"; asked from {address}, not {node.ip} where it was {node.state}: "
+        "a reboot, or another machine naming this MAC"
+    )

@@ -151,7 +151,7 @@ def test_web_reaches_neither_registry_nor_store() -> None:
                     if unit(t) in BEHIND_THE_POLICY)  # fmt: skip
     assert not behind, "\n".join(behind)
     # positive control: the boot policy itself does import the registry
-    assert any(unit(t) == "nodes" for t in graph["pxeserver.boot"])
+    assert any(unit(t) == "nodes" for t in graph["pxeserver.boot.service"])
 
 
 def _package(tmp_path: Path, files: dict[str, str]) -> Path:

@@ -80,13 +80,41 @@ class NodeCache:
                 "INSERT INTO nodes (mac, revision, doc, cached_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(mac) DO UPDATE SET revision = excluded.revision, "
                 "doc = excluded.doc, cached_at = excluded.cached_at",
-                (node.mac.value, revision, json.dumps(node.to_dict()), time.time()),
+                (node.mac.value, revision, node.to_json()[0], time.time()),
             )
         except sqlite3.Error as exc:
             log.warning("node cache %s: cannot write %s: %s", self.path, node.mac, exc)
             self._revisions.pop(node.mac, None)
             return
         self._revisions[node.mac] = revision
+
+    def put_many(self, nodes: list[tuple[Node, int]]) -> None:
+        """:meth:`put` for several (node, revision) in one transaction."""
+        fresh = [(n, r) for n, r in nodes if r == LOCAL_REVISION or self._revisions.get(n.mac) != r]
+        if not fresh:
+            return
+        now = time.time()
+        rows = [(n.mac.value, r, n.to_json()[0], now) for n, r in fresh]
+        db = self._db()
+        try:
+            db.execute("BEGIN")
+            try:
+                db.executemany(
+                    "INSERT INTO nodes (mac, revision, doc, cached_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(mac) DO UPDATE SET revision = excluded.revision, "
+                    "doc = excluded.doc, cached_at = excluded.cached_at",
+                    rows,
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            log.warning("node cache %s: cannot write %d nodes: %s", self.path, len(rows), exc)
+            for n, _ in fresh:
+                self._revisions.pop(n.mac, None)
+            return
+        self._revisions.update({n.mac: r for n, r in fresh})
 
     def delete(self, mac: MAC) -> None:
         self._revisions.pop(mac, None)

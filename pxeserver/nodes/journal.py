@@ -62,6 +62,10 @@ class Entry:
     creates: bool = False  # a sighting of a machine not in the registry: replay creates it
 
 
+CHANGE_FIELDS = tuple(f.name for f in dataclasses.fields(Change))
+MACHINE_FIELDS = tuple(f.name for f in dataclasses.fields(Machine))
+
+
 def change_to_dict(change: Change) -> dict[str, Any]:
     """Every field of ``change``, JSON-ready. Generic over the fields, so that one added
     to :class:`~pxeserver.nodes.registry.Change` (e.g. ``installs``) is journalled too; a field
@@ -69,22 +73,21 @@ def change_to_dict(change: Change) -> dict[str, Any]:
     if change.event_id is None or change.at is None:
         raise ValueError("a journalled change needs its event id and time")
     d: dict[str, Any] = {}
-    for f in dataclasses.fields(change):
-        value = getattr(change, f.name)
+    for name in CHANGE_FIELDS:
+        value = getattr(change, name)
         if isinstance(value, EventKind):
             value = value.value
         elif isinstance(value, Machine):
-            value = {k.name: getattr(value, k.name) for k in dataclasses.fields(value)}
+            value = {k: getattr(value, k) for k in MACHINE_FIELDS}
             value["mac"] = value["mac"].value
         elif value is not None and not isinstance(value, (str, int, float, bool)):
-            raise TypeError(f"cannot journal Change.{f.name} = {value!r}")
-        d[f.name] = value
+            raise TypeError(f"cannot journal Change.{name} = {value!r}")
+        d[name] = value
     return d
 
 
 def change_from_dict(d: dict[str, Any]) -> Change:
-    known = {f.name for f in dataclasses.fields(Change)}
-    unknown = set(d) - known
+    unknown = d.keys() - CHANGE_FIELDS
     if unknown:  # written by a newer pxeserver: replaying without them would lose them
         raise ValueError(f"journal entry has fields this pxeserver does not know: {unknown}")
     args = dict(d)
@@ -141,6 +144,35 @@ class Journal:
                 added = cur.rowcount == 1
                 if added:
                     self._bump(db, "journalled")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(
+                f"the store is unavailable and the journal {self.path} cannot be written: {exc}"
+            ) from exc
+        return added
+
+    def append_many(self, entries: list[tuple[MAC, Change, bool]]) -> int:
+        """:meth:`append` for several changes (mac, change, creates), in one transaction:
+        one fsync for all. How many were added (an event id already there adds nothing)."""
+        docs = [(mac.value, change.event_id, json.dumps(change_to_dict(change)), int(creates))
+                for mac, change, creates in entries]  # fmt: skip
+        added = 0
+        try:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for doc in docs:
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO entries (mac, event_id, change, creates) "
+                        "VALUES (?, ?, ?, ?)",
+                        doc,
+                    )
+                    if cur.rowcount == 1:
+                        added += 1
+                        self._bump(db, "journalled")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

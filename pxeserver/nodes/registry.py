@@ -15,6 +15,7 @@ events stay, so the timeline shows where it stopped.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hmac
 import logging
@@ -26,17 +27,7 @@ from dataclasses import dataclass
 
 from .. import model, timeline
 from ..errors import AlreadyExists, Conflict, Forbidden, HostnameTaken, NotFound, StoreUnavailable
-from ..model import (
-    MAC,
-    UNSET,
-    Event,
-    EventKind,
-    Machine,
-    Node,
-    State,
-    Versioned,
-    hostname_from_pattern,
-)
+from ..model import MAC, UNSET, Event, EventKind, Machine, Node, State, Versioned
 from ..store import NodeStore
 from .unbooted import NeverBootedBound
 
@@ -55,6 +46,9 @@ WAITED_FOR = {
     State.CONFIGURED: "it to phone home ready (its config was served)",
     State.READY: "its next heartbeat",
 }
+# Events that leave a node's state as it was: a step written late decides the state if
+# only these came after it.
+STATELESS = frozenset({EventKind.OPERATOR, EventKind.TFTP})
 # How long a thread's last read may stand in for the read a write starts with (see
 # Registry._mutate): the length of one request, not more.
 READ_REUSE_S = 1.0
@@ -96,6 +90,7 @@ class Change:
     # A config served for the fetch secret issued then (ms; pxeserver.fetchsecret): recorded
     # as Node.config_issued, and nothing is recorded if the node has that one or a newer.
     config_issued: int | None = None
+    answered: bool = False  # the answer went out before this is written (behind the answer)
 
 
 class Registry:
@@ -212,7 +207,7 @@ class Registry:
         return self.never_booted.place(self.store)
 
     def _hostname_for(self, mac: MAC) -> Callable[[int], str]:
-        return lambda index: hostname_from_pattern(self.hostname_pattern, index, mac)
+        return lambda index: model.hostname_from_pattern(self.hostname_pattern, index, mac)
 
     def _with_event(self, node: Node, event: Event, recent_ids: tuple[str, ...]) -> Node:
         events = list(node.events)
@@ -255,7 +250,14 @@ class Registry:
                 return None
             issued = change.config_issued
             if issued is not None and issued <= (node.config_issued or 0):
-                return None  # a second use of the secret: the caller refuses (it sees why)
+                if not change.answered:
+                    return None  # a second use of the secret: the caller refuses (it sees why)
+                # Served already, by a worker whose memory had not seen the first use yet.
+                event = Event(change.kind, at, node.state, f"{change.detail}; served again "
+                              "for a used secret (possible spoofing)", event_id)  # fmt: skip
+                return self._with_event(node, event, node.recent_ids)
+            if node.events and at < node.events[-1].at:
+                return self._late(node, change, at, event_id)
             facts = change.facts
             state = advance(node.state, change.kind) if change.move else node.state
             updated = node.replace(
@@ -280,6 +282,40 @@ class Registry:
             return self._with_event(updated, event, node.recent_ids)
 
         return fn
+
+    def _late(self, node: Node, change: Change, at: float, event_id: str) -> Node:
+        """``change`` happened before the node's newest event but is written after it:
+        boot steps are written behind the answer (:mod:`pxeserver.nodes.recorder`), so a
+        machine's next step may be written first (by another worker, another pxeserver, or
+        a phone-home, written at once). It goes into the timeline where its time puts it
+        and counts (boots, last seen); the state is its own only if no later event is a
+        boot step, and the facts it would overwrite stay as the newer events left them."""
+        pos = bisect.bisect_right([e.at for e in node.events], at)
+        before = node.events[pos - 1].state if pos else State.DISCOVERED
+        led_to = advance(before, change.kind) if change.move else before
+        state = led_to
+        if any(e.kind not in STATELESS for e in node.events[pos:]):
+            state = node.state  # a later step decided the state
+        event = Event(change.kind, at, led_to, change.detail, event_id)
+        events = (*node.events[:pos], event, *node.events[pos:])
+        facts = change.facts
+        heartbeat = node.last_heartbeat
+        if change.kind in (EventKind.READY, EventKind.HEARTBEAT):
+            heartbeat = max(heartbeat or 0.0, at)
+        return node.replace(
+            uuid=node.uuid or (facts.uuid if facts else None),
+            arch=node.arch or (facts.arch if facts else None),
+            platform=node.platform or (facts.platform if facts else None),
+            ip=node.ip or (facts.ip if facts else None),
+            state=state,
+            first_seen=min(node.first_seen or at, at),
+            last_seen=max(node.last_seen, at),
+            last_heartbeat=heartbeat,
+            boot_count=node.boot_count + (1 if change.count_boot else 0),
+            config_issued=max(node.config_issued or 0, change.config_issued or 0) or None,
+            events=events[-self.events_kept :],
+            recent_ids=(*node.recent_ids, event_id)[-RECENT_IDS:],
+        )
 
     # -- the node's own calls -------------------------------------------------------------
 

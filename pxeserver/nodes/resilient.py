@@ -36,14 +36,15 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .. import metrics, timeline
 from ..errors import NotFound, PxeError, StoreUnavailable
 from ..model import MAC, EventKind, Node, Versioned, new_event_id
 from ..store import HostnameFor, NodeStore
-from .cache import NodeCache
+from .batches import BatchResult, Step, apply_batch, group
+from .cache import LOCAL_REVISION, NodeCache
 from .journal import Entry, Journal
 from .registry import RECENT_IDS, Change, Registry
 
@@ -158,6 +159,20 @@ class GuardedStore:
         self._remember(updated)
         return updated
 
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        found = self._guard(lambda: self.store.get_many(macs))
+        self._remember_many(list(found.values()))
+        return found
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        written = self._guard(lambda: self.store.update_many(pairs))
+        self._remember_many(written)
+        return written
+
+    def _remember_many(self, found: list[Versioned]) -> None:
+        pending = self.journal.macs() if found else set()
+        self.cache.put_many([(v.node, v.revision) for v in found if v.node.mac not in pending])
+
     def delete(self, mac: MAC, revision: int | None = None) -> bool:
         gone = self._guard(lambda: self.store.delete(mac, revision))
         self.cache.delete(mac)
@@ -211,6 +226,38 @@ class ResilientRegistry(Registry):
             except StoreUnavailable as exc:
                 log.debug("%s: journalling %s: %s", mac, change.kind, exc)
         return self._journal(mac, change, create)
+
+    def apply_batch(
+        self, steps: Sequence[Step], known: Mapping[MAC, Versioned] | None = None
+    ) -> BatchResult:
+        """Boot steps written together (:func:`~pxeserver.nodes.batches.apply_batch`), none
+        lost: the steps of a node with journal entries waiting queue behind them, and the
+        steps the store did not take are journalled (one fsync for all of them)."""
+        waiting = self.journal.macs()
+        direct = [(mac, c) for mac, c in steps if mac not in waiting]
+        result = apply_batch(self, direct, known) if direct else BatchResult()
+        behind = [(mac, c) for mac, c in steps if mac in waiting] + result.failed
+        result.failed = []
+        if behind:
+            self._journal_steps(behind)
+            result.journalled = behind
+        return result
+
+    def _journal_steps(self, steps: list[Step]) -> None:
+        """Journal boot steps of known nodes; their cached records move on with them."""
+        added = self.journal.append_many([(mac, c, False) for mac, c in steps])
+        metrics.journal_entries.labels(outcome="journalled").inc(added)
+        metrics.journal_depth.set(self.journal.depth())
+        moved = []
+        for mac, changes in group(steps).items():
+            node = cached = self.cache.get(mac)
+            for change in changes:
+                node = (self.change_fn(change)(node) or node) if node is not None else None
+                if node is not None and change.move:
+                    timeline.milestone(log, node, change.kind, change.detail + " (journalled)")
+            if node is not None and node is not cached:
+                moved.append((node, LOCAL_REVISION))
+        self.cache.put_many(moved)
 
     def _journal(self, mac: MAC, change: Change, create: bool) -> Node:
         cached = self.cache.get(mac)

@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 from ..errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
 from ..logs import redact
 from ..model import MAC, Node, Versioned
-from . import MAX_HOSTNAME_PROBES, HostnameFor
+from . import MAX_BATCH, MAX_HOSTNAME_PROBES, BatchConflict, BatchTooLarge, HostnameFor, check_batch
 from .etcd_tls import ClientTls, handshake_failed
 
 # python-etcd3's generated protobuf modules import only with the pure-Python protobuf
@@ -60,16 +60,22 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PAGE = 500
+# What one update_many may carry (etcd's --max-request-bytes is 1.5 MiB by default).
+MAX_TXN_BYTES = 1 << 20
 # A page of 500 full node records can exceed gRPC's default 4 MiB message limit.
 # Reconnect quickly after an outage: gRPC's default backoff grows to two minutes, which
 # would keep the store "down" long after etcd is back. Not "grpc.min_reconnect_backoff_ms":
 # gRPC takes it as the time a connection attempt may take, and at 200 ms a loaded
 # machine's handshake with a healthy etcd failed ("timed out before receiving SETTINGS
 # frame"); every call has the store deadline anyway.
+# Keepalive pings every 10 s (etcd refuses them more often than every 5 s) end a call on a
+# connection that died without a word, such as an HTTP worker's watch (etcdfeed.py).
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
 ]
 # Sent with every request: a member that has no leader (cut off from the others, or the
 # cluster is electing) answers "etcdserver: no leader" at once instead of holding the
@@ -267,9 +273,7 @@ class EtcdStore:
 
     def get(self, mac: MAC) -> Versioned | None:
         value, meta = self._call("get", lambda c: c.get(self._node_key(mac)))
-        if value is None:
-            return None
-        return Versioned(Node.from_dict(json.loads(value)), meta.mod_revision)
+        return None if value is None else _versioned(value, meta)
 
     def _pages(self, client: Any) -> Iterator[tuple[bytes, Any]]:
         start = f"{self.prefix}nodes/"
@@ -300,7 +304,7 @@ class EtcdStore:
             index += 1
             candidate = node.replace(hostname=hostname_for(index))
             host_key = self._host_key(candidate.hostname)
-            doc = json.dumps(candidate.to_dict())
+            doc = candidate.to_json()[0]
 
             def txn(
                 c: Any, host_key: str = host_key, doc: str = doc, index: int = index
@@ -332,7 +336,7 @@ class EtcdStore:
         def txn(c: Any) -> tuple[bool, list[Any]]:
             t = c.transactions
             compare = [t.mod(key) == old.revision]
-            success = [t.put(key, json.dumps(node.to_dict()))]
+            success = [t.put(key, node.to_json()[0])]
             failure = [t.get(key)]
             if node.hostname != old.node.hostname:
                 host_key = self._host_key(node.hostname)
@@ -349,6 +353,43 @@ class EtcdStore:
         if current and current[0][1].mod_revision == old.revision:
             raise HostnameTaken(f"{node.hostname} belongs to another node")
         raise Conflict(f"{node.mac} changed since revision {old.revision}")
+
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        found: dict[MAC, Versioned] = {}
+        for i in range(0, len(macs), MAX_BATCH * 2):
+            keys = [self._node_key(m) for m in macs[i : i + MAX_BATCH * 2]]
+
+            def txn(c: Any, keys: list[str] = keys) -> tuple[bool, list[Any]]:
+                t = c.transactions
+                return c.transaction(compare=[], success=[t.get(k) for k in keys], failure=[])
+
+            _, responses = self._call("get", txn)
+            for value, meta in (row for rows in responses for row in rows):
+                versioned = _versioned(value, meta)
+                found[versioned.node.mac] = versioned
+        return found
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        check_batch(pairs)
+        docs = [(self._node_key(new.mac), new.to_json()[0]) for _, new in pairs]
+        if len(pairs) > 1 and sum(len(doc) for _, doc in docs) > MAX_TXN_BYTES:
+            raise BatchTooLarge(f"{len(pairs)} records are more than {MAX_TXN_BYTES} bytes")
+
+        def txn(c: Any) -> tuple[bool, list[Any]]:
+            t = c.transactions
+            return c.transaction(
+                compare=[t.mod(key) == old.revision for (old, _), (key, _) in zip(pairs, docs)],
+                success=[t.put(key, doc) for key, doc in docs],
+                failure=[t.get(key) for key, _ in docs],
+            )
+
+        ok, responses = self._call("update", txn)
+        if ok:
+            revision = self._put_revision(responses)
+            return [Versioned(new, revision) for _, new in pairs]
+        current = [_versioned(*rows[0]) if rows else None for rows in responses]
+        raise BatchConflict({new.mac: v for (old, new), v in zip(pairs, current)
+                             if v is None or v.revision != old.revision})  # fmt: skip
 
     def delete(self, mac: MAC, revision: int | None = None) -> bool:
         key = self._node_key(mac)
@@ -402,3 +443,8 @@ class EtcdStore:
                 except Exception:
                     log.debug("closing an etcd client failed", exc_info=True)
             self._clients.clear()
+
+
+def _versioned(value: bytes, meta: Any) -> Versioned:
+    """A node as etcd holds it, at the revision it was last written."""
+    return Versioned(Node.from_dict(json.loads(value)), meta.mod_revision)

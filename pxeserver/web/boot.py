@@ -1,10 +1,15 @@
-"""What machines fetch while they boot: the chain script, their iPXE script, their cloud-config."""
+"""What machines fetch while they boot: the chain script, their iPXE script, their cloud-config.
+
+The query's rules are here, as plain functions of the query and the address the request
+came from: the Flask views below use them, and so does the RSGI entrance that serves
+these paths in ``serve`` (:mod:`pxeserver.web.entrance`).
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Set
+from collections.abc import Mapping, Set
 
 from flask import Blueprint, Response, request
 
@@ -16,19 +21,21 @@ from .files import remember_client
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
 
-IPXE_TYPE = "text/plain"  # Flask adds "; charset=utf-8" to text/ types
+IPXE_TYPE = "text/plain"  # Flask adds "; charset=utf-8" to text/ types (the RSGI entrance too)
+CLOUD_CONFIG_TYPE = "text/cloud-config"
 
 
-def _mac() -> MAC:
-    text = request.args.get("mac")
+def mac_of(args: Mapping[str, str]) -> MAC:
+    """The machine's MAC address from the query (``mac=``); InvalidInput if missing or bad."""
+    text = args.get("mac")
     if not text:
         raise InvalidInput("the query needs mac=<MAC address>, e.g. mac=52:54:00:12:34:56")
     return MAC.parse(text)
 
 
-def _optional(mac: MAC, name: str, allowed: Set[str]) -> str | None:
+def _optional(args: Mapping[str, str], mac: MAC, name: str, allowed: Set[str]) -> str | None:
     """An optional fact from firmware. Garbage is dropped, not fatal: the machine must boot."""
-    value = request.args.get(name, "").strip().lower()
+    value = args.get(name, "").strip().lower()
     if not value:
         return None
     if value not in allowed:
@@ -39,32 +46,27 @@ def _optional(mac: MAC, name: str, allowed: Set[str]) -> str | None:
     return value
 
 
-def _uuid(mac: MAC) -> str | None:
+def _uuid(args: Mapping[str, str], mac: MAC) -> str | None:
     try:
-        return parse_uuid(request.args.get("uuid"))
+        return parse_uuid(args.get("uuid"))
     except InvalidInput as exc:
         log.warning("%s: ignoring uuid: %s", mac, exc)
         return None
 
 
-def _ip(mac: MAC) -> str | None:
-    """The address the machine reports (iPXE's ``${netX/ip}``), else the one it came from.
+def source_ip(mac: MAC, remote: str | None) -> str | None:
+    """The address the request came from, whatever its query says: a booted OS fetching
+    its own cloud-config comes from the address it has."""
+    return _address(mac, remote)
+
+
+def _address(mac: MAC, *candidates: str | None) -> str | None:
+    """The first candidate that is a plain IP address.
 
     A plain address only: Python's ``ipaddress`` accepts an IPv6 scope ID (``fe80::1%eth0``)
     holding any character but ``/`` (newlines and quotes included), and a scope ID means
     nothing to another machine, so such an address is dropped like other garbage.
     """
-    return _address(mac, request.args.get("ip"), request.remote_addr)
-
-
-def _source_ip(mac: MAC) -> str | None:
-    """The address the request came from, whatever its query says: a booted OS fetching
-    its own cloud-config comes from the address it has."""
-    return _address(mac, request.remote_addr)
-
-
-def _address(mac: MAC, *candidates: str | None) -> str | None:
-    """The first candidate that is a plain IP address (see :func:`_ip`)."""
     for text in candidates:
         if not text:
             continue
@@ -80,14 +82,17 @@ def _address(mac: MAC, *candidates: str | None) -> str | None:
     return None
 
 
-def _machine() -> Machine:
-    mac = _mac()
+def machine_of(args: Mapping[str, str], remote: str | None) -> Machine:
+    """The machine asking for its iPXE script, from its query (what iPXE knows about it:
+    ``mac``, ``uuid``, ``arch``, ``platform``, ``ip``, the address iPXE reports, else the
+    one the request came from) and the address it came from."""
+    mac = mac_of(args)
     return Machine(
         mac=mac,
-        uuid=_uuid(mac),
-        arch=_optional(mac, "arch", KNOWN_ARCHES),
-        platform=_optional(mac, "platform", KNOWN_PLATFORMS),
-        ip=_ip(mac),
+        uuid=_uuid(args, mac),
+        arch=_optional(args, mac, "arch", KNOWN_ARCHES),
+        platform=_optional(args, mac, "platform", KNOWN_PLATFORMS),
+        ip=_address(mac, args.get("ip"), remote),
     )
 
 
@@ -98,22 +103,24 @@ def chain() -> Response:
 
 @bp.get("/ipxe")
 def ipxe() -> Response:
-    machine = _machine()
+    machine = machine_of(request.args, request.remote_addr)
     remember_client(request.remote_addr, machine.mac)  # for a 404 on its kernel next
-    script = service().ipxe_script(machine, base_url(), _source_ip(machine.mac))
+    script = service().ipxe_script(machine, base_url(), source_ip(machine.mac, request.remote_addr))
     return Response(script, mimetype=IPXE_TYPE)
 
 
 @bp.get("/cloud-config")
 def cloud_config() -> Response:
-    mac = _mac()
+    mac = mac_of(request.args)
     # Once per boot, for the secret= of the URL its script gave (pxeserver.fetchsecret).
-    text = service().cloud_config(mac, base_url(), _source_ip(mac), request.args.get("secret"))
-    return Response(text, mimetype="text/cloud-config")  # charset added by Flask
+    ip, secret = source_ip(mac, request.remote_addr), request.args.get("secret")
+    text = service().cloud_config(mac, base_url(), ip, secret)
+    return Response(text, mimetype=CLOUD_CONFIG_TYPE)  # charset added by Flask
 
 
 @bp.get("/ignition")
 def ignition() -> Response:
-    mac = _mac()
-    text = service().ignition(mac, base_url(), _source_ip(mac), request.args.get("secret"))
+    mac = mac_of(request.args)
+    ip, secret = source_ip(mac, request.remote_addr), request.args.get("secret")
+    text = service().ignition(mac, base_url(), ip, secret)
     return Response(text, mimetype="application/vnd.coreos.ignition+json")

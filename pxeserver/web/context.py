@@ -27,6 +27,7 @@ from flask import current_app, request
 
 from ..boot import Explanation
 from ..config import Settings
+from ..config.settings import ServerSettings
 from ..errors import Forbidden
 from ..host.netif import address_towards, is_loopback, own_addresses
 from ..model import MAC, EventKind, Machine, Node, State
@@ -45,9 +46,17 @@ class WebBoot(Protocol):
 
     def ipxe_script(self, machine: Machine, base: str, client: str | None = None) -> str: ...
 
+    def ipxe_script_from_memory(
+        self, machine: Machine, base: str, client: str | None = None
+    ) -> str | None: ...
+
     def cloud_config(
         self, mac: MAC, base: str, ip: str | None = None, secret: str | None = None
     ) -> str: ...
+
+    def cloud_config_from_memory(
+        self, mac: MAC, base: str, ip: str | None = None, secret: str | None = None
+    ) -> str | None: ...
 
     def ignition(
         self, mac: MAC, base: str, ip: str | None = None, secret: str | None = None
@@ -115,14 +124,13 @@ OWN_ADDRESSES = _OwnAddresses()
 _WILDCARDS = ("0.0.0.0", "::")
 
 
-def listed_host() -> str | None:
-    """The request's ``Host`` (as ``host[:port]``) if it names this server: ``localhost``
+def listed_host(s: ServerSettings, host_header: str, remote: str | None) -> str | None:
+    """The ``Host`` header (as ``host[:port]``) if it names this server: ``localhost``
     or an address of this host (or ``server.base_url``'s host), or any address for a
     client on loopback (it came through a forwarder here), with the HTTP port or none;
     else None. A name nobody listed is never trusted: a web page may have rebound it to
     us."""
-    s = settings().server
-    text = request.host.lower()
+    text = host_header.lower()
     host, port = text, None
     if text.startswith("["):  # [v6]:port
         host, _, rest = text[1:].partition("]")
@@ -143,7 +151,7 @@ def listed_host() -> str | None:
     # the client connected to that address and a forwarder on this machine brought it here,
     # e.g. QEMU's user network (`pxeserver demo`: 10.0.2.2 is the host's loopback for the
     # VM), or a container runtime's port forward. That address is how it reaches us.
-    return text if is_loopback(request.remote_addr or "") else None
+    return text if is_loopback(remote or "") else None
 
 
 def _host_of(url: str) -> str:
@@ -153,21 +161,26 @@ def _host_of(url: str) -> str:
 
 
 def base_url() -> str:
-    """How the asking machine reaches us, for the URLs in what it is served:
-    ``server.base_url``; else the ``Host`` it used if that names this server
-    (:func:`listed_host`); else the listening address, or for a wildcard listener the
-    address of ours on the route back to the machine."""
-    s = settings().server
+    """How the asking machine reaches us (:func:`base_url_for` this request)."""
+    return base_url_for(settings().server, request.host, request.remote_addr)
+
+
+def base_url_for(s: ServerSettings, host_header: str, remote: str | None) -> str:
+    """How a machine that sent ``host_header`` from ``remote`` reaches us, for the URLs in
+    what it is served: ``server.base_url``; else the ``Host`` it used if that names this
+    server (:func:`listed_host`); else the listening address, or for a wildcard listener
+    the address of ours on the route back to the machine. The Flask views and the boot
+    path's own entrance (web/entrance.py) both ask here."""
     if s.base_url:
         return s.base_url
-    host = listed_host()
+    host = listed_host(s, host_header, remote)
     if host is None:
         address = s.listen
         if address in _WILDCARDS:
-            address = address_towards(request.remote_addr or "") or "127.0.0.1"
+            address = address_towards(remote or "") or "127.0.0.1"
         host = f"[{address}]:{s.http_port}" if ":" in address else f"{address}:{s.http_port}"
         log.debug("Host %r names no address of this server; URLs use %s (set server.base_url "
-                  "to choose)", request.host[:80], host)  # fmt: skip
+                  "to choose)", host_header[:80], host)  # fmt: skip
     return f"http://{host}"
 
 
@@ -194,7 +207,9 @@ def from_this_machine() -> bool:
         return False
     if any(name in request.headers for name in FORWARDING):
         return False
-    return listed_host() is not None
+    # Without the client's address: an address that came through a forwarder here (QEMU's
+    # user network, a port forward) is how a machine reaches us, not this machine.
+    return listed_host(settings().server, request.host, None) is not None
 
 
 def write_policy() -> str:

@@ -8,6 +8,7 @@ The store down is 503 with ``Retry-After`` (iPXE retries), bad input 400, a toke
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from flask import Flask, Response, jsonify, request
 
@@ -46,30 +47,46 @@ def limit_query() -> Response | None:
     return None
 
 
-def pxe_error(exc: PxeError) -> Response:
+@dataclass(frozen=True)
+class Answer:
+    """An error as an HTTP answer, whatever serves it (Flask here, the RSGI entrance for
+    the boot paths)."""
+
+    status: int
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def answer_for(exc: PxeError, method: str, path: str, full_path: str) -> Answer:
+    """The status, sentence and headers for ``exc``; logs what an operator must see."""
     if isinstance(exc, StoreUnavailable):
         metrics.store_errors.labels(where="http").inc()
-        log.error("store unavailable, answering 503 to %s %s: %s", request.method, request.path,
-                  exc)  # fmt: skip
-        resp = error(503, f"the node store is unavailable ({exc}); try again shortly")
-        resp.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return resp
+        log.error("store unavailable, answering 503 to %s %s: %s", method, path, exc)
+        return Answer(503, f"the node store is unavailable ({exc}); try again shortly",
+                      (("Retry-After", str(RETRY_AFTER_S)),))  # fmt: skip
     if isinstance(exc, InvalidInput):
-        return error(400, str(exc))
+        return Answer(400, str(exc))
     if isinstance(exc, Forbidden):
-        resp = error(401 if exc.missing else 403, str(exc))
         if exc.missing:
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="pxeserver"'
-        return resp
+            return Answer(401, str(exc), (("WWW-Authenticate", 'Bearer realm="pxeserver"'),))
+        return Answer(403, str(exc))
     if isinstance(exc, NotFound):
-        return error(404, str(exc))
+        return Answer(404, str(exc))
     if isinstance(exc, Conflict):
-        return error(409, str(exc))
+        return Answer(409, str(exc))
     if isinstance(exc, RenderError):
-        log.error("rendering failed for %s %s: %s", request.method, request.full_path, exc)
-        return error(500, f"pxeserver could not render this: {exc}")
-    log.error("unexpected error for %s %s: %s", request.method, request.path, exc)
-    return error(500, str(exc))
+        log.error("rendering failed for %s %s: %s", method, full_path, exc)
+        return Answer(500, f"pxeserver could not render this: {exc}")
+    log.error("unexpected error for %s %s: %s", method, path, exc)
+    return Answer(500, str(exc))
+
+
+def pxe_error(exc: PxeError) -> Response:
+    answer = answer_for(exc, request.method, request.path, request.full_path)
+    resp = error(answer.status, answer.message)
+    for name, value in answer.headers:
+        resp.headers[name] = value
+    return resp
 
 
 def too_large(_exc: Exception) -> Response:

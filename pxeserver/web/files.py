@@ -3,8 +3,12 @@ boot loaders from the TFTP root under ``/boot/`` (``ipxe.efi`` for UEFI HTTP boo
 answers arch 16 with ``http://<server>:<port>/boot/ipxe.efi``).
 
 Confined to their folder: ``..``, absolute paths and symlinks that lead outside it are
-answered 404 as if the file did not exist. Flask's ``send_file`` gives Content-Length,
-Range requests, ETag and Last-Modified, and streams through the server's file wrapper.
+answered 404 as if the file did not exist. Werkzeug's ``send_file`` decides the answer:
+Content-Length, Range requests (206, 416), ETag and Last-Modified, and the conditional
+requests (If-None-Match, If-Modified-Since, If-Range, If-Match). In ``serve`` the RSGI
+entrance asks it for that decision alone (:func:`file_answer`) and has granian send the
+bytes from the file, without a Python buffer or a worker thread; the Flask views below
+(the app run in-process, as the tests do) send them through Werkzeug's file wrapper.
 """
 
 from __future__ import annotations
@@ -13,11 +17,16 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from flask import Blueprint, Response, request, send_file
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.utils import send_file
 
 from ..checks import fetch_hint
+from ..config import Settings
 from ..errors import NotFound
 from ..hints import command
 from ..model import MAC
@@ -25,6 +34,8 @@ from .context import settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("files", __name__)
+
+MAX_AGE_S = 300
 
 
 def confined(root: Path, relative: str) -> Path:
@@ -48,26 +59,63 @@ class Missing(NotFound):
     """A file that would be inside the folder, but is not there."""
 
 
+def respond(path: Path, environ: dict[str, Any], *, sendfile: bool = False) -> Response:
+    """Werkzeug's answer for the file (conditional, with ranges). With ``sendfile`` the
+    file is not opened: the answer carries ``X-Sendfile`` and the caller sends it."""
+    try:
+        return send_file(path, environ, conditional=True, etag=True, max_age=MAX_AGE_S,  # type: ignore[return-value]
+                         use_x_sendfile=sendfile, response_class=Response)  # fmt: skip
+    except RequestedRangeNotSatisfiable as exc:
+        return exc.get_response(environ)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class FileAnswer:
+    """What to send for a file: a status and headers, and the bytes from ``start`` to
+    ``end`` (exclusive) of the file, or no body (``end`` None: 304, 412, 416, HEAD)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    start: int = 0
+    end: int | None = None
+    body: bytes = b""  # an answer without the file (416's page)
+
+
+def file_answer(path: Path, environ: dict[str, Any]) -> FileAnswer:
+    """The decision of :func:`respond` for ``path``, to be sent by someone else."""
+    resp = respond(path, environ, sendfile=True)
+    headers = [(k, v) for k, v in resp.headers.items() if k.lower() != "x-sendfile"]
+    if resp.status_code not in (200, 206):
+        return FileAnswer(resp.status_code, headers, body=b"".join(resp.response))  # type: ignore[arg-type]
+    length = int(resp.headers["Content-Length"])
+    start = 0
+    if resp.status_code == 206:  # Content-Range: bytes START-END/SIZE
+        start = int(resp.headers["Content-Range"].split(" ", 1)[1].split("-", 1)[0])
+    return FileAnswer(resp.status_code, headers, start, start + length)
+
+
+def locate(s: Settings, prefix: str, relative: str, remote: str | None) -> Path:
+    """The file ``relative`` names under the folder of ``prefix`` (``/assets/``: the assets,
+    ``/boot/``: the TFTP root), or NotFound; a missing file's first 404 is logged with what
+    to do (see :func:`_first_miss`)."""
+    root = s.paths.assets_dir if prefix == "/assets/" else s.paths.tftp_root
+    try:
+        return confined(root, relative)
+    except Missing:
+        fix = (fetch_hint(s, relative) if prefix == "/assets/"
+               else f"run {command('assets ipxe')} to copy the boot loaders")  # fmt: skip
+        _first_miss(relative, root, fix, remote)
+        raise
+
+
 @bp.get("/assets/<path:relative>")
 def asset(relative: str) -> Response:
-    root = settings().paths.assets_dir
-    try:
-        path = confined(root, relative)
-    except Missing:
-        _first_miss(relative, root, fetch_hint(settings(), relative))
-        raise
-    return send_file(path, conditional=True, etag=True, max_age=300)
+    return respond(locate(settings(), "/assets/", relative, request.remote_addr), request.environ)
 
 
 @bp.get("/boot/<path:relative>")
 def loader(relative: str) -> Response:
-    root = settings().paths.tftp_root
-    try:
-        path = confined(root, relative)
-    except Missing:
-        _first_miss(relative, root, f"run {command('assets ipxe')} to copy the boot loaders")
-        raise
-    return send_file(path, conditional=True, etag=True, max_age=300)
+    return respond(locate(settings(), "/boot/", relative, request.remote_addr), request.environ)
 
 
 # -- what a 404 tells the operator ----------------------------------------------------------
@@ -92,13 +140,13 @@ def remember_client(address: str | None, mac: MAC) -> None:
             _clients.popitem(last=False)
 
 
-def _first_miss(relative: str, root: Path, fix: str) -> None:
+def _first_miss(relative: str, root: Path, fix: str, remote: str | None) -> None:
     with _lock:
         if relative in _missed or len(_missed) >= MAX_KEPT:
             return
         _missed.add(relative)
-        mac = _clients.get(request.remote_addr or "")
-    who = f"{mac} at {request.remote_addr}" if mac else str(request.remote_addr)
+        mac = _clients.get(remote or "")
+    who = f"{mac} at {remote}" if mac else str(remote)
     fields = {"mac": str(mac)} if mac else {}
     log.warning("%s asked for %s, which is not in %s (404; the next 404s for it are not "
                 "logged): %s", who, relative, root, fix, extra=fields)  # fmt: skip

@@ -59,6 +59,21 @@ class InFlight:
         with self._lock:
             return self._counts.get(client, 0)
 
+    def hold(self, client: str) -> bool:
+        """Count a request of ``client`` in flight until :meth:`release`; False (nothing
+        counted) if it has its share already: answer it with :meth:`refuse`. Loopback
+        clients are not counted. For a server that runs :attr:`app` itself (the RSGI
+        entrance reads a body on its event loop before a thread runs Flask)."""
+        return is_loopback(client) or self._take(client)
+
+    def release(self, client: str) -> None:
+        if not is_loopback(client):
+            self._give_back(client)
+
+    def refuse(self, client: str, start_response: Callable[..., Any]) -> list[bytes]:
+        """The 503 for a request past ``client``'s share, as a WSGI answer."""
+        return self._refuse(client, start_response)
+
     def _take(self, client: str) -> bool:
         with self._lock:
             held = self._counts.get(client, 0)

@@ -75,6 +75,7 @@ def test_records_survive_a_restart(tmp_path: Path) -> None:
     s.start()
     try:
         s.get(f"/ipxe?mac={MAC}")
+        s.steps_written()  # a known node's step is written behind the answer
         node = s.json(f"/api/v1/nodes/{MAC}")
         assert node["hostname"] == "node-001" and node["boot_count"] == 2
     finally:

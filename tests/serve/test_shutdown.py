@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pxeserver.daemon import WORKERS_KILL_TIMEOUT_S
+from pxeserver.web.server import WORKERS_KILL_TIMEOUT_S
 
 from ..support.server import ServerProcess
 

@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pxeserver.errors import AlreadyExists, Conflict, HostnameTaken, StoreUnavailable
 from pxeserver.model import MAC, Node, Versioned
-from pxeserver.store import MAX_HOSTNAME_PROBES, HostnameFor, NodeStore
+from pxeserver.store import (
+    MAX_HOSTNAME_PROBES,
+    BatchConflict,
+    HostnameFor,
+    NodeStore,
+    check_batch,
+)
 from pxeserver.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
@@ -86,6 +92,24 @@ class FixedStore:
             del self._nodes[mac]
             return True
 
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        with self._lock:
+            return {m: self._nodes[m] for m in macs if m in self._nodes}
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        check_batch(pairs)
+        with self._lock:
+            changed: dict[MAC, Versioned | None] = {}
+            for old, new in pairs:
+                current = self._nodes.get(new.mac)
+                if current is None or current.revision != old.revision:
+                    changed[new.mac] = current
+            if changed:
+                raise BatchConflict(changed)
+            written = [Versioned(new, old.revision + 1) for old, new in pairs]
+            self._nodes.update({v.node.mac: v for v in written})
+            return written
+
     def ping(self) -> None:
         pass
 
@@ -110,6 +134,12 @@ class EmptyStore:
 
     def delete(self, mac: MAC, revision: int | None = None) -> bool:
         return False
+
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        return {}
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        raise BatchConflict({new.mac: None for _, new in pairs})
 
     def ping(self) -> None:
         pass
@@ -139,6 +169,12 @@ class BrokenStore:
     def delete(self, mac: MAC, revision: int | None = None) -> bool:
         raise StoreUnavailable(self.reason)
 
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        raise StoreUnavailable(self.reason)
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        raise StoreUnavailable(self.reason)
+
     def ping(self) -> None:
         raise StoreUnavailable(self.reason)
 
@@ -164,8 +200,8 @@ class CountingStore:
         return fn(*args)
 
     def writes(self) -> int:
-        """Calls that would change the store: create, update, delete."""
-        return self.calls["create"] + self.calls["update"] + self.calls["delete"]
+        """Calls that would change the store: create, update, delete, update_many."""
+        return sum(self.calls[k] for k in ("create", "update", "delete", "update_many"))
 
     def get(self, mac: MAC) -> Versioned | None:
         return self._count("get", self.inner.get, mac)
@@ -182,11 +218,23 @@ class CountingStore:
     def delete(self, mac: MAC, revision: int | None = None) -> bool:
         return self._count("delete", self.inner.delete, mac, revision)
 
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        return self._count("get_many", self.inner.get_many, macs)
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        return self._count("update_many", self.inner.update_many, pairs)
+
     def ping(self) -> None:
         self._count("ping", self.inner.ping)
 
     def close(self) -> None:
         self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        """What a view's feed asks of the store beside the NodeStore interface (SQLite's
+        change counter, etcd's watch): not counted, it runs in the view's own thread,
+        never on a request's path."""
+        return getattr(self.inner, name)
 
 
 class SwitchedStore:
@@ -218,6 +266,12 @@ class SwitchedStore:
 
     def delete(self, mac: MAC, revision: int | None = None) -> bool:
         return self._do(lambda: self.inner.delete(mac, revision))
+
+    def get_many(self, macs: Sequence[MAC]) -> dict[MAC, Versioned]:
+        return self._do(lambda: self.inner.get_many(macs))
+
+    def update_many(self, pairs: Sequence[tuple[Versioned, Node]]) -> list[Versioned]:
+        return self._do(lambda: self.inner.update_many(pairs))
 
     def ping(self) -> None:
         self._do(self.inner.ping)

@@ -67,6 +67,31 @@ class ServerProcess:
         wait_for(up, timeout, f"pxeserver on {self.url}")
         return self
 
+    def steps_written(self, timeout: float = 30) -> None:
+        """Wait until every boot step the HTTP workers answered from memory is written to
+        the store (they are written behind the answer, within one flush of the recorder):
+        nothing in the step logs is left that the recorder has not taken."""
+
+        def done() -> bool:
+            for log in (self.data_dir / "steps").glob("*.log"):
+                mark = log.with_name(log.name + ".done")
+                taken = int(mark.read_text() or 0) if mark.exists() else 0
+                if log.stat().st_size > taken:
+                    return False
+            return True
+
+        wait_for(done, timeout, "the boot steps answered from memory to be written")
+
+    @property
+    def data_dir(self) -> Path:
+        """The server's data dir: ``var`` beside its settings (the default), or as set."""
+        if self.config is not None:
+            raw = yaml.safe_load(self.config.read_text()) or {}
+            configured = (raw.get("paths") or {}).get("data_dir")
+            if configured:
+                return self.workdir / configured
+        return self.workdir / "var"
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

@@ -4,6 +4,7 @@ would: its iPXE script, then the config URL that script names."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +14,8 @@ import yaml
 
 from pxeserver.daemon import make_service
 from pxeserver.model import MAC as MAC_TYPE
+from pxeserver.model import EventKind
+from pxeserver.nodes.registry import Change
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
@@ -238,3 +241,24 @@ def test_two_workers_fetching_at_the_same_moment_serve_one_config(made: Any) -> 
     r = other.get(path, environ_base=HERE)
     assert r.status_code == 403 and "handed out already" in r.text
     assert refused_events(one) == ["refused: second fetch of the same config (possible spoofing)"]
+
+
+def test_a_second_use_written_behind_its_answer_shows_in_the_timeline(made: Any) -> None:
+    """A worker whose memory had not seen the first use serves the config again; when its
+    step is written, the registry records that instead of dropping it (docs/SECURITY.md,
+    "Once"). Written before an answer, the same change records nothing: the caller refuses."""
+    client = made()
+    registry = client.application.extensions["pxeserver"].registry
+    mac = MAC_TYPE.parse(MAC)
+    assert fetch_config(client, MAC, environ_base=HERE).status_code == 200
+    before = registry.get(mac)
+    assert before is not None and before.config_issued
+    again = Change(EventKind.CLOUD_CONFIG, "profile coreos", config_issued=before.config_issued)
+    registry.apply(mac, again)
+    assert registry.get(mac).events == before.events  # the control: nothing recorded
+    registry.apply(mac, dataclasses.replace(again, answered=True))
+    after = registry.get(mac)
+    assert after.events[-1].detail == (
+        "profile coreos; served again for a used secret (possible spoofing)"
+    )
+    assert after.state is before.state and after.config_issued == before.config_issued

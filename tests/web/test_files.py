@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -8,34 +9,117 @@ import pytest
 
 from pxeserver.config import Settings
 
+from ..support.server import ServerProcess
+
 BLOB = bytes(range(256)) * 4096  # 1 MiB
+
+
+Fetch = Callable[..., tuple[int, Any, bytes]]
+
+
+def _fill(root: Path, outside: Path) -> None:
+    (root / "coreos").mkdir(parents=True)
+    (root / "coreos" / "vmlinuz").write_bytes(BLOB)
+    (outside / "secret.txt").write_text("outside")
+    os.symlink(outside / "secret.txt", root / "escape")
+    os.symlink(root / "coreos" / "vmlinuz", root / "alias")
 
 
 @pytest.fixture
 def assets(settings: Settings, tmp_path: Path) -> Path:
-    root = settings.paths.assets_dir
-    (root / "coreos").mkdir(parents=True)
-    (root / "coreos" / "vmlinuz").write_bytes(BLOB)
-    (tmp_path / "secret.txt").write_text("outside")
-    os.symlink(tmp_path / "secret.txt", root / "escape")
-    os.symlink(root / "coreos" / "vmlinuz", root / "alias")
-    return root
+    """The app's assets folder, filled (for the tests that use the Flask app alone)."""
+    _fill(settings.paths.assets_dir, tmp_path)
+    return settings.paths.assets_dir
 
 
-def test_whole_file(client: Any, assets: Path) -> None:
-    r = client.get("/assets/coreos/vmlinuz")
-    assert r.status_code == 200
-    assert r.data == BLOB
-    assert r.headers["Content-Length"] == str(len(BLOB))
-    assert r.headers["ETag"] and r.headers["Last-Modified"]
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real server: there the RSGI entrance answers files (granian sends the bytes)."""
+    base = tmp_path_factory.mktemp("files")
+    _fill(base / "assets", base)
+    (base / "tftproot").mkdir()
+    (base / "tftproot" / "ipxe.efi").write_bytes(BLOB[:1000])
+    settings = {"paths": {"assets_dir": str(base / "assets"), "tftp_root": str(base / "tftproot")}}
+    s = ServerProcess(base / "run", settings=settings, args=["--no-dhcp", "--no-tftp"])
+    s.start()
+    yield s
+    s.stop()
 
 
-def test_range_and_conditional(client: Any, assets: Path) -> None:
-    r = client.get("/assets/coreos/vmlinuz", headers={"Range": "bytes=100-199"})
-    assert r.status_code == 206 and r.data == BLOB[100:200]
-    assert r.headers["Content-Range"] == f"bytes 100-199/{len(BLOB)}"
-    etag = client.get("/assets/coreos/vmlinuz").headers["ETag"]
-    assert client.get("/assets/coreos/vmlinuz", headers={"If-None-Match": etag}).status_code == 304
+@pytest.fixture(params=["app", "served"])
+def fetch(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Fetch:
+    """GET (or HEAD) a path: through the Flask app in-process, or a real server."""
+    if request.param == "served":
+        server: ServerProcess = request.getfixturevalue("served")
+
+        def over_http(path: str, headers: dict[str, str] | None = None,
+                      method: str = "GET") -> tuple[int, Any, bytes]:  # fmt: skip
+            return server.request(method, path, None, headers)
+
+        return over_http
+    _fill(settings.paths.assets_dir, tmp_path)
+    client = request.getfixturevalue("client")
+
+    def in_process(path: str, headers: dict[str, str] | None = None,
+                   method: str = "GET") -> tuple[int, Any, bytes]:  # fmt: skip
+        r = client.open(path, method=method, headers=headers or {})
+        return r.status_code, r.headers, r.data
+
+    return in_process
+
+
+def test_whole_file(fetch: Fetch) -> None:
+    status, headers, body = fetch("/assets/coreos/vmlinuz")
+    assert status == 200
+    assert body == BLOB
+    assert headers["Content-Length"] == str(len(BLOB))
+    assert headers["ETag"] and headers["Last-Modified"] and headers["Accept-Ranges"] == "bytes"
+
+
+def test_range_and_conditional(fetch: Fetch) -> None:
+    status, headers, body = fetch("/assets/coreos/vmlinuz", {"Range": "bytes=100-199"})
+    assert status == 206 and body == BLOB[100:200]
+    assert headers["Content-Range"] == f"bytes 100-199/{len(BLOB)}"
+    assert headers["Content-Length"] == "100"
+    etag = fetch("/assets/coreos/vmlinuz")[1]["ETag"]
+    assert fetch("/assets/coreos/vmlinuz", {"If-None-Match": etag})[0] == 304
+    assert fetch("/assets/coreos/vmlinuz", {"If-None-Match": '"other"'})[0] == 200
+
+
+def test_ranges_at_the_ends_and_past_them(fetch: Fetch) -> None:
+    status, _, body = fetch("/assets/coreos/vmlinuz", {"Range": "bytes=-100"})
+    assert status == 206 and body == BLOB[-100:]
+    status, _, body = fetch("/assets/coreos/vmlinuz", {"Range": f"bytes={len(BLOB) - 10}-"})
+    assert status == 206 and body == BLOB[-10:]
+    status, headers, _ = fetch("/assets/coreos/vmlinuz", {"Range": f"bytes={len(BLOB)}-"})
+    assert status == 416 and headers["Content-Range"] == f"bytes */{len(BLOB)}"
+
+
+def test_if_modified_since_and_if_range(fetch: Fetch) -> None:
+    first = fetch("/assets/coreos/vmlinuz")[1]
+    since = {"If-Modified-Since": first["Last-Modified"]}
+    assert fetch("/assets/coreos/vmlinuz", since)[0] == 304
+    earlier = {"If-Modified-Since": "Thu, 01 Jan 1998 00:00:00 GMT"}
+    assert fetch("/assets/coreos/vmlinuz", earlier)[0] == 200
+    # a download resumed with the ETag it started with: the rest; with a stale one: all
+    same = {"Range": "bytes=1000-", "If-Range": first["ETag"]}
+    status, _, body = fetch("/assets/coreos/vmlinuz", same)
+    assert status == 206 and body == BLOB[1000:]
+    stale = {"Range": "bytes=1000-", "If-Range": '"not-this-one"'}
+    status, _, body = fetch("/assets/coreos/vmlinuz", stale)
+    assert status == 200 and body == BLOB
+
+
+def test_head_has_the_headers_and_no_body(fetch: Fetch) -> None:
+    status, headers, body = fetch("/assets/coreos/vmlinuz", method="HEAD")
+    assert status == 200 and body == b"" and headers["Content-Length"] == str(len(BLOB))
+
+
+def test_boot_loaders_from_the_tftp_root(fetch: Fetch, settings: Settings) -> None:
+    (settings.paths.tftp_root).mkdir(parents=True, exist_ok=True)
+    (settings.paths.tftp_root / "ipxe.efi").write_bytes(BLOB[:1000])
+    status, _, body = fetch("/boot/ipxe.efi", {"Range": "bytes=0-9"})
+    assert status == 206 and body == BLOB[:10]
 
 
 @pytest.mark.parametrize(
@@ -50,21 +134,19 @@ def test_range_and_conditional(client: Any, assets: Path) -> None:
         "/assets/nothing",
     ],
 )
-def test_confined_to_the_folder(client: Any, assets: Path, path: str) -> None:
-    r = client.get(path)
-    assert r.status_code == 404
-    assert b"outside" not in r.data
+def test_confined_to_the_folder(fetch: Fetch, path: str) -> None:
+    status, _, body = fetch(path)
+    assert status == 404
+    assert b"outside" not in body
 
 
-def test_symlink_inside_the_folder_is_fine(client: Any, assets: Path) -> None:
-    assert client.get("/assets/alias").data == BLOB
+def test_symlink_inside_the_folder_is_fine(fetch: Fetch) -> None:
+    assert fetch("/assets/alias")[2] == BLOB
 
 
 def test_static_assets_served_by_granian_itself(tmp_path: Path) -> None:
     """``server.static_assets``: the real server answers /assets/ from granian's own
     handler (no ETag, no Range: docs/BENCHMARKS.md), still confined to the folder."""
-    from ..support.server import ServerProcess
-
     root = tmp_path / "assets"
     (root / "coreos").mkdir(parents=True)
     (root / "coreos" / "vmlinuz").write_bytes(BLOB)

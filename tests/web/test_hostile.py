@@ -81,6 +81,7 @@ def token(served: ServerProcess) -> str:
     assert status == 200
     status, body = raw(served, "GET", config_path(script.decode()))
     assert status == 200
+    served.steps_written()  # the steps are written behind the answer: before "before"
     units = {u["name"]: u for u in yaml.safe_load(body)["coreos"]["units"]}
     return str(units["pxeserver-ready.service"]["content"].split("Bearer ")[1].split('"')[0])
 

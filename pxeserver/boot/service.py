@@ -4,6 +4,9 @@ HTTP, TFTP and ProxyDHCP never decide on their own and never touch the registry'
 they call a :class:`BootService`. It matches the machine to a profile (through
 :func:`pxeserver.profiles.decide`), records what happened in the registry, and renders
 what the machine receives.
+
+In ``serve``'s HTTP workers, known machines are answered from memory and their boot
+steps written behind the answer (:mod:`pxeserver.nodes.memory` says how).
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from . import metrics
-from .config import Settings
-from .errors import InvalidInput, NotFound, RenderError, StoreUnavailable
-from .fetchsecret import PREVIEW, ConfigRefused, FetchSecrets
-from .model import (
+from .. import metrics
+from ..config import Settings
+from ..errors import InvalidInput, NotFound, RenderError, StoreUnavailable
+from ..fetchsecret import PREVIEW, SECRET_MARK, ConfigRefused, FetchSecrets
+from ..model import (
     MAC,
     UNSET,
     EventKind,
@@ -27,9 +30,10 @@ from .model import (
     hostname_problem,
     new_event_id,
 )
-from .nodes.registry import Change, Registry
-from .nodes.sightings import Sightings
-from .profiles import (
+from ..nodes.memory import WAIT, Memory
+from ..nodes.registry import Change, Registry
+from ..nodes.sightings import Sightings
+from ..profiles import (
     BootChoice,
     Decision,
     Group,
@@ -39,18 +43,12 @@ from .profiles import (
     machine_facts,
     verdicts,
 )
-from .render.templates import Renderer
+from ..render.templates import Renderer
+from ..timeline import moved_note
+from .errors import NoMatch
+from .udp import UdpAnswers
 
 log = logging.getLogger(__name__)
-
-
-class NoMatch(NotFound):
-    """No group selects this machine and there is no default group: ignore it.
-    ``verdicts`` says how every group fared, for explaining."""
-
-    def __init__(self, message: str, verdicts: tuple[Verdict, ...] = ()) -> None:
-        super().__init__(message)
-        self.verdicts = verdicts
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ class Explanation:
     preview: Preview | None  # what it would be served; None when nothing selects it
 
 
-class BootService:
+class BootService(UdpAnswers):
     """The boot policy over a registry, a renderer and the sightings writer; built by
     :func:`pxeserver.daemon.make_service` and nowhere else."""
 
@@ -87,6 +85,7 @@ class BootService:
         renderer: Renderer,
         sightings: Sightings,
         fetch: FetchSecrets,
+        memory: Memory | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -95,9 +94,12 @@ class BootService:
         # What ProxyDHCP and TFTP saw; written to the registry by a background thread
         # that only the daemon's main process starts (start_background).
         self.sightings = sightings
+        # How a node is found and its steps recorded (in the HTTP workers: from memory).
+        self.memory = memory or Memory(registry)
 
     def close(self) -> None:
         """Release the store (and the local cache and journal, if the registry has them)."""
+        self.memory.close()
         self.registry.close()
 
     # -- deciding ----------------------------------------------------------------------------
@@ -152,33 +154,53 @@ class BootService:
     def ipxe_script(self, machine: Machine, base: str, client: str | None = None) -> str:
         """The machine's iPXE script. Serving it records the node as ``booting``.
         ``client``: the address it was asked from, to which the config of this boot goes."""
-        existing = self.registry.get(machine.mac)
+        script = self._ipxe_script(machine, base, client, may_wait=True)
+        assert script is not None
+        return script
+
+    def ipxe_script_from_memory(
+        self, machine: Machine, base: str, client: str | None = None
+    ) -> str | None:
+        """:meth:`ipxe_script` if it can be answered without waiting for the store (a node
+        the HTTP worker's view knows), else None: ask :meth:`ipxe_script` (in a thread)."""
+        return self._ipxe_script(machine, base, client, may_wait=False)
+
+    def _ipxe_script(
+        self, machine: Machine, base: str, client: str | None, *, may_wait: bool
+    ) -> str | None:
+        existing, from_memory = self.memory.known(machine.mac, may_wait)
+        if existing is WAIT:
+            return None
         before = self._with_facts(existing, machine) if existing else self._provisional(machine)
-        try:
-            decision = self.decide(before)
-        except NoMatch:
-            self.registry.apply(
-                machine.mac,
-                Change(EventKind.IPXE, "no group matches; nothing served", machine, move=False),
-            )
-            raise
-        profile = self.profile(decision, before)
-        # Render before recording: a template error must not leave a node marked booting.
+        key, kept = self.memory.answer("ipxe", before, base) if existing else (None, None)
+        if kept is None:
+            try:
+                decision = self.decide(before)
+            except NoMatch:
+                change = Change(EventKind.IPXE, "no group matches; nothing served", machine,
+                                move=False)  # fmt: skip
+                self.memory.record(machine.mac, change, from_memory)
+                raise
+            profile = self.profile(decision, before)
+            # Render before recording: a template error must not leave a node marked booting.
+            # Kept with a mark where this boot's secret goes (each answer has its own).
+            kept = (self.renderer.ipxe_script(before, profile, decision, base, SECRET_MARK),
+                    profile.name, self.renderer.boot_choice(before, profile).from_disk)  # fmt: skip
+            self.memory.keep(key, kept)
+        template, profile_name, local = kept
         secret = self.fetch.issue(machine.mac, client)
-        script = self.renderer.ipxe_script(before, profile, decision, base, secret)
-        local = self.renderer.boot_choice(before, profile).from_disk
-        detail = f"profile {profile.name}" + (": told to boot from disk" if local else "")
+        script = str(template).replace(SECRET_MARK, secret)
+        detail = f"profile {profile_name}" + (": told to boot from disk" if local else "")
         detail += moved_note(existing, client)
         # A boot from disk is a boot too: counted, and the node is booting until its
         # installed OS phones home (or boot_timeout marks it lost: the disk did not boot).
-        node = self.registry.apply(
-            machine.mac, Change(EventKind.IPXE, detail, machine, count_boot=True)
-        )
+        change = Change(EventKind.IPXE, detail, machine, count_boot=True)
+        node = self.memory.record(machine.mac, change, from_memory)
         if local:
-            metrics.boots_from_disk.labels(profile=profile.name).inc()
+            metrics.boots_from_disk.labels(profile=profile_name).inc()
         else:
-            metrics.boots_started.labels(profile=profile.name).inc()
-        if existing is None:
+            metrics.boots_started.labels(profile=profile_name).inc()
+        if existing is None and node is not None:
             script = self.renderer.ipxe_script(node, profile, decision, base, secret)
         return script
 
@@ -198,7 +220,22 @@ class BootService:
         def render(node: Node, profile: Profile, group: Group | None) -> str:
             return self.renderer.cloud_config(node, profile, group, base)
 
-        return self._config(EventKind.CLOUD_CONFIG, Machine(mac, ip=ip), secret, render)
+        text = self._config(EventKind.CLOUD_CONFIG, Machine(mac, ip=ip), base, secret, render,
+                            may_wait=True)  # fmt: skip
+        assert text is not None
+        return text
+
+    def cloud_config_from_memory(
+        self, mac: MAC, base: str, ip: str | None = None, secret: str | None = None
+    ) -> str | None:
+        """:meth:`cloud_config` without waiting for the store, or None (see
+        :meth:`ipxe_script_from_memory`)."""
+
+        def render(node: Node, profile: Profile, group: Group | None) -> str:
+            return self.renderer.cloud_config(node, profile, group, base)
+
+        return self._config(EventKind.CLOUD_CONFIG, Machine(mac, ip=ip), base, secret, render,
+                            may_wait=False)  # fmt: skip
 
     def phone_home(self, mac: MAC, token: str | None, kind: EventKind) -> Node:
         installs, detail = None, ""
@@ -214,6 +251,7 @@ class BootService:
                 else:
                     detail = f"profile {installs} installed on disk: later boots start from it"
         node = self.registry.phone_home(mac, token, kind, detail, installs=installs)
+        self.memory.wrote(node)
         if kind is EventKind.READY:
             profile = self.effective_profile(node)[0] or "none"
             metrics.boots_completed.labels(profile=profile).inc()
@@ -232,51 +270,71 @@ class BootService:
                 )
             return self.renderer.ignition(node, profile, group, base)
 
-        return self._config(EventKind.IGNITION, Machine(mac), secret, render, ip)
+        text = self._config(EventKind.IGNITION, Machine(mac), base, secret, render, ip,
+                            may_wait=True)  # fmt: skip
+        assert text is not None
+        return text
 
     def _config(
         self,
         kind: EventKind,
         machine: Machine,
+        base: str,
         secret: str | None,
         render: Callable[[Node, Profile, Group | None], str],
         ip: str | None = None,
-    ) -> str:
+        *,
+        may_wait: bool,
+    ) -> str | None:
         """A config served once per boot: for a good secret of this machine
-        (:mod:`pxeserver.fetchsecret`), never used before here or in the node's record.
-        Rendered before it is recorded, so that a broken template records nothing."""
+        (:mod:`pxeserver.fetchsecret`), never used before in this process or in the node's
+        record. Rendered before it is recorded, so that a broken template records nothing.
+        None when answering needs the store and ``may_wait`` is False."""
         mac, asked_from = machine.mac, ip or machine.ip
-        existing = self.registry.get(mac)
+        existing, from_memory = self.memory.known(mac, may_wait)
+        if existing is WAIT:
+            return None
         try:
             issued = self.fetch.check(mac, secret, asked_from)
             self.fetch.claim(mac, issued, existing.config_issued if existing else None)
         except ConfigRefused as exc:
-            raise self._refused(kind, mac, exc, existing) from None
+            raise self._refused(kind, mac, exc, existing, from_memory) from None
         try:
             node = self._with_facts(existing, machine) if existing else self._provisional(machine)
-            decision = self.decide(node)
-            profile = self.profile(decision, node)
-            text = render(node, profile, decision.group)
-            detail = f"profile {profile.name}" + moved_note(existing, asked_from)
+            key, kept = self.memory.answer(kind.value, node, base) if existing else (None, None)
+            if kept is None:
+                decision = self.decide(node)
+                profile = self.profile(decision, node)
+                kept = (render(node, profile, decision.group), profile.name)
+                self.memory.keep(key, kept)
+            text, name = kept
+            detail = f"profile {name}" + moved_note(existing, asked_from)
             facts = machine if machine.ip else None
             change = Change(kind, detail, facts, event_id=new_event_id(), config_issued=issued)
-            recorded = self.registry.apply(mac, change)
+            recorded = self.memory.record(mac, change, from_memory)
         except BaseException:
             self.fetch.release(mac, issued)  # not served: the machine may ask again
             raise
+        if recorded is None:  # noted, written behind the answer: "once" as docs/SECURITY.md says
+            return str(text)
         if change.event_id not in recorded.recent_ids:  # another worker served it first
-            raise self._refused(kind, mac, self.fetch.used(mac, issued), recorded)
+            raise self._refused(kind, mac, self.fetch.used(mac, issued), recorded, False)
         # First sight of this MAC: the hostname and token exist once it is recorded.
-        return text if existing is not None else render(recorded, profile, decision.group)
+        return str(text) if existing is not None else render(recorded, profile, decision.group)
 
     def _refused(
-        self, kind: EventKind, mac: MAC, exc: ConfigRefused, node: Node | None
+        self, kind: EventKind, mac: MAC, exc: ConfigRefused, node: Node | None, noted: bool
     ) -> ConfigRefused:
-        """Count and record a refused config fetch (possible spoofing); the 403 follows."""
+        """Count and record a refused config fetch (possible spoofing); the 403 follows.
+        ``noted``: the node was answered from memory, so is the refusal's event (behind the
+        answer, no store call here)."""
         metrics.configs_refused.labels(reason=exc.reason.value).inc()
         log.warning("%s: %s refused: %s", mac, kind, exc)
         if node is not None:  # a MAC never booted gets no record from a refusal
             change = Change(kind, f"refused: {exc.short} (possible spoofing)", move=False)
+            if noted:
+                self.memory.record(mac, change, True)
+                return exc
             try:
                 self.registry.apply(mac, change, create=False)
             except (StoreUnavailable, NotFound) as failed:
@@ -379,102 +437,13 @@ class BootService:
             raise InvalidInput(f"no profile named {profile!r}; the profiles are: {known}")
         if hostname is not None and (problem := hostname_problem(hostname)):
             raise InvalidInput(problem)
-        return self.registry.set(
+        node = self.registry.set(
             mac, profile=profile, labels=labels, hostname=hostname, reinstall=reinstall
         )
+        self.memory.wrote(node)  # this worker's next answer has it; the others' soon
+        return node
 
     def forget(self, mac: MAC) -> None:
+        self.memory.forgot(mac)
         if not self.registry.forget(mac):
             raise NotFound(f"no node with MAC {mac}")
-
-    # -- the UDP services (ProxyDHCP, TFTP): answers that never wait for the store ----------
-
-    def start_background(self) -> None:
-        """Start writing sightings and transfers to the registry (the daemon's main process)."""
-        self.sightings.start()
-
-    def stop_background(self, flush: float = 2.0) -> None:
-        self.sightings.stop(flush)
-
-    def flush_background(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued sighting is written; False if ``timeout`` passed first."""
-        return self.sightings.flush(timeout)
-
-    def boot_refusal(self, machine: Machine) -> str | None:
-        """Why ``machine`` must not be offered a boot loader, or None to offer one.
-
-        Decided without the store, from the settings and the in-memory view: a MAC in
-        ``server.exclude_macs`` is refused; otherwise the groups are matched against the
-        node as last recorded here (labels, assigned profile) or, for a machine not seen
-        before, against the facts its firmware sent. Never raises for the store.
-        """
-        if machine.mac in self.settings.server.exclude_macs:
-            return "excluded by server.exclude_macs"
-        known = self.sightings.node(machine.mac)
-        node = self._with_facts(known, machine) if known else self._provisional(machine)
-        try:
-            self.decide(node)
-        except NoMatch:
-            return "no group selects this machine and there is no default group"
-        return None
-
-    def note_dhcp(self, machine: Machine, detail: str) -> None:
-        """Record a ProxyDHCP sighting (state ``discovered``; arch, UUID, IP). Never blocks:
-        the in-memory view changes now, the registry when the background writer gets to it;
-        repeated sightings of a MAC still queued are merged into one write."""
-        self.sightings.seen(machine)
-        self.sightings.submit(
-            machine.mac, Change(EventKind.DHCP, detail, machine), merge=EventKind.DHCP.value
-        )
-
-    def machine_at(self, ip: str) -> Machine | None:
-        """The machine last seen by ProxyDHCP with address ``ip`` (TFTP carries no MAC)."""
-        return self.sightings.machine_at(ip)
-
-    def note_transfer(self, ip: str, detail: str) -> None:
-        """Record a TFTP transfer on the node at ``ip``; never blocks. A client whose IP no
-        sighting names cannot be tied to a node: it is logged, not recorded."""
-        machine = self.machine_at(ip)
-        if machine is None:
-            log.debug("TFTP transfer from %s not recorded: no ProxyDHCP sighting names it", ip)
-            return
-        self.sightings.submit(machine.mac, Change(EventKind.TFTP, detail, Machine(machine.mac)))
-
-    def pxelinux_config(self, machine: Machine, base: str) -> str:
-        """The machine's PXELINUX config (``pxelinux.cfg/01-<mac>`` over TFTP): the same
-        decision and kernel arguments as its iPXE script. Serving it records the node as
-        ``booting`` (an ``ipxe`` event: the boot script was served), like ``/ipxe`` does.
-        Reads and writes the store: call it off any packet loop."""
-        from .render import pxelinux
-
-        existing = self.registry.get(machine.mac)
-        before = self._with_facts(existing, machine) if existing else self._provisional(machine)
-        decision = self.decide(before)
-        profile = self.profile(decision, before)
-        secret = self.fetch.issue(machine.mac, machine.ip)
-        text = pxelinux.render(self.renderer, before, profile, decision, base, secret)
-        local = self.renderer.boot_choice(before, profile).from_disk
-        detail = f"PXELINUX config over TFTP, profile {profile.name}"
-        detail += ": told to boot from disk" if local else ""
-        detail += moved_note(existing, machine.ip)
-        node = self.registry.apply(
-            machine.mac, Change(EventKind.IPXE, detail, machine, count_boot=True)
-        )
-        self.sightings.remember(node)
-        if existing is None:
-            text = pxelinux.render(self.renderer, node, profile, decision, base, secret)
-        return text
-
-
-def moved_note(node: Node | None, address: str | None) -> str:
-    """What a boot GET's event adds when it comes from another address than the one
-    recorded for a node past discovery: the facts it carries are recorded all the same
-    (machines move), but never without the timeline saying so."""
-    if node is None or not node.ip or not address or address == node.ip:
-        return ""
-    if node.state is State.DISCOVERED:
-        return ""
-    return (
-        f"; asked from {address}, not {node.ip} where it was {node.state}: "
-        "a reboot, or another machine naming this MAC"
-    )
