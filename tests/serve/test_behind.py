@@ -34,6 +34,7 @@ from pxeserver.nodes.registry import Change
 from ..support.etcd import etcd_prefix
 from ..support.net import wait_for
 from ..support.server import ServerProcess
+from ..support.web import config_path
 from .test_crash import Storm, boot_one, check_registry
 
 pytestmark = pytest.mark.slow
@@ -86,9 +87,15 @@ def test_the_api_shows_each_step_once_its_write_is_done(
     settings = {**store_settings, "paths": {"data_dir": str(tmp_path / "var")}}
     server = server_with(tmp_path, settings, macs).start()
     try:
+        scripts: dict[str, str] = {}
         for step, state, total in (("ipxe", "booting", 20), ("cloud-config", "configured", 40)):
             for mac in macs:
-                assert server.get(f"/{step}?mac={mac}")[0] == 200
+                if step == "ipxe":
+                    status, _, body = server.get(f"/ipxe?mac={mac}")
+                    scripts[mac] = body.decode()
+                else:  # the config URL of its script (a one-time secret in it)
+                    status = server.get(config_path(scripts[mac]))[0]
+                assert status == 200
             wait_for(lambda total=total: recorded(server)["written"] >= total, 30,  # type: ignore[misc]
                      f"{total} steps to be written")  # fmt: skip
             # written: the API shows every one of them, at once (no waiting here)
@@ -160,8 +167,10 @@ def test_an_operator_change_on_one_server_reaches_the_other(etcd: Any, tmp_path:
     mac = mac_of(0xAB)
     settings = {"store": {"backend": "etcd", "etcd_endpoints": [etcd.client_url],
                           "etcd_prefix": prefix}}  # fmt: skip
-    a = server_with(tmp_path / "a", {**settings, "paths": {"data_dir": str(tmp_path / "a/var")}},
-                    [mac]).start()  # fmt: skip
+    # One HTTP worker on the server that makes the change: "at once" is that worker's
+    # (another worker of the same server sees it as the other server does).
+    a = server_with(tmp_path / "a", {**settings, "paths": {"data_dir": str(tmp_path / "a/var")},
+                                     "server": {"http_workers": 1}}, [mac]).start()  # fmt: skip
     b = ServerProcess(tmp_path / "b", settings={**settings,
                       "paths": {"data_dir": str(tmp_path / "b/var")}},
                       args=["--no-dhcp", "--no-tftp"]).start()  # fmt: skip
