@@ -31,6 +31,7 @@ from .config import Settings, load
 from .errors import PxeError, StoreUnavailable
 from .fetchsecret import FetchSecrets, file_key, setting_key
 from .host.claims import DataFolderLock, PortClaim, check_tcp_port_free
+from .host.netif import connected_network
 from .logs import configure
 from .nodes.memory import Memory
 from .nodes.reaper import Reaper
@@ -117,7 +118,8 @@ def make_service(
     # process of this server shares in the data folder (read when first needed).
     s, folder = settings.server, settings.paths.data_dir
     key = setting_key(s.config_fetch_key) if s.config_fetch_key else file_key(folder)
-    fetch = FetchSecrets(key, s.config_fetch_window, any_address=s.config_fetch_any_address)
+    fetch = FetchSecrets(key, s.config_fetch_window, fetch_from=s.config_fetch_from,
+                         connected=connected_network)  # fmt: skip
     return BootService(settings, registry, Renderer(settings), sightings, fetch, memory)
 
 

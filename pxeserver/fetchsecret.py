@@ -42,6 +42,10 @@ PREVIEW = "issued-per-boot"
 # Where a boot's secret goes in a script kept for reuse (pxeserver.render.answers): each
 # answer replaces it with a secret of its own. Never a secret itself (no tag).
 SECRET_MARK = "secret-of-this-boot"
+# Where a config may be asked from (server.config_fetch_from), beside the script's address:
+# its network (default), that address only, or anywhere.
+FROM = ("network", "address", "anywhere")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 TAG_BYTES = 16
 CLAIMS_KEPT = 65_536  # MACs whose last used secret one worker remembers (then the store's)
 AGAIN = "power-cycle the machine to boot again"
@@ -78,13 +82,15 @@ class FetchSecrets:
         key: Callable[[], bytes],
         window: float,
         *,
-        any_address: bool = False,
+        fetch_from: str = "address",
+        connected: Callable[[str], Network | None] = lambda address: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._key_source = key
         self._key: bytes | None = None
         self.window = window
-        self.any_address = any_address
+        self.fetch_from = fetch_from
+        self.connected = connected  # this server's own network holding an address, if any
         self.clock = clock
         self._lock = threading.Lock()
         self._claimed: OrderedDict[MAC, int] = OrderedDict()
@@ -143,15 +149,33 @@ class FetchSecrets:
                 f"secret issued {age:.0f} s ago, from {where}",
             )
         issued_to = _unpack(packed)
-        if not self.any_address and issued_to != _unpack(_pack(address)):
+        if not self._same_place(issued_to, _unpack(_pack(address))):
+            place = "the network of " if self.fetch_from == "network" else ""
             raise ConfigRefused(
                 Reason.ADDRESS,
-                f"{mac}: this config is for {issued_to}, the address that fetched the boot "
-                f"script, not {where}; {AGAIN} (if its OS gets another address than its "
-                "firmware, behind NAT or a relay, set server.config_fetch_any_address)",
+                f"{mac}: this config is for {place}{issued_to}, the address that fetched the "
+                f"boot script, not {where}; {AGAIN} (behind NAT or a relay, or if its OS gets "
+                "an address elsewhere, set server.config_fetch_from: anywhere)",
                 f"asked from {where}, the script went to {issued_to}",
             )
         return issued
+
+    def _same_place(self, issued_to: str, asked: str) -> bool:
+        """Whether ``asked`` may have the config of a script that went to ``issued_to``:
+        the same address; with ``network``, an address of the same network (this server's
+        own network that holds ``issued_to``; for a machine beyond a router, its /24 or
+        /64): an OS that asked DHCP with a DUID gets another lease of that network."""
+        if self.fetch_from == "anywhere" or asked == issued_to:
+            return True
+        if self.fetch_from != "network":
+            return False
+        try:
+            script, config = ipaddress.ip_address(issued_to), ipaddress.ip_address(asked)
+        except ValueError:
+            return False  # an unknown address is only ever itself
+        prefix = 24 if script.version == 4 else 64
+        network = self.connected(issued_to) or ipaddress.ip_network(f"{script}/{prefix}", False)
+        return config in network
 
     def claim(self, mac: MAC, issued: int, recorded: int | None) -> None:
         """Take the secret issued at ``issued`` for a config served now; refused if this

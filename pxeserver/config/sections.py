@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import InvalidInput
+from ..fetchsecret import FROM as FETCH_FROM
 from ..model import (
     HOSTNAME_FIELDS,
     MAC,
@@ -95,9 +96,7 @@ def server(c: Checker, raw: Mapping[str, Any]) -> ServerSettings:
             raw, "allow_unauthenticated_writes", w, d.allow_unauthenticated_writes
         ),
         config_fetch_window=c.int_(raw, "config_fetch_window", w, d.config_fetch_window, 10, 86400),
-        config_fetch_any_address=c.bool_(
-            raw, "config_fetch_any_address", w, d.config_fetch_any_address
-        ),
+        config_fetch_from=c.choice(raw, "config_fetch_from", w, d.config_fetch_from, FETCH_FROM),
         config_fetch_key=_secret(c, raw, "config_fetch_key", w),
         http_workers=c.int_(raw, "http_workers", w, d.http_workers, 1, 64),
         static_assets=c.bool_(raw, "static_assets", w, d.static_assets),

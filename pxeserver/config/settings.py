@@ -41,9 +41,10 @@ class ServerSettings:
     # A machine's config is handed out once per boot, for the one-time secret in its
     # script's config URL (docs/SECURITY.md): within this many seconds of the script,
     config_fetch_window: int = 600
-    # to the address that fetched the script, unless this is on (NAT, relays, an OS that
-    # takes another DHCP lease than its firmware),
-    config_fetch_any_address: bool = False
+    # asked from (pxeserver.fetchsecret.FROM): "network", the network of the address that
+    # fetched the script (an OS whose DHCP lease differs from its firmware's: the usual
+    # case); "address", that address only; "anywhere" (NAT, relays that hide machines),
+    config_fetch_from: str = "network"
     # under this key; default: one made into <data_dir>/fetch.key (mode 0600).
     config_fetch_key: str | None = None
     http_workers: int = 2

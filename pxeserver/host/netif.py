@@ -86,6 +86,28 @@ def own_addresses() -> frozenset[str]:
     return frozenset(found)
 
 
+def connected_network(address: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The network of one of this host's interfaces that holds ``address`` (a machine on a
+    link of ours), or None."""
+    try:
+        wanted = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    family = netifaces.AF_INET if wanted.version == 4 else netifaces.AF_INET6
+    for name in netifaces.interfaces():
+        for entry in netifaces.ifaddresses(name).get(family, []):
+            own = str(entry.get("addr") or "").partition("%")[0]
+            mask = str(entry.get("netmask") or "").partition("/")[0]
+            try:  # IPv4 masks are dotted; IPv6 ones a mask address (ffff:…::) too
+                bits = bin(int(ipaddress.ip_address(mask))).count("1")
+                network = ipaddress.ip_network(f"{own}/{bits}", strict=False)
+            except ValueError:
+                continue
+            if wanted in network and not network.is_loopback and network.prefixlen > 0:
+                return network
+    return None
+
+
 def address_towards(peer: str) -> str | None:
     """The address of ours that the kernel would send from to reach ``peer`` (a route
     lookup: connecting a UDP socket sends nothing), or None if there is no route."""

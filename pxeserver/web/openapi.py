@@ -45,8 +45,8 @@ bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 ONCE_PER_BOOT: dict[str, Any] = {
     "security": [{"fetchSecret": []}],
     "description": "Only for `secret=` of the URL the boot's iPXE script names, once, within "
-    "server.config_fetch_window, from the address that fetched the script (unless "
-    "server.config_fetch_any_address); otherwise 403. To read a node's config without "
+    "server.config_fetch_window, from the network of the address that fetched the script "
+    "(server.config_fetch_from); otherwise 403. To read a node's config without "
     "booting it: GET /api/v1/nodes/{mac}/explain or `pxeserver render MAC`.",
 }
 

@@ -98,8 +98,7 @@ def lab_settings() -> dict[str, Any]:
     return {
         # systemd-networkd asks DHCP with a DUID, so the OS that fetches the config has
         # another lease than the firmware that fetched the script (asserted below): the
-        # setting for such networks (docs/SECURITY.md).
-        "server": {"config_fetch_any_address": True},
+        # default server.config_fetch_from (network) serves it, as on a real site.
         "cluster": {
             "heartbeat_interval": HEARTBEAT_INTERVAL_S,
             "heartbeat_ttl": HEARTBEAT_TTL_S,

@@ -54,11 +54,12 @@ def test_cloud_config_names_the_address_the_os_fetched_it_from(tmp_path: Path) -
     # The firmware's lease (iPXE's ${netX/ip}) and the booted OS's lease may differ:
     # systemd-networkd asks DHCP with a DUID, not 01:MAC. The OS fetches its own config,
     # so that request's address is the one fleet must advertise and pxeserver record
-    # (a config from another address than the script's needs the setting).
-    settings = make_settings(tmp_path, {"server": {"config_fetch_any_address": True}})
+    # (another address of the same network, by default).
+    settings = make_settings(tmp_path)
     client = create_app(settings, make_service(settings)).test_client()
     mac = "52:54:00:12:34:58"
-    script = client.get(f"/ipxe?mac={mac}&ip=192.0.2.101").text
+    firmware = {"REMOTE_ADDR": "192.0.2.101"}
+    script = client.get(f"/ipxe?mac={mac}&ip=192.0.2.101", environ_base=firmware).text
     assert client.get(f"/api/v1/nodes/{mac}").json["ip"] == "192.0.2.101"
     os_side = {"REMOTE_ADDR": "192.0.2.140"}
     r = client.get(config_path(script), environ_base=os_side)

@@ -5,6 +5,7 @@ would: its iPXE script, then the config URL that script names."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from pxeserver.daemon import make_service
+from pxeserver.fetchsecret import ConfigRefused, FetchSecrets
 from pxeserver.model import MAC as MAC_TYPE
 from pxeserver.model import EventKind
 from pxeserver.nodes.registry import Change
@@ -25,7 +27,7 @@ from .test_metrics import sample, scrape
 
 MAC = "52:54:00:00:16:03"
 HERE = {"REMOTE_ADDR": "192.0.2.50"}  # the machine: script and config from one address
-ELSEWHERE = {"REMOTE_ADDR": "192.0.2.66"}
+ELSEWHERE = {"REMOTE_ADDR": "198.51.100.66"}  # another network
 IGNITION = {"kernel": "flatcar/vmlinuz", "ignition": "flatcar.ign.j2"}
 
 
@@ -134,32 +136,69 @@ def test_a_wrong_or_absent_secret_is_refused_and_previews_still_show_the_config(
     assert client.get(good, environ_base=HERE).status_code == 200  # positive control
 
 
-def test_another_address_is_refused_unless_the_setting_relaxes_it(made: Any) -> None:
+def test_another_network_is_refused_unless_the_setting_relaxes_it(made: Any) -> None:
     client = made()
     path = config_path(script(client))
     before = refusals(client, "address")
     r = client.get(path, environ_base=ELSEWHERE)
     assert r.status_code == 403
-    assert "for 192.0.2.50" in r.text and "not 192.0.2.66" in r.text
-    assert "server.config_fetch_any_address" in r.text
+    assert "for the network of 192.0.2.50" in r.text and "not 198.51.100.66" in r.text
+    assert "server.config_fetch_from: anywhere" in r.text
     assert refusals(client, "address") == before + 1
     assert refused_events(client) == [
-        "refused: asked from 192.0.2.66, the script went to 192.0.2.50 (possible spoofing)"
+        "refused: asked from 198.51.100.66, the script went to 192.0.2.50 (possible spoofing)"
     ]
     assert client.get(path, environ_base=HERE).status_code == 200  # the machine still can
 
-    relaxed = made({"server": {"config_fetch_any_address": True}})
+    relaxed = made({"server": {"config_fetch_from": "anywhere"}})
     made.clock.now += 1
     path = config_path(script(relaxed))
     r = relaxed.get(path, environ_base=ELSEWHERE)
     assert r.status_code == 200, r.text
     # the OS's own address is what its config names, and the move is in the timeline
-    assert yaml.safe_load(r.text)["coreos"]["fleet"]["public_ip"] == "192.0.2.66"
+    assert yaml.safe_load(r.text)["coreos"]["fleet"]["public_ip"] == "198.51.100.66"
     assert node(relaxed)["events"][-1]["detail"] == (
-        "profile coreos; asked from 192.0.2.66, not 192.0.2.50 where it was booting: "
+        "profile coreos; asked from 198.51.100.66, not 192.0.2.50 where it was booting: "
         "a reboot, or another machine naming this MAC"
     )
     assert relaxed.get(path, environ_base=ELSEWHERE).status_code == 403  # once, still
+
+
+def test_by_default_the_os_may_have_another_address_of_the_same_network(made: Any) -> None:
+    """systemd-networkd (Container Linux, Flatcar) asks DHCP with a DUID, so the booted OS
+    usually has another lease of the network than its firmware had (docs/SECURITY.md)."""
+    os_lease = {"REMOTE_ADDR": "192.0.2.151"}  # beside HERE (192.0.2.50) in 192.0.2.0/24
+    client = made()
+    r = client.get(config_path(script(client)), environ_base=os_lease)
+    assert r.status_code == 200, r.text
+    assert yaml.safe_load(r.text)["coreos"]["fleet"]["public_ip"] == "192.0.2.151"
+    # "address": the script's address only (the control: the same lease is refused)
+    strict = made({"server": {"config_fetch_from": "address"}})
+    made.clock.now += 1
+    refused = strict.get(config_path(script(strict)), environ_base=os_lease)
+    assert refused.status_code == 403 and "this config is for 192.0.2.50," in refused.text
+    made.clock.now += 1
+    assert strict.get(config_path(script(strict)), environ_base=HERE).status_code == 200
+
+
+def test_a_network_of_this_server_is_the_one_that_counts() -> None:
+    """For a machine on a link of this server, its network is that link's (a /16 here);
+    beyond a router, the /24 (or /64) around the script's address."""
+    key = lambda: b"k" * 32  # noqa: E731
+    mac = MAC_TYPE.parse(MAC)
+    linked = FetchSecrets(key, 600, fetch_from="network",
+                          connected=lambda a: ipaddress.ip_network("10.20.0.0/16"))  # fmt: skip
+    secret = linked.issue(mac, "10.20.1.5")
+    assert linked.check(mac, secret, "10.20.200.9")  # same link, another /24
+    routed = FetchSecrets(key, 600, fetch_from="network")
+    secret = routed.issue(mac, "10.20.1.5")
+    assert routed.check(mac, secret, "10.20.1.250")
+    with pytest.raises(ConfigRefused):
+        routed.check(mac, secret, "10.20.2.5")
+    v6 = routed.issue(mac, "2001:db8:0:1::5")
+    assert routed.check(mac, v6, "2001:db8:0:1:ffff::9")
+    with pytest.raises(ConfigRefused):
+        routed.check(mac, v6, "2001:db8:0:2::5")
 
 
 def test_a_secret_older_than_the_window_is_refused(made: Any) -> None:
@@ -206,7 +245,7 @@ def test_a_boot_get_from_another_address_says_so_in_the_timeline(made: Any) -> N
     assert node(client)["ip"] == "192.0.2.50"
     script(client, ELSEWHERE)  # someone names the configured node's MAC
     last = node(client)["events"][-1]
-    assert last["kind"] == "ipxe" and "asked from 192.0.2.66, not 192.0.2.50" in last["detail"]
+    assert last["kind"] == "ipxe" and "asked from 198.51.100.66, not 192.0.2.50" in last["detail"]
     assert "where it was configured" in last["detail"]
     script(client, ELSEWHERE)  # control: from the address recorded now, nothing to say
     assert node(client)["events"][-1]["detail"] == "profile coreos"
