@@ -7,7 +7,7 @@ The iPXE script of each boot carries a secret in its config URL
 fetched the script and the time it was issued, with that time and address beside it in
 the clear::
 
-    <issued: ms since the epoch, hex>.<address that fetched the script, packed, hex>.<tag>
+    <issued: µs since the epoch, hex>.<address that fetched the script, packed, hex>.<tag>
 
 So any HTTP worker holding the key can issue and check one without asking the store.
 What the store (the node's record) adds is "once": the config step records the issue time
@@ -47,6 +47,7 @@ SECRET_MARK = "secret-of-this-boot"
 FROM = ("network", "address", "anywhere")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 TAG_BYTES = 16
+MICROS = 1_000_000  # issue times are µs since the epoch
 CLAIMS_KEPT = 65_536  # MACs whose last used secret one worker remembers (then the store's)
 AGAIN = "power-cycle the machine to boot again"
 
@@ -110,15 +111,17 @@ class FetchSecrets:
     def issue(self, mac: MAC, address: str | None) -> str:
         """A new secret for the boot of ``mac`` whose script ``address`` fetched. Issue
         times never repeat in one process ("once" refuses a secret not newer than the one
-        served last: two scripts in the same millisecond must not share a time)."""
+        served last: two scripts in the same microsecond must not share a time). They are
+        in microseconds so that this process's times stay with the clock: another worker
+        issues by the clock, and its newer secret must not look older than ours."""
         with self._lock:
-            issued = max(int(self.clock() * 1000), self._last_issued + 1)
+            issued = max(int(self.clock() * MICROS), self._last_issued + 1)
             self._last_issued = issued
         packed = _pack(address)
         return f"{issued:x}.{packed}.{self._tag(mac, issued, packed)}"
 
     def check(self, mac: MAC, secret: str | None, address: str | None) -> int:
-        """The issue time (ms) of ``secret``, a good secret of ``mac`` asked from
+        """The issue time (µs) of ``secret``, a good secret of ``mac`` asked from
         ``address``; else :class:`ConfigRefused`. Does not say whether it was used."""
         where = address or "an unknown address"
         if not secret:
@@ -140,7 +143,7 @@ class FetchSecrets:
                 "that share a boot network need the same server.config_fetch_key)",
                 f"wrong secret from {where}",
             )
-        age = self.clock() - issued / 1000
+        age = self.clock() - issued / MICROS
         if age > self.window:
             raise ConfigRefused(
                 Reason.EXPIRED,

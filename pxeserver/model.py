@@ -272,7 +272,7 @@ class Node:
     network boots of that profile are told to boot from disk. An operator clears it to
     reinstall (``pxeserver nodes set MAC --reinstall``).
     ``config_issued`` is when the one-time secret its config was last served for was
-    issued (ms since the epoch, :mod:`pxeserver.fetchsecret`): a secret not newer is refused.
+    issued (µs since the epoch, :mod:`pxeserver.fetchsecret`): a secret not newer is refused.
     """
 
     mac: MAC

@@ -87,7 +87,7 @@ class Change:
     # READY under a profile with ``install: disk``: the node's disk now holds this profile
     # (Node.installed); later boots of it are told to boot from disk.
     installs: str | None = None
-    # A config served for the fetch secret issued then (ms; pxeserver.fetchsecret): recorded
+    # A config served for the fetch secret issued then (µs; pxeserver.fetchsecret): recorded
     # as Node.config_issued, and nothing is recorded if the node has that one or a newer.
     config_issued: int | None = None
     answered: bool = False  # the answer went out before this is written (behind the answer)

@@ -301,3 +301,24 @@ def test_a_second_use_written_behind_its_answer_shows_in_the_timeline(made: Any)
         "profile coreos; served again for a used secret (possible spoofing)"
     )
     assert after.state is before.state and after.config_issued == before.config_issued
+
+
+def test_a_busy_worker_does_not_make_another_workers_newer_secret_look_used() -> None:
+    """Issue times never repeat in one worker, and still keep with the clock when it
+    issues many scripts at once: a machine that boots again half a second later, with its
+    script from the other worker, is served (with times in milliseconds, 2,000 scripts in
+    one millisecond put the first worker's times 2 s ahead, and this was refused)."""
+    clock = Clock()
+    key = lambda: b"k" * 32  # noqa: E731
+    busy, other = FetchSecrets(key, 600, clock=clock), FetchSecrets(key, 600, clock=clock)
+    mac = MAC_TYPE.parse(MAC)
+    issued = [busy.check(m, busy.issue(m, "192.0.2.9"), "192.0.2.9")
+              for m in (MAC_TYPE.parse(f"52:54:00:00:{n >> 8:02x}:{n & 255:02x}")
+                        for n in range(2000))]  # fmt: skip
+    assert len(set(issued)) == 2000  # never the same time twice, the clock standing still
+    first = busy.check(mac, busy.issue(mac, "192.0.2.50"), "192.0.2.50")
+    busy.claim(mac, first, None)  # its config served, and recorded as used
+    clock.now += 0.5
+    again = other.check(mac, other.issue(mac, "192.0.2.50"), "192.0.2.50")
+    other.claim(mac, again, first)  # the next boot's config: not refused as used
+    assert again > first
