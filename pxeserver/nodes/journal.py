@@ -131,28 +131,7 @@ class Journal:
         StoreUnavailable if the journal cannot be written: the caller must not be told
         that the write succeeded.
         """
-        doc = json.dumps(change_to_dict(change))
-        try:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO entries (mac, event_id, change, creates) "
-                    "VALUES (?, ?, ?, ?)",
-                    (mac.value, change.event_id, doc, int(creates)),
-                )
-                added = cur.rowcount == 1
-                if added:
-                    self._bump(db, "journalled")
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(
-                f"the store is unavailable and the journal {self.path} cannot be written: {exc}"
-            ) from exc
-        return added
+        return self.append_many([(mac, change, creates)]) == 1
 
     def append_many(self, entries: list[tuple[MAC, Change, bool]]) -> int:
         """:meth:`append` for several changes (mac, change, creates), in one transaction:
