@@ -1,31 +1,45 @@
-"""HTTP: ``/ipxe`` and ``/cloud-config`` of registered nodes, pxeserver against nginx.
+"""HTTP: ``/ipxe`` and whole boots (script, then config) of registered nodes, against nginx.
 
     .venv/bin/python -m bench.http_load                 # 3 runs, 10,000 nodes, wrk 10 s
     .venv/bin/python -m bench.http_load --runs 1 --quick
 
 For each store (SQLite, then etcd) the benchmark registers 10,000 nodes, starts ``pxeserver
 serve --no-dhcp --no-tftp`` (2 HTTP workers, the default) on a free loopback port, fetches
-``/ipxe?mac=…`` and ``/cloud-config?mac=…`` of 1,000 of those nodes once from it and puts
-exactly those bytes in an nginx root as static files (nginx maps ``/ipxe?mac=X`` to the
-file ``ipxe/X``), so both servers answer the same URLs with the same bytes. Then, per run
-and endpoint, alternating which goes first:
+``/ipxe?mac=…`` of 1,000 of those nodes once from it, then the config URL each script
+names (``/cloud-config?mac=…&secret=…``: a config is served once per secret, and not at
+all without one), and puts exactly those bytes in an nginx root as static files (nginx
+maps ``/ipxe?mac=X`` to the file ``ipxe/X`` and ``/cloud-config?mac=X&…`` to
+``cloud-config/X``), so both servers answer the same URLs with the same bytes. Two cases:
 
-- throughput: ``wrk -t2 -c32`` for 10 s with a Lua script that rotates over the 1,000
-  MACs, against pxeserver and against nginx; the ratio is pxeserver's requests/s over
-  nginx's in the same run;
-- latency at a fixed rate: 2,000 requests/s for 10 s from ``rate_load.py`` (an open-loop
-  generator of this repo, since wrk2 is not in Debian), p50 and p99 from the time each
-  request was due.
+- ``/ipxe``: the script of a MAC, rotating over the 1,000;
+- ``boot``: what a machine asks over HTTP besides its kernel and initrd: ``/ipxe?mac=…``,
+  then the config URL that answer names (a fresh secret each time). Each wrk thread boots
+  its own share of the MACs, so that no machine boots twice at once (a machine's older
+  config URL is refused once a newer one was used). Its requests/s count both requests;
+  boots/s are half of it.
 
-Every request that pxeserver answers for a known node is also a registry write (serving
-the script makes the node ``booting``, the cloud-config ``configured``), so these figures
-include the store. Requests that are not 2xx, socket errors and timeouts are errors.
+Then, per run and case, alternating which server goes first:
+
+- throughput: ``wrk -t2 -c32`` for 10 s with a Lua script, against pxeserver and against
+  nginx; the ratio is pxeserver's requests/s over nginx's in the same run;
+- latency at a fixed rate: 2,000 and 500 requests/s for 10 s from ``rate_load.py`` (an
+  open-loop generator of this repo, since wrk2 is not in Debian), p50 and p99 from the
+  time each request was due; for ``boot``, 1,000 and 250 boots/s (the same requests/s),
+  each boot's latency from its due time to the end of its config.
+
+Every request that pxeserver answers for a known node also records a boot step (the
+script makes the node ``booting``, the config ``configured``), written behind the answer
+(docs/RELIABILITY.md, "Known machines from memory"). Requests that are not 2xx, socket
+errors and timeouts are errors. The 10,000 nodes never phone home, so the server's bound
+on such records (``limits.never_booted``) is raised for the benchmark: at the default,
+10,000, registering them would make it forget the oldest.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -41,18 +55,71 @@ from bench import benchlib, rate_load
 NAME = "http"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-ENDPOINTS = ("/ipxe", "/cloud-config")
-RATE = 2000.0
+CASES = ("/ipxe", "boot")
+THREADS, CONNECTIONS = 2, 32  # wrk -t2 -c32
+RATE = 2000.0  # requests/s (the goal's); a boot is two requests
 RATES = (RATE / 4, RATE)
 P99_GOAL_MS = 20.0
 NGINX_RATIO_GOAL = 0.25
+NEVER_BOOTED = 100_000  # limits.never_booted here: ten times the nodes registered
+# The config URL in an iPXE script's kernel line, as a path (the server is the one asked).
+CONFIG_PATH = re.compile(rb"cloud-config-url=https?://[^/\s]+(/\S+)")
 
-LUA = """
-local macs = {%s}
+LUA_IPXE = """
+local macs = {@MACS@}
 local i = 0
 request = function()
   i = i + 1
-  return wrk.format("GET", "%s?mac=" .. macs[(i %% #macs) + 1])
+  return wrk.format("GET", "/ipxe?mac=" .. macs[(i % #macs) + 1])
+end
+"""
+
+# A boot per MAC: its script, then the config URL the script names. wrk calls response()
+# for an answer and request() when that connection may send again, but other connections'
+# answers can come in between, so the config paths wait in a queue: any connection may
+# fetch any of them (all come from 127.0.0.1), each exactly once. Thread k of n boots the
+# MACs k, k + n, k + 2n, ...: two threads never boot the same machine at once.
+LUA_BOOT = """
+local macs = {@MACS@}
+local stride = @THREADS@
+local threads = {}
+local pending = {}
+local i = nil
+scripts, configs, missing = 0, 0, 0
+
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+
+request = function()
+  if #pending > 0 then
+    configs = configs + 1
+    return wrk.format("GET", table.remove(pending, 1))
+  end
+  if i == nil then i = id end
+  local mac = macs[(i % #macs) + 1]
+  i = i + stride
+  return wrk.format("GET", "/ipxe?mac=" .. mac)
+end
+
+response = function(status, headers, body)
+  if status == 200 and body:sub(1, 6) == "#!ipxe" then
+    scripts = scripts + 1
+    local path = body:match("cloud%-config%-url=https?://[^/%s]+(/%S+)")
+    if path then table.insert(pending, path) else missing = missing + 1 end
+  end
+end
+
+function done(summary, latency, requests)
+  local s, c, m = 0, 0, 0
+  for _, thread in ipairs(threads) do
+    s = s + thread:get("scripts")
+    c = c + thread:get("configs")
+    m = m + thread:get("missing")
+  end
+  io.write(string.format("boot: %d scripts, %d configs asked, %d without a config URL\\n",
+                         s, c, m))
 end
 """
 
@@ -96,6 +163,7 @@ def write_config(base: Path, port: int) -> Path:
     }
     raw["server"]["base_url"] = f"http://127.0.0.1:{port}"
     raw["server"]["log_level"] = "WARNING"  # a log line per request would be the benchmark
+    raw.setdefault("limits", {})["never_booted"] = NEVER_BOOTED
     for sub in ("data", "assets", "tftproot"):
         (base / sub).mkdir(exist_ok=True)
     path = base / "pxeserver.yaml"
@@ -188,45 +256,59 @@ def _get(port: int, path: str) -> bytes | None:
 
 
 def mirror(pxe_port: int, www: Path, macs: list[str]) -> None:
-    """What pxeserver answers for each MAC, as static files for nginx."""
-    for endpoint in ENDPOINTS:
-        folder = www / endpoint.strip("/")
-        folder.mkdir(parents=True, exist_ok=True)
-        for mac in macs:
-            body = _get(pxe_port, f"{endpoint}?mac={mac}")
-            if body is None:
-                raise RuntimeError(f"pxeserver did not answer {endpoint}?mac={mac}")
-            (folder / mac).write_bytes(body)
+    """What pxeserver answers for each MAC, as static files for nginx: its script, and the
+    config the script's URL gives (as a machine asks for it, once)."""
+    for folder in ("ipxe", "cloud-config"):
+        (www / folder).mkdir(parents=True, exist_ok=True)
+    for mac in macs:
+        script = _get(pxe_port, f"/ipxe?mac={mac}")
+        if script is None:
+            raise RuntimeError(f"pxeserver did not answer /ipxe?mac={mac}")
+        (www / "ipxe" / mac).write_bytes(script)
+        path = CONFIG_PATH.search(script)
+        if path is None:
+            raise RuntimeError(f"no cloud-config-url= in the script of {mac}: {script[:300]!r}")
+        config = _get(pxe_port, path.group(1).decode())
+        if config is None:
+            raise RuntimeError(f"pxeserver did not answer {path.group(1).decode()}")
+        (www / "cloud-config" / mac).write_bytes(config)
 
 
-def wrk(port: int, endpoint: str, lua: Path, seconds: int) -> dict[str, float]:
-    out = subprocess.run(
+def wrk(port: int, lua: Path, seconds: int) -> dict[str, float]:
+    done = subprocess.run(
         [
             WRK,
-            "-t2",
-            "-c32",
+            f"-t{THREADS}",
+            f"-c{CONNECTIONS}",
             f"-d{seconds}s",
             "--latency",
             "-s",
             str(lua),
-            f"http://127.0.0.1:{port}{endpoint}",
+            f"http://127.0.0.1:{port}/",
         ],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
-        check=True,
-    ).stdout
+        check=False,
+    )
+    if done.returncode != 0:  # a Lua error is on wrk's output, not in its exit status
+        raise RuntimeError(f"wrk -s {lua} exited {done.returncode}: {done.stdout}{done.stderr}")
+    out = done.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = int(bad.group(1)) if bad else 0
     if sock:
         errors += sum(int(x) for x in sock.groups())
+    boot = re.search(r"boot: (\d+) scripts, (\d+) configs asked, (\d+) without", out)
+    if boot:  # a script that names no config URL is an error (the boot cannot go on)
+        errors += int(boot.group(3))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
     p99_ms = 0.0
     if p99:
         p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    return {"rps": rps, "errors": errors, "p99_ms": p99_ms}
+    configs = float(boot.group(2)) if boot else math.nan
+    return {"rps": rps, "errors": errors, "p99_ms": p99_ms, "configs": configs}
 
 
 def run(
@@ -288,20 +370,23 @@ def measure(
     rows: list[benchlib.Row] = []
     name = f"pxeserver ({kind})"
     quoted = ", ".join(f'"{m}"' for m in macs)
-    for endpoint in ENDPOINTS:
-        lua = base / f"rotate{endpoint.replace('/', '-')}.lua"
-        lua.write_text(LUA % (quoted, endpoint))
+    for what in CASES:
+        lua = base / f"{'boot' if what == 'boot' else 'ipxe'}.lua"
+        script = LUA_BOOT if what == "boot" else LUA_IPXE
+        lua.write_text(script.replace("@MACS@", quoted).replace("@THREADS@", str(THREADS)))
         samples: dict[str, list[dict[str, float]]] = {name: [], "nginx": []}
         for i in range(runs):
             order = [(name, pxe_port), ("nginx", nginx_port)]
             for server, port in order if i % 2 == 0 else order[::-1]:
-                r = wrk(port, endpoint, lua, seconds)
+                r = wrk(port, lua, seconds)
                 samples[server].append(r)
                 benchlib.log(
-                    f"http {kind:6} {endpoint:14} {server:18} {r['rps']:9.0f} req/s "
+                    f"http {kind:6} {what:6} {server:18} {r['rps']:9.0f} req/s "
                     f"p99 {r['p99_ms']:6.1f} ms errors {r['errors']:.0f}"
+                    + (f", {r['configs']:.0f} configs asked" if what == "boot" else "")
                 )
-        bench = f"HTTP {endpoint} (wrk -t2 -c32)"
+        label = "boot: /ipxe, then its config URL" if what == "boot" else what
+        bench = f"HTTP {label} (wrk -t{THREADS} -c{CONNECTIONS})"
         case = f"{kind} store, {len(macs)} MACs rotating"
         made = {}
         for server, ss in samples.items():
@@ -320,29 +405,37 @@ def measure(
         # Latency at fixed rates, pxeserver only (nginx's is far below a millisecond): the
         # goal's 2,000/s, and a quarter of it to show the latency of a server not overloaded.
         for rate in RATES:
-            rows += fixed_rate(kind, endpoint, case, name, pxe_port, macs, rate, runs, rate_seconds)
+            rows += fixed_rate(kind, what, case, name, pxe_port, macs, rate, runs, rate_seconds)
     return rows
 
 
-def fixed_rate(kind: str, endpoint: str, case: str, name: str, port: int, macs: list[str],
+def fixed_rate(kind: str, what: str, case: str, name: str, port: int, macs: list[str],
                rate: float, runs: int, seconds: float) -> list[benchlib.Row]:  # fmt: skip
-    paths = [f"{endpoint}?mac={m}" for m in macs]
+    """Latency at ``rate`` requests/s: of each script (``/ipxe``), or of each boot (its
+    script and its config, at half the rate in boots/s)."""
+    boot = what == "boot"
+    paths = [f"/ipxe?mac={m}" for m in macs]
+    per_s = rate / 2 if boot else rate
     p99s, p50s, errors, achieved = [], [], 0, []
     for _ in range(runs):
-        res = rate_load.run_at_rate(port, paths, rate, seconds)
+        res = rate_load.run_at_rate(port, paths, per_s, seconds,
+                                    then=CONFIG_PATH if boot else None)  # fmt: skip
         p99s.append(benchlib.percentile(res.latencies_s, 99) * 1000)
         p50s.append(benchlib.percentile(res.latencies_s, 50) * 1000)
         errors += res.errors
         achieved.append(res.achieved_rate)
         benchlib.log(
-            f"http {kind:6} {endpoint:14} at {rate:.0f}/s: {res.achieved_rate:.0f}/s "
+            f"http {kind:6} {what:6} at {per_s:.0f}/s: {res.achieved_rate:.0f}/s "
             f"p50 {p50s[-1]:.1f} ms p99 {p99s[-1]:.1f} ms unanswered {res.errors} "
             f"generator lag {res.lag_ms:.1f} ms"
         )
-    bench = f"HTTP {endpoint} at {rate:,.0f} req/s (rate_load.py)"
+    if boot:
+        bench = f"HTTP boot at {per_s:,.0f} boots/s = {rate:,.0f} req/s (rate_load.py)"
+    else:
+        bench = f"HTTP {what} at {rate:,.0f} req/s (rate_load.py)"
     p99 = benchlib.row(bench, case, name, "p99 latency", "ms", p99s, errors=errors,
                        higher_is_better=False)  # fmt: skip
-    if rate == RATE:
+    if rate == RATE and not boot:  # the goal is per request; a boot's latency is two
         benchlib.set_ratio(p99, P99_GOAL_MS, f"goal {P99_GOAL_MS:.0f} ms")
     p50 = benchlib.row(bench, case, name, "p50 latency", "ms", p50s, errors=errors,
                        higher_is_better=False)  # fmt: skip
@@ -352,8 +445,10 @@ def fixed_rate(kind: str, endpoint: str, case: str, name: str, port: int, macs: 
 
 
 NOTES = (
-    "nginx serves the bytes pxeserver answered for the same URLs, as static files. Every "
-    "pxeserver answer for a known node is also a registry write (booting / configured). "
+    "nginx serves the bytes pxeserver answered for the same URLs, as static files. A boot "
+    "is /ipxe, then the config URL (one-time secret) its answer names: requests/s count "
+    "both. Every pxeserver answer for a known node also records a boot step (booting / "
+    "configured), written behind the answer. "
     "Fixed-rate figures come from bench/rate_load.py (open loop, latency from the time a "
     "request was due), not wrk2; their errors are requests not answered by the end of the "
     "run plus 10 s, or not 2xx: a server that cannot keep up with the rate shows them."

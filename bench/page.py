@@ -38,15 +38,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-_BENCH = str(Path(__file__).resolve().parent)
-if _BENCH not in sys.path:
-    sys.path.append(_BENCH)
+if not __package__:  # run as a file (python bench/page.py): the checkout holds the package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import benchlib  # noqa: E402
-from common import TreeMeter  # noqa: E402
-
-if str(benchlib.REPO) not in sys.path:
-    sys.path.insert(0, str(benchlib.REPO))
+from bench import benchlib
+from bench.benchlib import TreeMeter
 
 NAME = "page"
 OPEN_SECONDS = 20

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,7 @@ DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 TFTPD = shutil.which("in.tftpd") or "/usr/sbin/in.tftpd"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+CONFIG_URL = re.compile(r"cloud-config-url=(\S+)")
 KERNEL = "storm/vmlinuz"
 INITRD = "storm/initrd.img"
 
@@ -235,7 +237,12 @@ def prerender(work: Path, files: dict[str, Any], veth: Veth, macs: list[str],
               uuids: list[str], ips: list[str]) -> Path:  # fmt: skip
     """nginx's root: /boot.ipxe and every machine's iPXE script and cloud-config, rendered
     by pxeserver's own :class:`~pxeserver.boot.BootService` (a throwaway SQLite registry)
-    for the machines the storm will simulate, with the base URL they will use."""
+    for the machines the storm will simulate, with the base URL they will use. Each
+    config is asked for as the machine asks for it: from its address, with the one-time
+    secret its script names (a config URL without one is refused); nginx ignores the
+    secret, and the static stack checks nothing."""
+    from urllib.parse import parse_qs, urlsplit
+
     from pxeserver.config import load
     from pxeserver.daemon import make_service
     from pxeserver.model import MAC, Machine
@@ -253,8 +260,14 @@ def prerender(work: Path, files: dict[str, Any], veth: Veth, macs: list[str],
     for mac_text, uuid, ip in zip(macs, uuids, ips):
         mac = MAC.parse(mac_text)
         machine = Machine(mac, uuid, "i386", "pcbios", ip)
-        (root / "ipxe" / f"{mac_text}.ipxe").write_text(service.ipxe_script(machine, base))
-        (root / "cloud-config" / f"{mac_text}.yaml").write_text(service.cloud_config(mac, base))
+        script = service.ipxe_script(machine, base, ip)
+        (root / "ipxe" / f"{mac_text}.ipxe").write_text(script)
+        url = CONFIG_URL.search(script)
+        if url is None:
+            raise RuntimeError(f"{mac_text}: no cloud-config-url= in its script:\n{script}")
+        secret = parse_qs(urlsplit(url.group(1)).query).get("secret", [None])[0]
+        config = service.cloud_config(mac, base, ip, secret)
+        (root / "cloud-config" / f"{mac_text}.yaml").write_text(config)
     service.close()
     for p in [root, *root.rglob("*")]:
         if not p.is_symlink():
