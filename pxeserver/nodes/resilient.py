@@ -36,7 +36,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .. import metrics, timeline
@@ -295,11 +295,11 @@ class ResilientRegistry(Registry):
         """Apply one journal entry to the store (never to the journal again)."""
         return self._mutate(entry.mac, self.change_fn(entry.change), create=entry.creates)
 
-    def expire(self) -> list[Node]:
+    def expire(self, due: Iterable[MAC] | None = None) -> list[Node]:
         if self.journal.depth():
             log.debug("reaper: waiting for the journal to be replayed first")
             return []
-        return super().expire()
+        return super().expire(due)
 
 
 class Replayer:
