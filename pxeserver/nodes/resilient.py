@@ -149,6 +149,19 @@ class GuardedStore:
         self.cache.retain({v.node.mac for v in found} | pending)
         return found
 
+    def retain(self, present: set[MAC]) -> None:
+        """Forget the cached nodes the store no longer has (it has ``present``: every node
+        at some moment), except those the journal holds writes for."""
+        self.cache.retain(present | self.journal.macs())
+
+    def forget(self, gone: list[MAC]) -> None:
+        """Forget the cached nodes ``gone`` from the store (another process or pxeserver
+        deleted them), except those the journal holds writes for."""
+        pending = self.journal.macs()
+        for mac in gone:
+            if mac not in pending:
+                self.cache.delete(mac)
+
     def create(self, node: Node, hostname_for: HostnameFor) -> Versioned:
         created = self._guard(lambda: self.store.create(node, hostname_for))
         self._remember(created)
@@ -294,6 +307,10 @@ class ResilientRegistry(Registry):
     def replay(self, entry: Entry) -> Node:
         """Apply one journal entry to the store (never to the journal again)."""
         return self._mutate(entry.mac, self.change_fn(entry.change), create=entry.creates)
+
+    def journal_empty(self) -> bool:
+        """No write waits in the journal (the store is not behind this process)."""
+        return self.journal.depth() == 0
 
     def expire(self, due: Iterable[MAC] | None = None) -> list[Node]:
         if self.journal.depth():
