@@ -28,11 +28,11 @@ from ..model import MAC, Node, State
 from ..store import Head, NodeFeed
 from .follower import Follower
 
-DeadlineOf = Callable[[State, float, "float | None"], "float | None"]
+DeadlineOf = Callable[[State, float, float | None], float | None]
 
 
 class Deadlines(Follower):
-    name = "reaper's index"
+    name = "reaper index"
     meanwhile = "the reaper reads every node"
 
     def __init__(
