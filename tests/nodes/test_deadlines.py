@@ -4,7 +4,8 @@ their deadline, and reads every node, as before, while the index does not follow
 Over a counting store (``FixedStore``), with a feed the test holds: a change reaches the
 index only when the test releases it, so "the index has not seen the heartbeat yet" is
 set up exactly. Then over a real SQLite store and its real feed, with another process's
-writes (a second connection to the same file).
+writes (a second connection to the same file), and the main process's registry and index
+as the daemon builds them, over SQLite and a real etcd.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import contextlib
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pxeserver import daemon
+from pxeserver.config import Settings
 from pxeserver.errors import StoreUnavailable
 from pxeserver.model import MAC, EventKind, Node, State
 from pxeserver.nodes.cache import NodeCache
@@ -29,8 +33,10 @@ from pxeserver.nodes.resilient import ResilientRegistry
 from pxeserver.store import Deliver, Head
 from pxeserver.store.sqlite import SQLiteFeed, SQLiteStore
 
+from ..support.etcd import etcd_prefix
 from ..support.fakes import CountingStore, FixedStore
 from ..support.net import wait_for
+from ..support.settings import make_settings
 
 T0 = 1_000_000.0
 TTL = 90.0
@@ -230,3 +236,44 @@ def test_another_process_s_writes_reach_the_index_and_the_cache(
     assert index.due(clock.t) == [mac(0)]
     assert [n.mac for n in reaper.reap()] == [mac(0)]
     assert registry.cache.get(mac(1)) is not None  # what the store still has stays cached
+
+
+# -- the main process's index over the real feeds, SQLite and etcd -----------------------------
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    if request.param == "sqlite":
+        return make_settings(tmp_path)
+    member = request.getfixturevalue("etcd")
+    return make_settings(tmp_path, {"store": {"backend": "etcd", "timeout": 3,
+                                              "etcd_endpoints": [member.client_url],
+                                              "etcd_prefix": etcd_prefix()}})  # fmt: skip
+
+
+def test_the_main_process_index_follows_the_store_and_an_idle_pass_asks_nothing(
+    backend: Settings,
+) -> None:
+    counting = CountingStore(daemon.make_store(backend))
+    registry = daemon.make_registry(backend, counting)  # as the main process has it
+    other = daemon.make_store(backend)  # another server's (or an HTTP worker's) store
+    reaper = Reaper(registry, 1.0, daemon.make_feed(backend, counting.inner, 0.01))
+    index = reaper.deadlines
+    assert index is not None
+    try:
+        for i in range(20):
+            registry.apply(mac(i), Change(EventKind.READY))
+        index.start()
+        wait_for(lambda: index.live and len(index) == 20, 10, "the index to read the store")
+        counting.calls.clear()
+        assert reaper.reap() == [] and counting.calls.total() == 0, "no scan, no get"
+        Registry(other).apply(mac(20), Change(EventKind.IPXE))  # a new boot elsewhere
+        Registry(other).apply(mac(0), Change(EventKind.DHCP))  # a reboot: no deadline
+        wait_for(lambda: len(index) == 20 and mac(20) in index.due(time.time() + 10_000), 10,
+                 "the other server's writes to reach the index")  # fmt: skip
+        assert mac(0) not in index.due(time.time() + 10_000)
+        assert reaper.reap() == [] and counting.calls.total() == 0
+    finally:
+        index.stop()
+        other.close()
+        registry.close()
