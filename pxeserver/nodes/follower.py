@@ -61,8 +61,7 @@ class Follower:
         delay = RETRY_MIN
         while not self._stopping.is_set():
             try:
-                heads, cursor = self.feed.snapshot()
-                self._replace(heads)
+                cursor = self._snapshot()
                 self._following = True
                 delay = RETRY_MIN
                 self.feed.follow(cursor, self._deliver, self._stopping)
@@ -78,6 +77,13 @@ class Follower:
                 return
             delay = min(delay * 2, RETRY_MAX)
             self.resyncs += 1
+
+    def _snapshot(self) -> int:
+        """Read every node's head into :meth:`_replace`; the cursor to follow from. (The
+        snapshot's list is dropped on return, not held while the feed is followed.)"""
+        heads, cursor = self.feed.snapshot()
+        self._replace(heads)
+        return cursor
 
     def _replace(self, heads: list[Head]) -> None:
         raise NotImplementedError
