@@ -11,7 +11,7 @@ storm does), settles for a few seconds, and is watched while nothing asks it any
 CPU seconds of its whole process tree over the window, and at the end its RSS and PSS,
 summed over the tree and per process (``/proc/PID/smaps_rollup``). etcd's own process is
 not counted in pxeserver's figures; its RSS is reported beside them. The nodes'
-``heartbeat_ttl`` is one hour here, so that the reaper's scans find nothing to expire
+``heartbeat_ttl`` is one hour here, so that the reaper finds nothing to expire
 while the window runs (with the default 90 s, nodes filled early would turn ``lost``
 during the window and the reaper would write them).
 

@@ -127,26 +127,27 @@ def make_memory(settings: Settings, store: NodeStore, registry: Registry) -> Mem
     """An HTTP worker's view of the registry over ``store``, its step log and answers."""
     from .nodes.resilient import ResilientRegistry
 
-    feed: NodeFeed
-    if settings.store.backend == "etcd":
-        from .store.etcdfeed import EtcdFeed
-
-        feed = EtcdFeed(store)  # type: ignore[arg-type]
-    else:
-        from .store.sqlite import SQLiteFeed
-
-        feed = SQLiteFeed(store)  # type: ignore[arg-type]
-    journal_empty = None
-    if isinstance(registry, ResilientRegistry):
-        journal = registry.journal
-        journal_empty = lambda: journal.depth() == 0  # noqa: E731
-    view = NodeView(feed, journal_empty=journal_empty)
+    journal_empty = registry.journal_empty if isinstance(registry, ResilientRegistry) else None
+    view = NodeView(make_feed(settings, store), journal_empty=journal_empty)
     memory = Memory(registry, view, StepLog(steps_folder(settings)), Answers(settings))
     memory.start()
     # A worker answers from memory from its first request, unless the store is slow to
     # give the view its first read (then it reads the store, as before, until it has).
     memory.wait_live(VIEW_START_S)
     return memory
+
+
+def make_feed(settings: Settings, store: NodeStore, interval: float = 0.02) -> NodeFeed:
+    """The store's changes as a view or the reaper's index follows them (``interval``:
+    how often SQLite's change counter is asked; etcd's watch delivers at once). The
+    reaper's index asks every 0.25 s: its passes are at least 0.5 s apart."""
+    if settings.store.backend == "etcd":
+        from .store.etcdfeed import EtcdFeed
+
+        return EtcdFeed(store)  # type: ignore[arg-type]
+    from .store.sqlite import SQLiteFeed
+
+    return SQLiteFeed(store, interval)  # type: ignore[arg-type]
 
 
 def steps_folder(settings: Settings) -> Path:
@@ -265,9 +266,8 @@ class Daemon:
             store.close()
             raise
         c = s.cluster
-        self.reaper = Reaper(
-            self.service.registry, Reaper.interval_for(c.heartbeat_ttl, c.boot_timeout)
-        )
+        interval = Reaper.interval_for(c.heartbeat_ttl, c.boot_timeout)
+        self.reaper = Reaper(self.service.registry, interval, make_feed(s, store, 0.25))
         self.replayer = local_state(self.service)
         self.recorder = make_recorder(s, self.service.registry)
         # What a server killed earlier had answered but not written: in now, before any

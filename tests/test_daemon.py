@@ -25,7 +25,15 @@ from .support.settings import make_settings
 from .support.tftp import fetch
 
 BIOS_MAC = MAC.parse("52:54:00:00:00:01")  # the MAC of the golden bios-pxe-discover
-SERVICE_THREADS = ("sightings", "reaper", "tftp", "dhcp-dhcp", "dhcp-pxe", "replayer")
+SERVICE_THREADS = (
+    "sightings",
+    "reaper",
+    "reaper-index",
+    "tftp",
+    "dhcp-dhcp",
+    "dhcp-pxe",
+    "replayer",
+)
 
 
 def udp_settings(tmp_path: Path, **server: int) -> object:

@@ -22,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .. import model, timeline
@@ -398,49 +398,53 @@ class Registry:
 
     # -- time -------------------------------------------------------------------------------
 
+    def deadline(self, state: State, seen: float, heard: float | None) -> float | None:
+        """When a node in ``state``, last seen and heard from then, is past its deadline."""
+        if state is State.READY:
+            return (heard or seen) + self.heartbeat_ttl
+        if state in (State.BOOTING, State.CONFIGURED):
+            return seen + self.boot_timeout
+        return None
+
     def silent_for(self, node: Node, now: float) -> float | None:
         """Seconds past the node's deadline, or None if it is within it (or has none)."""
-        if node.state is State.READY:
-            deadline = (node.last_heartbeat or node.last_seen) + self.heartbeat_ttl
-        elif node.state in (State.BOOTING, State.CONFIGURED):
-            deadline = node.last_seen + self.boot_timeout
-        else:
-            return None
-        return now - deadline if now > deadline else None
+        deadline = self.deadline(node.state, node.last_seen, node.last_heartbeat)
+        return now - deadline if deadline is not None and now > deadline else None
 
-    def expire(self) -> list[Node]:
-        """Mark every node that has gone silent past its deadline as ``lost``."""
+    def expire(self, due: Iterable[MAC] | None = None) -> list[Node]:
+        """Mark the nodes that have gone silent past their deadline as ``lost``: of ``due``
+        (those an index of deadlines says are past theirs: :mod:`pxeserver.nodes.deadlines`)
+        or else of every node (a full scan). Each is decided again on its current record."""
         now = self.clock()
+        if due is None:
+            due = [v.node.mac for v in self.store.scan() if self.silent_for(v.node, now)]
         lost = []
-        for versioned in self.store.scan():
-            node = versioned.node
-            if self.silent_for(node, now) is None:
-                continue
-
-            def fn(current: Node) -> Node | None:
-                if self.silent_for(current, now) is None:
-                    return None  # it spoke up since we looked
-                last = max(current.last_seen, current.last_heartbeat or 0.0)
-                detail = (
-                    f"silent for {int(now - last)} s while {current.state}; "
-                    f"waited for {WAITED_FOR[current.state]}"
-                )
-                event = Event(EventKind.LOST, now, State.LOST, detail)
-                return self._with_event(
-                    current.replace(state=State.LOST), event, current.recent_ids
-                )
-
-            try:
-                updated = self._mutate(node.mac, fn, create=False)
-            except NotFound:
-                continue
-            if updated.state is State.LOST:
-                log.warning(
-                    "%s %s: lost (%s)",
-                    updated.mac,
-                    updated.hostname,
-                    updated.events[-1].detail,
-                    extra={"mac": updated.mac.value, "hostname": updated.hostname, "event": "lost"},
-                )
-                lost.append(updated)
+        for mac in due:
+            node = self._mark_lost(mac, now)
+            if node is not None:
+                log.warning("%s %s: lost (%s)", mac, node.hostname, node.events[-1].detail,
+                            extra={"mac": mac.value, "hostname": node.hostname,
+                                   "event": "lost"})  # fmt: skip
+                lost.append(node)
         return lost
+
+    def _mark_lost(self, mac: MAC, now: float) -> Node | None:
+        """The node marked lost; None if it spoke up since it was found silent (or is gone)."""
+        marked: list[Node] = []
+
+        def fn(current: Node) -> Node | None:
+            marked.clear()  # this attempt's (an attempt that lost a compare-and-swap retries)
+            if self.silent_for(current, now) is None:
+                return None
+            last = max(current.last_seen, current.last_heartbeat or 0.0)
+            detail = (f"silent for {int(now - last)} s while {current.state}; "
+                      f"waited for {WAITED_FOR[current.state]}")  # fmt: skip
+            event = Event(EventKind.LOST, now, State.LOST, detail)
+            marked.append(self._with_event(current.replace(state=State.LOST), event,
+                                           current.recent_ids))  # fmt: skip
+            return marked[0]
+
+        with contextlib.suppress(NotFound):
+            node = self._mutate(mac, fn, create=False)
+            return node if marked else None
+        return None  # forgotten since

@@ -36,7 +36,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .. import metrics, timeline
@@ -148,6 +148,19 @@ class GuardedStore:
             self._remember(versioned, pending)
         self.cache.retain({v.node.mac for v in found} | pending)
         return found
+
+    def retain(self, present: set[MAC]) -> None:
+        """Forget the cached nodes the store no longer has (it has ``present``: every node
+        at some moment), except those the journal holds writes for."""
+        self.cache.retain(present | self.journal.macs())
+
+    def forget(self, gone: list[MAC]) -> None:
+        """Forget the cached nodes ``gone`` from the store (another process or pxeserver
+        deleted them), except those the journal holds writes for."""
+        pending = self.journal.macs()
+        for mac in gone:
+            if mac not in pending:
+                self.cache.delete(mac)
 
     def create(self, node: Node, hostname_for: HostnameFor) -> Versioned:
         created = self._guard(lambda: self.store.create(node, hostname_for))
@@ -295,11 +308,15 @@ class ResilientRegistry(Registry):
         """Apply one journal entry to the store (never to the journal again)."""
         return self._mutate(entry.mac, self.change_fn(entry.change), create=entry.creates)
 
-    def expire(self) -> list[Node]:
+    def journal_empty(self) -> bool:
+        """No write waits in the journal (the store is not behind this process)."""
+        return self.journal.depth() == 0
+
+    def expire(self, due: Iterable[MAC] | None = None) -> list[Node]:
         if self.journal.depth():
             log.debug("reaper: waiting for the journal to be replayed first")
             return []
-        return super().expire()
+        return super().expire(due)
 
 
 class Replayer:

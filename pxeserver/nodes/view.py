@@ -14,7 +14,8 @@ it created, a phone-home) is put in at once. The view is *live* only while it fo
 the store: before its first read, after the store stopped answering (until it has read
 again), and with etcd while the journal holds writes the store has not taken (their
 nodes are newer in the journal than in the store). A view that is not live is not
-asked: the boot policy reads the store (or the local cache) as it always did.
+asked: the boot policy reads the store (or the local cache) as it always did. (The
+following is :mod:`pxeserver.nodes.follower`'s, which the reaper's index shares.)
 
 Memory: the heads as JSON text (about 500 bytes a node), and the most recently used
 ``KEEP_DECODED`` of them as node objects.
@@ -23,72 +24,30 @@ Memory: the heads as JSON text (about 500 bytes a node), and the most recently u
 from __future__ import annotations
 
 import json
-import logging
 import threading
-import time
 from collections.abc import Callable
 
-from ..errors import PxeError, StoreUnavailable
 from ..model import MAC, Node
 from ..store import Head, NodeFeed
-
-log = logging.getLogger(__name__)
+from .follower import Follower
 
 KEEP_DECODED = 4096
-RETRY_MIN, RETRY_MAX = 0.5, 5.0
-JOURNAL_CHECK_S = 0.1
 LOCAL = -1  # the revision of a node put in by this process (the store's is not known)
 
 
-class NodeView:
+class NodeView(Follower):
+    """Every node's head, following the store (:mod:`pxeserver.nodes.follower`)."""
+
+    name = "node view"
+    meanwhile = "boot requests read the store"
+
     def __init__(self, feed: NodeFeed, *, journal_empty: Callable[[], bool] | None = None) -> None:
-        self.feed = feed
-        self.journal_empty = journal_empty
+        super().__init__(feed, journal_empty=journal_empty)
         self._heads: dict[MAC, tuple[int, str]] = {}
         self._decoded: dict[MAC, tuple[int, Node]] = {}
         self._lock = threading.Lock()
-        self._following = False
-        self._journal_ok = (True, 0.0)  # last answer of journal_empty, and when
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.resyncs = 0  # snapshots read after the first (the feed failed or fell behind)
 
     # -- following the store ----------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stopping.clear()
-            self._thread = threading.Thread(target=self._run, name="node-view", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._following = False
-
-    def _run(self) -> None:
-        delay = RETRY_MIN
-        while not self._stopping.is_set():
-            try:
-                heads, cursor = self.feed.snapshot()
-                self._replace(heads)
-                self._following = True
-                delay = RETRY_MIN
-                self.feed.follow(cursor, self._deliver, self._stopping)
-            except StoreUnavailable as exc:
-                log.info("the node view does not follow the store (%s); boot requests read "
-                         "the store until it does again", exc)  # fmt: skip
-            except PxeError as exc:
-                log.error("the node view failed: %s", exc)
-            except Exception:
-                log.exception("the node view failed")
-            self._following = False
-            if self._stopping.wait(delay):
-                return
-            delay = min(delay * 2, RETRY_MAX)
-            self.resyncs += 1
 
     def _replace(self, heads: list[Head]) -> None:
         fresh = {h.mac: (h.revision, h.text) for h in heads if h.text is not None}
@@ -107,20 +66,6 @@ class NodeView:
                     self._heads[head.mac] = (head.revision, head.text)
 
     # -- what the boot policy asks ----------------------------------------------------------
-
-    @property
-    def live(self) -> bool:
-        """True while the view follows the store (see the module docstring)."""
-        if not self._following:
-            return False
-        if self.journal_empty is None:
-            return True
-        ok, when = self._journal_ok
-        now = time.monotonic()
-        if now - when > JOURNAL_CHECK_S:
-            ok = self.journal_empty()
-            self._journal_ok = (ok, now)
-        return ok
 
     def get(self, mac: MAC) -> Node | None:
         """The node's head (no events), or None if the view has no such node. Ask only
