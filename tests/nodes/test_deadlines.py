@@ -33,10 +33,8 @@ from pxeserver.nodes.resilient import ResilientRegistry
 from pxeserver.store import Deliver, Head
 from pxeserver.store.sqlite import SQLiteFeed, SQLiteStore
 
-from ..support.etcd import etcd_prefix
 from ..support.fakes import CountingStore, FixedStore
 from ..support.net import wait_for
-from ..support.settings import make_settings
 
 T0 = 1_000_000.0
 TTL = 90.0
@@ -239,16 +237,6 @@ def test_another_process_s_writes_reach_the_index_and_the_cache(
 
 
 # -- the main process's index over the real feeds, SQLite and etcd -----------------------------
-
-
-@pytest.fixture(params=["sqlite", "etcd"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "sqlite":
-        return make_settings(tmp_path)
-    member = request.getfixturevalue("etcd")
-    return make_settings(tmp_path, {"store": {"backend": "etcd", "timeout": 3,
-                                              "etcd_endpoints": [member.client_url],
-                                              "etcd_prefix": etcd_prefix()}})  # fmt: skip
 
 
 def test_the_main_process_index_follows_the_store_and_an_idle_pass_asks_nothing(

@@ -29,7 +29,6 @@ from pxeserver.store import Head
 from pxeserver.store.sqlite import SQLiteStore
 from pxeserver.web import create_app
 
-from ..support.etcd import etcd_prefix
 from ..support.fakes import CountingStore
 from ..support.net import wait_for
 from ..support.settings import make_settings
@@ -44,16 +43,6 @@ ADDRESS = "192.0.2.7"  # the machine's, for its script and its config
 def secret_in(script: str) -> str:
     """The one-time secret of the config URL an iPXE script names."""
     return dict(parse_qsl(urlsplit(config_path(script)).query))["secret"]
-
-
-@pytest.fixture(params=["sqlite", "etcd"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "sqlite":
-        return make_settings(tmp_path)
-    member = request.getfixturevalue("etcd")
-    return make_settings(tmp_path, {"store": {"backend": "etcd", "timeout": 3,
-                                              "etcd_endpoints": [member.client_url],
-                                              "etcd_prefix": etcd_prefix()}})  # fmt: skip
 
 
 def worker(settings: Settings) -> tuple[BootService, CountingStore]:
