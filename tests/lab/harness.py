@@ -471,7 +471,15 @@ class Lab:
     # -- tear down ---------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop every process by PID, then delete both namespaces (and so bridge and taps)."""
+        """Stop every process by PID, then delete both namespaces (and so bridge and taps),
+        also when stopping a process failed."""
+        try:
+            self._stop_processes()
+        finally:
+            self.ns.delete()
+            self.site.delete()
+
+    def _stop_processes(self) -> None:
         took = []
         t = time.monotonic()
         for vm in self.vms:
@@ -497,8 +505,6 @@ class Lab:
         if self.dir.exists():
             (self.dir / "teardown.log").write_text("\n".join(took) + "\n")
         leftover = self.ns.pids() + self.site.pids() if self.ns.created else []
-        self.ns.delete()
-        self.site.delete()
         shutil.rmtree(self.scratch, ignore_errors=True)
         if leftover:
             raise RuntimeError(f"processes left in the lab's namespaces: {leftover}")

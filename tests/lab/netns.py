@@ -10,6 +10,7 @@ per-thread for network namespaces), so nothing is ever exposed on the host's net
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import os
 import shutil
@@ -22,6 +23,10 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/var/run/netns")
+# Who made each namespace (its PID and that process's start time): a run killed before
+# its teardown (SIGKILL, a CI timeout) leaves namespaces no fixture can delete; the next
+# run that makes one deletes them (sweep_orphans).
+OWNERS_DIR = Path("/var/run/pxlab-netns-owners")
 IP = shutil.which("ip") or "/usr/sbin/ip"
 
 
@@ -81,6 +86,9 @@ class Namespace:
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
 
     def create(self) -> None:
+        sweep_orphans()
+        OWNERS_DIR.mkdir(parents=True, exist_ok=True)
+        (OWNERS_DIR / self.name).write_text(_process_id(os.getpid()) or "")
         run([IP, "netns", "add", self.name])
         self.created = True
         self.ip("link", "set", "lo", "up")
@@ -124,6 +132,7 @@ class Namespace:
             # process holds it; the caller has stopped its processes by then.
             subprocess.run([IP, "netns", "del", self.name], capture_output=True, timeout=30)
             self.created = False
+        (OWNERS_DIR / self.name).unlink(missing_ok=True)
 
     def pids(self) -> list[int]:
         """Processes still inside the namespace (there should be none after teardown)."""
@@ -131,6 +140,34 @@ class Namespace:
             [IP, "netns", "pids", self.name], capture_output=True, text=True, timeout=10
         )
         return [int(p) for p in out.stdout.split()]
+
+
+def _process_id(pid: int) -> str | None:
+    """``pid`` with its start time (a PID alone may be reused), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{pid} {stat.rpartition(')')[2].split()[19]}"
+
+
+def sweep_orphans() -> list[str]:
+    """Delete the namespaces whose maker is no longer running (its teardown never ran),
+    with every process still inside them; the names deleted."""
+    swept = []
+    for owner in sorted(OWNERS_DIR.glob("*")) if OWNERS_DIR.exists() else []:
+        made_by = owner.read_text().split()
+        if made_by and _process_id(int(made_by[0])) == " ".join(made_by):
+            continue  # its run is still going
+        leftover = Namespace(owner.name)
+        leftover.created = (NETNS_DIR / owner.name).exists()
+        if leftover.created:
+            for pid in leftover.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            swept.append(owner.name)
+        leftover.delete()
+    return swept
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, *, group: bool = False) -> None:
