@@ -298,8 +298,7 @@ class EtcdStore:
 
     def create(self, node: Node, hostname_for: HostnameFor) -> Versioned:
         key = self._node_key(node.mac)
-        counter, _ = self._call("get", lambda c: c.get(self._counter_key))
-        index = int(counter or 0)
+        index = int(self._call("get", lambda c: c.get(self._counter_key))[0] or 0)
         for _ in range(MAX_HOSTNAME_PROBES):
             index += 1
             candidate = node.replace(hostname=hostname_for(index))
@@ -317,7 +316,7 @@ class EtcdStore:
                         t.put(host_key, node.mac.value),
                         t.put(self._counter_key, str(index)),
                     ],
-                    failure=[t.get(key), t.get(host_key)],
+                    failure=[t.get(key), t.get(host_key), t.get(self._counter_key)],
                 )
 
             ok, responses = self._call("create", txn)
@@ -325,7 +324,8 @@ class EtcdStore:
                 return Versioned(candidate, self._put_revision(responses))
             if responses[0]:
                 raise AlreadyExists(str(node.mac))
-            # The hostname is taken (by a racing create or an operator's rename): probe on.
+            # Taken (a racing create, a rename): probe on from the counter as it is now.
+            index = max(index, int(responses[2][0][0] or 0) if responses[2] else 0)
         raise HostnameTaken(f"no free hostname for {node.mac} in {MAX_HOSTNAME_PROBES} tries")
 
     def update(self, old: Versioned, node: Node) -> Versioned:

@@ -163,6 +163,30 @@ def test_etcd_records_are_plain_json_for_etcdctl(etcd: Any) -> None:
     assert hosts.strip() == "52:54:00:00:00:01"
 
 
+def test_etcd_create_that_loses_the_race_goes_on_from_the_winners_counter(etcd: Any) -> None:
+    """While a create holds index 1 in hand, 50 other creates win node-001 to node-050.
+    Its next probe must start from the counter they left, not walk one index per round
+    trip behind them: so a loser once needed hundreds of probes in a storm of new
+    machines, and gave up with HostnameTaken after 1,000 while names were free."""
+    from pxeserver.store.etcd import EtcdStore
+
+    s = EtcdStore((etcd.client_url,), "/pxeserver-race/", timeout=3)
+    asked: list[int] = []
+
+    def hostname_for(index: int) -> str:
+        if not asked:  # the winners, between this create's counter read and its write
+            for i in range(50):
+                s.create(Node(mac=MAC.parse(f"52:54:00:03:00:{i:02x}")), by_index)
+        asked.append(index)
+        return by_index(index)
+
+    try:
+        got = s.create(Node(mac=MAC1), hostname_for)
+    finally:
+        s.close()
+    assert asked == [1, 51] and got.node.hostname == "node-051"
+
+
 def test_etcd_store_fails_over_to_the_next_endpoint(etcd: Any) -> None:
     from pxeserver.store.etcd import EtcdStore
 
