@@ -23,7 +23,7 @@ which server goes first:
 
 Everything is on loopback, so a download is as fast as the two servers and wrk can move
 bytes on the shared cores, not limited by a network: the worst case for the dynamic
-answers. Range and conditional requests are the tests' (tests/web), not timed here.
+answers. Range and conditional requests are the tests' (tests/web/test_files.py), not timed here.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ serve --no-dhcp --no-tftp`` (2 HTTP workers, the default) on a free loopback por
 names (``/cloud-config?mac=…&secret=…``: a config is served once per secret, and not at
 all without one), and puts exactly those bytes in an nginx root as static files (nginx
 maps ``/ipxe?mac=X`` to the file ``ipxe/X`` and ``/cloud-config?mac=X&…`` to
-``cloud-config/X``), so both servers answer the same URLs with the same bytes. Two cases:
+``cloud-config/X``), so both servers answer the same URLs with the same bytes. Three cases:
 
 - ``/ipxe``: the script of a MAC, rotating over the 1,000;
 - ``/ipxe, one MAC``: the script of ONE of them, asked again and again (a machine in a
