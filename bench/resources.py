@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ from bench.benchlib import (
 from bench.storm_stacks import PxeserverStack, make_assets
 
 MB = 1e6
+FILL_PROBES = 20  # taken hostnames in a row before a create starts again
+FILL_RESTARTS = 100
 
 
 def fill(config: Path, n: int) -> None:
@@ -79,12 +82,48 @@ def fill(config: Path, n: int) -> None:
             events=events,
             recent_ids=tuple(e.id for e in events),
         )
-        store.create(node, registry._hostname_for(mac))
+        for _ in range(FILL_RESTARTS):
+            try:
+                store.create(node, probing(registry._hostname_for(mac)))
+                return
+            except _Behind:
+                restarts.append(i)  # read the counter again: start at the frontier
+        raise RuntimeError(f"{mac}: no hostname after {FILL_RESTARTS} restarts")
 
+    restarts: list[int] = []
     workers = 8 if settings.store.backend == "etcd" else 1
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, range(n)))
     store.close()
+    if restarts:
+        print(f"resources: fill: {len(restarts)} creates restarted after {FILL_PROBES} taken "
+              "hostnames in a row", file=sys.stderr, flush=True)  # fmt: skip
+
+
+class _Behind(Exception):
+    """A create probed ``FILL_PROBES`` taken hostnames: its counter reading is stale."""
+
+
+def probing(hostname_for: Callable[[int], str]) -> Callable[[int], str]:
+    """``hostname_for``, giving up (:class:`_Behind`) after ``FILL_PROBES`` probes.
+
+    The etcd store's create reads the hostname counter once, then tries index + 1, + 2, …
+    one transaction each, without reading the counter again. With 8 threads creating at
+    once, a create that lost a race probes behind a frontier that the others move at
+    least as fast as it probes, so it may never catch up: 1,000 probes, then
+    ``HostnameTaken`` although most hostnames are free (docs/BENCHMARKS.md, resources).
+    Giving up early and creating again reads the counter afresh.
+    """
+    calls = 0
+
+    def probe(index: int) -> str:
+        nonlocal calls
+        calls += 1
+        if calls > FILL_PROBES:
+            raise _Behind
+        return hostname_for(index)
+
+    return probe
 
 
 def breakdown(root: int) -> list[dict[str, Any]]:
