@@ -60,6 +60,13 @@ def source_ip(mac: MAC, remote: str | None) -> str | None:
     return _address(mac, remote)
 
 
+# Addresses already parsed: the text as it came (the request's remote address, a query's
+# ip=) → its normalised form. Plain addresses only (garbage is parsed, and warned about,
+# each time); emptied when full, so that a client sending a new ip= each time cannot grow it.
+MAX_PARSED = 4096
+_parsed: dict[str, str] = {}
+
+
 def _address(mac: MAC, *candidates: str | None) -> str | None:
     """The first candidate that is a plain IP address.
 
@@ -70,6 +77,9 @@ def _address(mac: MAC, *candidates: str | None) -> str | None:
     for text in candidates:
         if not text:
             continue
+        plain = _parsed.get(text)
+        if plain is not None:
+            return plain
         try:
             address = ipaddress.ip_address(text)
         except ValueError:
@@ -78,7 +88,10 @@ def _address(mac: MAC, *candidates: str | None) -> str | None:
         if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
             log.warning("%s: ignoring ip=%r, an address with a scope ID (%%…)", mac, text[:45])
             continue
-        return str(address)
+        if len(_parsed) >= MAX_PARSED:
+            _parsed.clear()
+        plain = _parsed[text] = str(address)
+        return plain
     return None
 
 
