@@ -23,7 +23,7 @@ import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from flask import Flask
 from werkzeug.sansio.utils import get_host
@@ -175,10 +175,18 @@ class Entrance:
 
 
 def _args(scope: Any) -> dict[str, str]:
-    """The query's fields, the first of each name (as Flask's ``request.args.get``)."""
+    """The query's fields, the first of each name (as Flask's ``request.args.get``): those
+    of ``parse_qsl(query, keep_blank_values=True)``, read here without its general
+    machinery. A field with no ``%`` and no ``+`` (all of iPXE's) needs no decoding."""
     args: dict[str, str] = {}
-    for name, value in parse_qsl(scope.query_string, keep_blank_values=True):
-        args.setdefault(name, value)
+    for field in scope.query_string.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "%" in field or "+" in field:
+            name, value = unquote(name.replace("+", " ")), unquote(value.replace("+", " "))
+        if name not in args:
+            args[name] = value
     return args
 
 
