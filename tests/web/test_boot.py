@@ -251,3 +251,39 @@ def test_the_parsed_addresses_are_bounded() -> None:
         assert boot.source_ip(mac, text) == text
         assert len(boot._parsed) <= boot.MAX_PARSED
     assert boot.source_ip(mac, "2001:db8::0001") == "2001:db8::1"
+
+
+UUID = "6FB9D0E1-0000-4000-8000-00000000ABCD"
+
+
+@pytest.mark.parametrize("text", [UUID, f"{{{UUID}}}", f"urn:uuid:{UUID}", UUID.replace("-", "")])
+def test_a_uuid_is_normalised_the_second_time_too_and_never_taken_for_an_address(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    mac = MAC.parse("52:54:00:00:00:01")
+    for _ in range(2):
+        machine = boot.machine_of({"mac": str(mac), "uuid": text, "ip": text}, "192.0.2.9")
+        assert machine.uuid == UUID.lower()
+        assert machine.ip == "192.0.2.9"  # the uuid= seen before is no address
+        assert "ignoring ip=" in caplog.text
+        assert boot.source_ip(mac, text) is None
+
+
+@pytest.mark.parametrize("text", ["not-a-uuid", UUID + "0", UUID[:-1] + "\n"])
+def test_a_bad_uuid_is_warned_about_each_time_and_never_kept(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    mac = MAC.parse("52:54:00:00:00:01")
+    for _ in range(2):
+        caplog.clear()
+        assert boot.machine_of({"mac": str(mac), "uuid": text}, "192.0.2.9").uuid is None
+        assert "ignoring uuid" in caplog.text
+    assert text not in boot._uuids
+
+
+def test_the_parsed_uuids_are_bounded() -> None:
+    mac = MAC.parse("52:54:00:00:00:01")
+    for i in range(boot.MAX_PARSED + 100):
+        text = f"{i:08x}-0000-4000-8000-00000000abcd"
+        assert boot.machine_of({"mac": str(mac), "uuid": text}, None).uuid == text
+        assert len(boot._uuids) <= boot.MAX_PARSED
