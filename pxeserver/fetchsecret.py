@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import enum
-import hashlib
 import hmac
 import ipaddress
 import os
@@ -105,7 +104,7 @@ class FetchSecrets:
 
     def _tag(self, mac: MAC, issued: int, address: str) -> str:
         text = f"{mac.value}|{address}|{issued}".encode()
-        digest = hmac.new(self.key, text, hashlib.sha256).digest()[:TAG_BYTES]
+        digest = hmac.digest(self.key, text, "sha256")[:TAG_BYTES]  # one call: OpenSSL's
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def issue(self, mac: MAC, address: str | None) -> str:
@@ -208,11 +207,25 @@ class FetchSecrets:
         )
 
 
+# Addresses packed already (every script's secret packs the address that asked for it),
+# emptied when full: a few thousand machines' addresses, never a hostile client's many.
+PACKED_KEPT = 4096
+_packed: dict[str, str] = {}
+
+
 def _pack(address: str | None) -> str:
+    text = address or ""
+    found = _packed.get(text)
+    if found is not None:
+        return found
     try:
-        return ipaddress.ip_address(address or "").packed.hex()
+        packed = ipaddress.ip_address(text).packed.hex()
     except ValueError:
         return "-"
+    if len(_packed) >= PACKED_KEPT:
+        _packed.clear()
+    _packed[text] = packed
+    return packed
 
 
 def _unpack(packed: str) -> str:

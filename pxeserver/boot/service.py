@@ -197,9 +197,9 @@ class BootService(UdpAnswers):
         change = Change(EventKind.IPXE, detail, machine, count_boot=True)
         node = self.memory.record(machine.mac, change, from_memory)
         if local:
-            metrics.boots_from_disk.labels(profile=profile_name).inc()
+            metrics.boots_from_disk.child(profile_name).inc()
         else:
-            metrics.boots_started.labels(profile=profile_name).inc()
+            metrics.boots_started.child(profile_name).inc()
         if existing is None and node is not None:
             script = self.renderer.ipxe_script(node, profile, decision, base, secret)
         return script
@@ -254,7 +254,7 @@ class BootService(UdpAnswers):
         self.memory.wrote(node)
         if kind is EventKind.READY:
             profile = self.effective_profile(node)[0] or "none"
-            metrics.boots_completed.labels(profile=profile).inc()
+            metrics.boots_completed.child(profile).inc()
         return node
 
     def ignition(
@@ -328,7 +328,7 @@ class BootService(UdpAnswers):
         """Count and record a refused config fetch (possible spoofing); the 403 follows.
         ``noted``: the node was answered from memory, so is the refusal's event (behind the
         answer, no store call here)."""
-        metrics.configs_refused.labels(reason=exc.reason.value).inc()
+        metrics.configs_refused.child(exc.reason.value).inc()
         log.warning("%s: %s refused: %s", mac, kind, exc)
         if node is not None:  # a MAC never booted gets no record from a refusal
             change = Change(kind, f"refused: {exc.short} (possible spoofing)", move=False)

@@ -11,7 +11,6 @@ plain way.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Any
@@ -86,8 +85,7 @@ class Memory:
         from memory (returns None); otherwise written now (returns the node)."""
         (self._from_memory if from_memory else self._from_store).inc()
         if self.steps is not None and from_memory:
-            noted = dataclasses.replace(change, at=time.time(), event_id=new_event_id(),
-                                        answered=True)  # fmt: skip
+            noted = _noted(change, time.time(), new_event_id())
             try:
                 self.steps.note(mac, noted)
                 return None
@@ -118,3 +116,12 @@ class Memory:
     def forgot(self, mac: MAC) -> None:
         if self.view is not None:
             self.view.forget(mac)
+
+
+def _noted(change: Change, at: float, event_id: str) -> Change:
+    """``dataclasses.replace(change, at=at, event_id=event_id, answered=True)`` without its
+    generic machinery (a step per answer): Change is a plain frozen dataclass, its fields
+    in ``__dict__``, no ``__post_init__``."""
+    noted = object.__new__(Change)
+    noted.__dict__.update(change.__dict__, at=at, event_id=event_id, answered=True)
+    return noted

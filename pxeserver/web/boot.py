@@ -47,17 +47,33 @@ def _optional(args: Mapping[str, str], mac: MAC, name: str, allowed: Set[str]) -
 
 
 def _uuid(args: Mapping[str, str], mac: MAC) -> str | None:
+    text = args.get("uuid")
+    found = _uuids.get(text) if text else None
+    if found is not None:
+        return found
     try:
-        return parse_uuid(args.get("uuid"))
+        found = parse_uuid(text)
     except InvalidInput as exc:
         log.warning("%s: ignoring uuid: %s", mac, exc)
         return None
+    if text and found is not None:
+        _keep(_uuids, text, found)
+    return found
 
 
 def source_ip(mac: MAC, remote: str | None) -> str | None:
     """The address the request came from, whatever its query says: a booted OS fetching
     its own cloud-config comes from the address it has."""
     return _address(mac, remote)
+
+
+# Addresses and UUIDs already parsed, each in their own: the text as it came (the
+# request's remote address, a query's ip=; its uuid=) → its normalised form. Plain
+# addresses and good UUIDs only (garbage is parsed, and warned about, each time); emptied
+# when full, so that a client sending a new ip= each time cannot grow them.
+MAX_PARSED = 4096
+_parsed: dict[str, str] = {}  # addresses
+_uuids: dict[str, str] = {}
 
 
 def _address(mac: MAC, *candidates: str | None) -> str | None:
@@ -70,6 +86,9 @@ def _address(mac: MAC, *candidates: str | None) -> str | None:
     for text in candidates:
         if not text:
             continue
+        plain = _parsed.get(text)
+        if plain is not None:
+            return plain
         try:
             address = ipaddress.ip_address(text)
         except ValueError:
@@ -78,8 +97,16 @@ def _address(mac: MAC, *candidates: str | None) -> str | None:
         if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
             log.warning("%s: ignoring ip=%r, an address with a scope ID (%%…)", mac, text[:45])
             continue
-        return str(address)
+        plain = str(address)
+        _keep(_parsed, text, plain)
+        return plain
     return None
+
+
+def _keep(kept: dict[str, str], text: str, parsed: str) -> None:
+    if len(kept) >= MAX_PARSED:
+        kept.clear()
+    kept[text] = parsed
 
 
 def machine_of(args: Mapping[str, str], remote: str | None) -> Machine:

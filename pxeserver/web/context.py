@@ -141,9 +141,8 @@ def listed_host(s: ServerSettings, host_header: str, remote: str | None) -> str 
         return None  # without a port it is as the machine wrote it (a forward from 80)
     if host == "localhost" or (s.base_url and host == _host_of(s.base_url)):
         return text
-    try:
-        address = str(ipaddress.ip_address(host))
-    except ValueError:
+    address = _address_of(host)
+    if address is None:
         return None
     if address == s.listen or address in OWN_ADDRESSES:
         return text
@@ -152,6 +151,26 @@ def listed_host(s: ServerSettings, host_header: str, remote: str | None) -> str 
     # e.g. QEMU's user network (`pxeserver demo`: 10.0.2.2 is the host's loopback for the
     # VM), or a container runtime's port forward. That address is how it reaches us.
     return text if is_loopback(remote or "") else None
+
+
+# The Host headers' addresses parsed already (host text → the address as ipaddress
+# writes it), emptied when full: what machines send is one or two of our addresses.
+MAX_HOSTS = 1024
+_hosts: dict[str, str] = {}
+
+
+def _address_of(host: str) -> str | None:
+    """``host`` as an IP address written by ``ipaddress``, or None if it is none."""
+    address = _hosts.get(host)
+    if address is None:
+        try:
+            address = str(ipaddress.ip_address(host))
+        except ValueError:
+            return None
+        if len(_hosts) >= MAX_HOSTS:
+            _hosts.clear()
+        _hosts[host] = address
+    return address
 
 
 def _host_of(url: str) -> str:

@@ -23,7 +23,7 @@ import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from flask import Flask
 from werkzeug.sansio.utils import get_host
@@ -115,7 +115,7 @@ class Entrance:
         remote = address(scope.client)[0]
         machine = machine_of(_args(scope), remote)
         remember_client(remote, machine.mac)  # for a 404 on its kernel next
-        base, client = self._base(scope), source_ip(machine.mac, remote)
+        base, client = self._base(scope, remote), source_ip(machine.mac, remote)
         script = self.boot.ipxe_script_from_memory(machine, base, client)
         if script is None:
             script = await self._in_thread(self.boot.ipxe_script, machine, base, client)
@@ -124,7 +124,8 @@ class Entrance:
     async def _cloud_config(self, scope: Any, proto: Any) -> None:
         args = _args(scope)
         mac = mac_of(args)
-        ip, base = source_ip(mac, address(scope.client)[0]), self._base(scope)
+        remote = address(scope.client)[0]
+        ip, base = source_ip(mac, remote), self._base(scope, remote)
         # Once per boot, for the secret= of the URL its script gave (pxeserver.fetchsecret).
         secret = args.get("secret")
         text = self.boot.cloud_config_from_memory(mac, base, ip, secret)
@@ -133,17 +134,18 @@ class Entrance:
         self._text(scope, proto, 200, text, content_type=f"{CLOUD_CONFIG_TYPE}; {CHARSET}")
 
     async def _chain(self, scope: Any, proto: Any) -> None:
-        self._text(scope, proto, 200, self.boot.chain_script(self._base(scope)),
+        base = self._base(scope, address(scope.client)[0])
+        self._text(scope, proto, 200, self.boot.chain_script(base),
                    content_type=f"{IPXE_TYPE}; {CHARSET}")  # fmt: skip
 
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
-    def _base(self, scope: Any) -> str:
-        """:func:`pxeserver.web.context.base_url_for` this request (the Host read by
-        Werkzeug's rules, as Flask's ``request.host``)."""
+    def _base(self, scope: Any, remote: str) -> str:
+        """:func:`pxeserver.web.context.base_url_for` this request from ``remote`` (the
+        Host read by Werkzeug's rules, as Flask's ``request.host``)."""
         host = get_host(scope.scheme, scope.headers.get("host"), _server(scope))
-        return base_url_for(self.settings.server, host, address(scope.client)[0])
+        return base_url_for(self.settings.server, host, remote)
 
     @staticmethod
     def _text(scope: Any, proto: Any, status: int, text: str,
@@ -175,10 +177,18 @@ class Entrance:
 
 
 def _args(scope: Any) -> dict[str, str]:
-    """The query's fields, the first of each name (as Flask's ``request.args.get``)."""
+    """The query's fields, the first of each name (as Flask's ``request.args.get``): those
+    of ``parse_qsl(query, keep_blank_values=True)``, read here without its general
+    machinery. A field with no ``%`` and no ``+`` (all of iPXE's) needs no decoding."""
     args: dict[str, str] = {}
-    for name, value in parse_qsl(scope.query_string, keep_blank_values=True):
-        args.setdefault(name, value)
+    for field in scope.query_string.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "%" in field or "+" in field:
+            name, value = unquote(name.replace("+", " ")), unquote(value.replace("+", " "))
+        if name not in args:
+            args[name] = value
     return args
 
 

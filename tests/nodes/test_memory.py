@@ -211,3 +211,21 @@ def test_a_worker_whose_view_is_not_live_reads_the_store(tmp_path: Path) -> None
         assert isinstance(counting.inner, SQLiteStore)
     finally:
         service.close()
+
+
+def test_a_noted_step_is_the_step_with_its_time_and_id() -> None:
+    """The copy Memory notes is dataclasses.replace's, field for field."""
+    import dataclasses
+
+    from pxeserver.nodes.memory import _noted
+    from pxeserver.nodes.registry import Change
+
+    change = Change(EventKind.IPXE, "profile x", Machine(KNOWN, ip=ADDRESS), move=False,
+                    count_boot=True, installs="disk", config_issued=5)  # fmt: skip
+    noted = _noted(change, 12.5, "abc")
+    assert noted == dataclasses.replace(change, at=12.5, event_id="abc", answered=True)
+    assert type(noted) is Change and noted is not change and change.at is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        noted.at = 1.0  # type: ignore[misc]
+    assert vars(noted) == vars(dataclasses.replace(change, at=12.5, event_id="abc",
+                                                   answered=True))  # fmt: skip

@@ -170,6 +170,51 @@ def test_a_step_log_is_read_in_order_marked_done_and_removed(tmp_path: Path) -> 
     assert list(folder.iterdir()) == []  # finished and done: gone
 
 
+STEPS = [
+    step(EventKind.IPXE, 1.5, count_boot=True,
+         facts=Machine(A, uuid="1b4e28ba-2fa1-11d2-883f-0016d3cca427", arch="x86_64",
+                       platform="efi", ip="192.0.2.9")),
+    Change(EventKind.CLOUD_CONFIG, "profile flatcar; asked from 2001:db8::7, not 192.0.2.9",
+           at=1_800_000_000.123456, event_id=new_event_id(), config_issued=1 << 60,
+           answered=True),
+    Change(EventKind.IPXE, 'ünïcödé "quoted" \\ back\nslash\r\u2028\u2029\x85\x00\ud800 😀',
+           facts=Machine(A, ip="fe80::1"), at=0.1, event_id="</script>&<>", move=False),
+    Change(EventKind.READY, "", at=float(2**53), event_id=new_event_id(), installs="disk-é"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("change", STEPS)
+def test_a_step_line_is_json_dumps_of_the_step(tmp_path: Path, change: Change) -> None:
+    """The bytes json.dumps gave each step before the log kept an encoder of its own."""
+    import json
+
+    from pxeserver.nodes.journal import change_to_dict
+
+    folder = tmp_path / "steps"
+    log = StepLog(folder)
+    log.note(A, change)
+    log.close()
+    line = next(folder.glob("*.log")).read_bytes()
+    assert line == json.dumps({"mac": A.value, **change_to_dict(change)}).encode() + b"\n"
+    assert StepReader(folder).read() == [(A, change)]
+
+
+def test_a_step_line_holds_every_field_of_the_step(tmp_path: Path) -> None:
+    """The line's bytes written out: the fields in their order, the kind as its value,
+    the facts as a dict of theirs."""
+    folder = tmp_path / "steps"
+    log = StepLog(folder)
+    log.note(A, Change(EventKind.IPXE, "profile é", Machine(A, ip="192.0.2.9"), at=1.5,
+                       event_id="e1", count_boot=True, config_issued=7, answered=True))  # fmt: skip
+    log.close()
+    assert next(folder.glob("*.log")).read_bytes() == (
+        b'{"mac": "52:54:00:14:00:01", "kind": "ipxe", "detail": "profile \\u00e9", "facts": '
+        b'{"mac": "52:54:00:14:00:01", "uuid": null, "arch": null, "platform": null, '
+        b'"ip": "192.0.2.9"}, "at": 1.5, "event_id": "e1", "move": true, "count_boot": true, '
+        b'"installs": null, "config_issued": 7, "answered": true}\n'
+    )
+
+
 def test_a_new_log_past_its_size_and_a_cap_per_node_per_read(tmp_path: Path) -> None:
     folder = tmp_path / "steps"
     log = StepLog(folder, max_bytes=2000)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -8,7 +9,8 @@ import pytest
 import yaml
 
 from pxeserver.daemon import make_service
-from pxeserver.web import create_app
+from pxeserver.model import MAC
+from pxeserver.web import boot, create_app
 
 from ..support.fakes import BrokenStore
 from ..support.settings import make_settings
@@ -215,3 +217,73 @@ def test_boot_answers_name_their_charset_once(client: Any) -> None:
     assert ipxe.headers["Content-Type"] == "text/plain; charset=utf-8"
     config = client.get(config_path(ipxe.text))
     assert config.headers["Content-Type"] == "text/cloud-config; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    "text", ["192.0.2.7", "2001:DB8::1", "::ffff:192.0.2.7", "0:0:0:0:0:0:0:1", "::"]
+)
+def test_a_parsed_address_is_normalised_the_second_time_too(text: str) -> None:
+    mac = MAC.parse("52:54:00:00:00:01")
+    expected = str(ipaddress.ip_address(text))
+    assert boot.source_ip(mac, text) == expected
+    assert boot.source_ip(mac, text) == expected  # from the parsed addresses
+    assert boot.machine_of({"mac": str(mac), "ip": text}, "192.0.2.99").ip == expected
+
+
+@pytest.mark.parametrize("text", ["1.2.3", "192.0.2.7\n", "fe80::1%eth0", SCOPE_ATTACK, " "])
+def test_garbage_is_warned_about_each_time_and_never_kept(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    mac = MAC.parse("52:54:00:00:00:01")
+    for _ in range(2):
+        caplog.clear()
+        assert boot.machine_of({"mac": str(mac), "ip": text}, "192.0.2.9").ip == "192.0.2.9"
+        assert "ignoring ip=" in caplog.text
+        assert boot.source_ip(mac, text) is None
+    assert text not in boot._parsed
+
+
+def test_the_parsed_addresses_are_bounded() -> None:
+    """A client sending a new ip= with each request cannot grow the worker's memory."""
+    mac = MAC.parse("52:54:00:00:00:01")
+    for i in range(boot.MAX_PARSED + 100):
+        text = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        assert boot.source_ip(mac, text) == text
+        assert len(boot._parsed) <= boot.MAX_PARSED
+    assert boot.source_ip(mac, "2001:db8::0001") == "2001:db8::1"
+
+
+UUID = "6FB9D0E1-0000-4000-8000-00000000ABCD"
+
+
+@pytest.mark.parametrize("text", [UUID, f"{{{UUID}}}", f"urn:uuid:{UUID}", UUID.replace("-", "")])
+def test_a_uuid_is_normalised_the_second_time_too_and_never_taken_for_an_address(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    mac = MAC.parse("52:54:00:00:00:01")
+    for _ in range(2):
+        machine = boot.machine_of({"mac": str(mac), "uuid": text, "ip": text}, "192.0.2.9")
+        assert machine.uuid == UUID.lower()
+        assert machine.ip == "192.0.2.9"  # the uuid= seen before is no address
+        assert "ignoring ip=" in caplog.text
+        assert boot.source_ip(mac, text) is None
+
+
+@pytest.mark.parametrize("text", ["not-a-uuid", UUID + "0", UUID[:-1] + "\n"])
+def test_a_bad_uuid_is_warned_about_each_time_and_never_kept(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    mac = MAC.parse("52:54:00:00:00:01")
+    for _ in range(2):
+        caplog.clear()
+        assert boot.machine_of({"mac": str(mac), "uuid": text}, "192.0.2.9").uuid is None
+        assert "ignoring uuid" in caplog.text
+    assert text not in boot._uuids
+
+
+def test_the_parsed_uuids_are_bounded() -> None:
+    mac = MAC.parse("52:54:00:00:00:01")
+    for i in range(boot.MAX_PARSED + 100):
+        text = f"{i:08x}-0000-4000-8000-00000000abcd"
+        assert boot.machine_of({"mac": str(mac), "uuid": text}, None).uuid == text
+        assert len(boot._uuids) <= boot.MAX_PARSED

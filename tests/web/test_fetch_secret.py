@@ -322,3 +322,37 @@ def test_a_busy_worker_does_not_make_another_workers_newer_secret_look_used() ->
     again = other.check(mac, other.issue(mac, "192.0.2.50"), "192.0.2.50")
     other.claim(mac, again, first)  # the next boot's config: not refused as used
     assert again > first
+
+
+@pytest.mark.parametrize("address", ["192.0.2.50", "2001:db8::7", None])
+def test_a_secret_is_the_documented_hmac_sha256_of_mac_address_and_time(
+    address: str | None,
+) -> None:
+    """The tag, computed as the module docstring says with the standard library's HMAC
+    object: secrets issued before and after the one-call HMAC are the same bytes."""
+    import base64
+    import hashlib
+    import hmac
+
+    key, mac = b"k" * 40, MAC_TYPE.parse(MAC)
+    fetch = FetchSecrets(lambda: key, 600, clock=lambda: 1_800_000_000.25)
+    secret = fetch.issue(mac, address)
+    issued = 1_800_000_000_250_000
+    packed = ipaddress.ip_address(address).packed.hex() if address else "-"
+    mac_ = hmac.new(key, f"{mac.value}|{packed}|{issued}".encode(), hashlib.sha256)
+    tag = base64.urlsafe_b64encode(mac_.digest()[:16]).decode().rstrip("=")
+    assert secret == f"{issued:x}.{packed}.{tag}"
+    assert fetch.check(mac, secret, address) == issued
+
+
+def test_the_packed_addresses_are_bounded_and_packed_alike() -> None:
+    from pxeserver import fetchsecret
+
+    for i in range(fetchsecret.PACKED_KEPT + 100):
+        address = f"10.0.{i >> 8 & 255}.{i & 255}" if i % 2 else f"2001:db8::{i:x}"
+        expected = ipaddress.ip_address(address).packed.hex()
+        assert fetchsecret._pack(address) == expected
+        assert fetchsecret._pack(address) == expected
+        assert len(fetchsecret._packed) <= fetchsecret.PACKED_KEPT
+    assert fetchsecret._pack("not an address") == fetchsecret._pack(None) == "-"
+    assert "not an address" not in fetchsecret._packed

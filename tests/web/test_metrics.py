@@ -107,3 +107,14 @@ def test_counts_are_summed_across_the_http_workers(tmp_path: Path) -> None:
         assert sample(text, "pxeserver_nodes", state="booting") == 40
     finally:
         server.stop()
+
+
+def test_a_kept_child_is_the_labelled_series_and_counts_in_the_scrape(client: Any) -> None:
+    kept = metrics.boots_from_disk.child("kept-child")
+    assert kept is metrics.boots_from_disk.child("kept-child")
+    assert kept is metrics.boots_from_disk.labels(profile="kept-child")
+    before = sample(scrape(client), "pxeserver_boots_from_disk_total", profile="kept-child")
+    kept.inc()
+    metrics.boots_from_disk.child("kept-child").inc(2)
+    after = sample(scrape(client), "pxeserver_boots_from_disk_total", profile="kept-child")
+    assert after == before + 3

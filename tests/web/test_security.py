@@ -180,3 +180,25 @@ def test_base_url_or_the_listening_address_win_over_any_host(make_client: Any) -
     assert urls(configured.get(f"/ipxe?mac={MAC}", headers=evil).text) == {"pxe.lab.example:8080"}
     listening = make_client({"listen": "127.0.0.2"})
     assert urls(listening.get(f"/ipxe?mac={MAC}", headers=evil).text) == {"127.0.0.2:8080"}
+
+
+def test_a_host_header_is_judged_alike_the_second_time_and_its_parses_are_bounded(
+    tmp_path: Path,
+) -> None:
+    from pxeserver.web import context
+
+    s = make_settings(tmp_path).server
+    hosts = ["127.0.0.1:8080", "[::1]:8080", "[0:0::1]:8080", "localhost:8080", "127.0.0.1:9",
+             "evil.example:8080", "192.0.2.250:8080", "[fe80::1%eth0]:8080", "[::1%0a]:8080",
+             "10.0.2.2:8080", "1.2.3:8080", ""]  # fmt: skip
+    for remote in ("127.0.0.1", "192.0.2.7"):
+        first = [context.listed_host(s, h, remote) for h in hosts]
+        assert [context.listed_host(s, h, remote) for h in hosts] == first
+        assert first[0] == "127.0.0.1:8080"
+        if remote == "127.0.0.1":  # any address, over loopback (a forwarder here)
+            assert first[1:3] == ["[::1]:8080", "[0:0::1]:8080"]
+        assert first[4:6] == [None, None]  # another port; a name nobody listed
+    assert "evil.example" not in context._hosts
+    for i in range(context.MAX_HOSTS + 50):
+        assert context._address_of(f"10.1.{i >> 8}.{i & 255}") == f"10.1.{i >> 8}.{i & 255}"
+        assert len(context._hosts) <= context.MAX_HOSTS
