@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..model import MAC
+from .change import RECENT_IDS, Change
 from .journal import change_from_dict, change_to_dict
-from .registry import RECENT_IDS, Change
 
 log = logging.getLogger(__name__)
 
