@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import jsontext
 from .errors import InvalidInput
 
 _CANONICAL = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")  # the one spelling
@@ -232,8 +233,11 @@ class Event:
 
     @functools.cached_property
     def json(self) -> str:
-        """:meth:`to_dict` as JSON text, made once (see :meth:`Node.to_json`)."""
-        return json.dumps(self._stored)
+        """``json.dumps(self.to_dict())``, made once (see :meth:`Node.to_json`)."""
+        q, n = jsontext.string, jsontext.number
+        text = (f'{{"id": {q(self.id)}, "kind": {q(self.kind.value)}, "at": {n(self.at)}, '
+                f'"state": {q(self.state.value)}, "detail": {q(self.detail)}')  # fmt: skip
+        return text + (f', "count": {n(self.count)}}}' if self.count != 1 else "}")
 
     @functools.cached_property
     def _stored(self) -> dict[str, Any]:
@@ -332,7 +336,7 @@ class Node:
         text, made from each event's JSON kept from the last time (a node is written at
         every boot step, and its timeline of up to ``events_kept`` events barely changes)."""
         head = json.dumps(self.head_dict())
-        events = ", ".join(e.json for e in self.events)
+        events = ", ".join([e.json for e in self.events])
         ids = json.dumps(list(self.recent_ids))
         return f'{head[:-1]}, "events": [{events}], "recent_ids": {ids}}}', head
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 
 from . import metrics
-from .model import Event, EventKind, Node, State
+from .model import MAC, Event, EventKind, Node, State
 
 # Where each boot step sits in a boot; a step at or before the previous one starts anew.
 STEP_ORDER = {
@@ -62,18 +62,34 @@ def milestone(log: logging.Logger, node: Node, kind: EventKind, detail: str) -> 
     took = None
     if node.events and node.events[-1].kind is kind:
         took = step_took(node.events, len(node.events) - 1)
+    step_milestone(log, node.mac, node.hostname, node.state, kind, detail, took)
+
+
+def step_milestone(
+    log: logging.Logger,
+    mac: MAC,
+    hostname: str,
+    state: State,
+    kind: EventKind,
+    detail: str,
+    took: float | None,
+) -> None:
+    """:func:`milestone` of a step that left its node in ``state`` and took ``took``
+    (the recorder writes many steps of a node as one record: it notes these per step)."""
     if took is not None and kind in STEP_ORDER:
         metrics.boot_step_seconds.labels(step=kind.value).observe(took)
-    text = f"{node.mac} {node.hostname or '-'}: {kind} → {node.state}"
+    if not log.isEnabledFor(logging.INFO):
+        return
+    text = f"{mac} {hostname or '-'}: {kind} → {state}"
     if detail:
         text += f" ({detail})"
     if took is not None:
         text += f", {took:.1f} s after the previous step"
     fields = {
-        "mac": node.mac.value,
-        "hostname": node.hostname,
+        "mac": mac.value,
+        "hostname": hostname,
         "event": kind.value,
-        "state": node.state.value,
+        "state": state.value,
         "took": None if took is None else round(took, 3),
     }
     log.info("%s", text, extra=fields)

@@ -14,7 +14,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "pxeserver"
 
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "metrics", "logs", "ratelimit", "hints"},  # leaves
+    {"__init__", "errors", "metrics", "logs", "ratelimit", "hints", "jsontext"},  # leaves
     {"model"},  # domain types
     {"timeline", "profiles", "fetchsecret"},  # rules over the domain types
     {"config"},  # settings

@@ -3,26 +3,32 @@
 The HTTP workers answer a known machine first and note the step (see
 :mod:`pxeserver.nodes.steps`); the main process writes what they noted
 (:mod:`pxeserver.nodes.recorder`) through :func:`apply_batch`: the steps of each node
-folded, in order, into one new record, and the records of up to ``MAX_BATCH`` nodes
-compare-and-swapped in one transaction (:meth:`pxeserver.store.NodeStore.update_many`).
-A node that changed meanwhile (a phone-home, an operator) makes the transaction write
-nothing; its steps are folded again into what it is now and the transaction retried.
-Each step keeps the event id and time it was noted with, so writing it twice changes
-nothing, and a step that reaches the store after a later one of the same node goes where
-its time puts it (:meth:`pxeserver.nodes.registry.Registry.change_fn`).
+folded, in order, into its record in memory and the record made, serialised and written
+once (:mod:`pxeserver.nodes.fold`: the same record as writing the steps one by one), and
+the records of up to ``MAX_BATCH`` nodes compare-and-swapped in one transaction
+(:meth:`pxeserver.store.NodeStore.update_many`). A node that changed meanwhile (a
+phone-home, an operator) makes the transaction write nothing; its steps are folded again
+into what it is now and the transaction retried. Each step keeps the event id and time it
+was noted with, so writing it twice changes nothing (a step the node has applied is
+skipped on its own, and its node's other steps are written), and a step that reaches the
+store after a later one of the same node goes where its time puts it
+(:meth:`pxeserver.nodes.fold.Draft.late`). Each step that changed its node is logged as a
+boot milestone, with the state it left, once the transaction is written.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .. import timeline
 from ..errors import PxeError, StoreUnavailable
 from ..model import MAC, Node, Versioned
 from ..store import MAX_BATCH, BatchConflict, BatchTooLarge
-from .registry import MAX_ATTEMPTS, Change, Registry
+from .change import Change
+from .fold import Applied, Ready, prepare
+from .registry import MAX_ATTEMPTS, Registry
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,7 @@ Step = tuple[MAC, Change]
 class BatchResult:
     """What became of the steps of one :func:`apply_batch`."""
 
-    written: list[tuple[MAC, Change, Node]] = field(default_factory=list)
+    written: list[tuple[MAC, Change, Node]] = field(default_factory=list)  # node as written
     dropped: list[tuple[MAC, Change, str]] = field(default_factory=list)  # never will be
     failed: list[Step] = field(default_factory=list)  # the store did not answer: not written
     journalled: list[Step] = field(default_factory=list)  # kept for the store instead
@@ -58,26 +64,26 @@ def apply_batch(
     store did not take are in ``failed``, and those of other transactions are written.
     """
     result = BatchResult()
-    by_mac = group(steps)
-    fns = {id(c): registry.change_fn(c) for changes in by_mac.values() for c in changes}
+    by_mac = {mac: [prepare(c, registry.clock) for c in changes]
+              for mac, changes in group(steps).items()}  # fmt: skip
     macs = list(by_mac)
     for start in range(0, len(macs), MAX_BATCH):
         chunk = {mac: by_mac[mac] for mac in macs[start : start + MAX_BATCH]}
         try:
-            _write_chunk(registry, chunk, fns, known or {}, result)
+            _write_chunk(registry, chunk, known or {}, result)
         except StoreUnavailable as exc:
             log.debug("a batch of %d nodes was not written: %s", len(chunk), exc)
-            result.failed += [(mac, c) for mac, changes in chunk.items() for c in changes]
+            result.failed += [(mac, c) for mac, ready in chunk.items() for c, _, _ in ready]
     return result
 
 
 def _write_chunk(
     registry: Registry,
-    chunk: dict[MAC, list[Change]],
-    fns: dict[int, Callable[[Node], Node | None]],
+    chunk: dict[MAC, list[Ready]],
     known: Mapping[MAC, Versioned],
     result: BatchResult,
 ) -> None:
+    """One transaction: each node's steps folded into its record, each record once."""
     current: dict[MAC, Versioned | None] = {m: known[m] for m in chunk if m in known}
     unread = [m for m in chunk if m not in current]
     if unread:
@@ -85,17 +91,14 @@ def _write_chunk(
         current.update({m: found.get(m) for m in unread})
     for _ in range(MAX_ATTEMPTS):
         pairs: list[tuple[Versioned, Node]] = []
-        folded: list[tuple[MAC, Change, Node]] = []
-        for mac, changes in chunk.items():
+        folded: dict[MAC, tuple[Node, list[Applied]]] = {}
+        for mac, ready in chunk.items():
             old = current.get(mac)
             if old is None:
                 continue
-            node = old.node
-            for change in changes:
-                new = fns[id(change)](node)
-                if new is not None:  # None: applied already (an event id it has)
-                    node = new
-                    folded.append((mac, change, node))
+            node, applied = registry.fold(old.node, ready)
+            if applied:
+                folded[mac] = node, applied
             if node is not old.node:
                 pairs.append((old, node))
         try:
@@ -104,7 +107,7 @@ def _write_chunk(
             current.update(exc.current)
             continue
         except BatchTooLarge:
-            _split(registry, chunk, fns, current, result)
+            _split(registry, chunk, current, result)
             return
         _done(chunk, current, folded, written, result)
         return
@@ -113,8 +116,7 @@ def _write_chunk(
 
 def _split(
     registry: Registry,
-    chunk: dict[MAC, list[Change]],
-    fns: dict[int, Callable[[Node], Node | None]],
+    chunk: dict[MAC, list[Ready]],
     current: Mapping[MAC, Versioned | None],
     result: BatchResult,
 ) -> None:
@@ -124,28 +126,31 @@ def _split(
     macs = list(chunk)
     known = {m: v for m, v in current.items() if v is not None}
     for part in (macs[: len(macs) // 2], macs[len(macs) // 2 :]):
-        _write_chunk(registry, {m: chunk[m] for m in part}, fns, known, result)
+        _write_chunk(registry, {m: chunk[m] for m in part}, known, result)
 
 
 def _done(
-    chunk: dict[MAC, list[Change]],
+    chunk: dict[MAC, list[Ready]],
     current: Mapping[MAC, Versioned | None],
-    folded: list[tuple[MAC, Change, Node]],
+    folded: dict[MAC, tuple[Node, list[Applied]]],
     written: list[Versioned],
     result: BatchResult,
 ) -> None:
     """Record what one transaction wrote (and dropped) and log each step's milestone."""
-    for mac, changes in chunk.items():
+    for mac, ready in chunk.items():
         if current.get(mac) is None:
-            result.dropped += [(mac, c, "the node is no longer in the registry") for c in changes]
+            result.dropped += [(mac, c, "the node is no longer in the registry")
+                               for c, _, _ in ready]  # fmt: skip
     for mac in chunk:
         if current.get(mac) is not None:
             result.versions[mac] = current[mac]  # type: ignore[assignment]
     result.versions.update({v.node.mac: v for v in written})
-    for mac, change, node in folded:
-        result.written.append((mac, change, node))
-        if change.move:
-            try:
-                timeline.milestone(log, node, change.kind, change.detail)
-            except PxeError:  # pragma: no cover - a log line must not lose the batch
-                log.exception("%s: logging a milestone failed", mac)
+    for mac, (node, applied) in folded.items():
+        for change, state, took in applied:
+            result.written.append((mac, change, node))
+            if change.move:
+                try:
+                    timeline.step_milestone(log, mac, node.hostname, state, change.kind,
+                                            change.detail, took)  # fmt: skip
+                except PxeError:  # pragma: no cover - a log line must not lose the batch
+                    log.exception("%s: logging a milestone failed", mac)

@@ -1,16 +1,20 @@
 """The recorder: a thread of the main process that writes the boot steps the HTTP workers
 answered from memory, behind the answers, in batches.
 
-Every ``INTERVAL`` (and at once again while there is more) it reads what the workers
-noted in their step logs (:mod:`pxeserver.nodes.steps`), orders it by the time each step
-was answered, writes it with one store transaction per ``MAX_BATCH`` nodes
-(:mod:`pxeserver.nodes.batches`; with the etcd store, what etcd does not take goes to
-the journal, see :mod:`pxeserver.nodes.resilient`), and only then marks it done in the
-logs. So a step is in the store (or the journal) one read after it was answered: within
+Every ``INTERVAL`` it reads what the workers noted in their step logs
+(:mod:`pxeserver.nodes.steps`), orders it by the time each step was answered, writes it
+with one store transaction per ``MAX_BATCH`` nodes (:mod:`pxeserver.nodes.batches`: each
+node's steps folded into one record write; with the etcd store, what etcd does not take
+goes to the journal, see :mod:`pxeserver.nodes.resilient`), and only then marks it done in
+the logs. A read takes at most ``MAX_STEPS_PER_NODE`` steps of one node; when it left
+more already noted (one machine asked for again and again, faster than that per read),
+the recorder reads again at once rather than after the interval, until it has caught up.
+So a step is in the store (or the journal) one read after it was answered: within
 ``INTERVAL`` (``BUSY_INTERVAL`` while hundreds of steps come per read) plus the time of
-the write, unless the store is down (then it stays in the logs and is written when the
-store answers again) or the workers note steps faster than the store takes them.
-``pxeserver_step_delay_seconds`` shows the time it takes.
+the writes, unless the store is down (then it stays in the logs and is written when the
+store answers again; the reads wait longer and longer, up to ``RETRY_MAX``) or the
+workers note steps faster than the store takes them. ``pxeserver_step_delay_seconds``
+shows the time it takes.
 
 At start, before any HTTP worker runs, :meth:`Recorder.drain` writes what a server
 killed earlier had noted but not written; at stop, what the workers noted last.
@@ -54,6 +58,7 @@ class Recorder:
         self._known: OrderedDict[MAC, tuple[Versioned, float]] = OrderedDict()
         self._lock = threading.Lock()  # one flush at a time (the thread, drain, tests)
         self._stopping = threading.Event()
+        self._wait = self._stopping.wait  # True once stopping (tests count the waits)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -75,15 +80,26 @@ class Recorder:
 
     def _run(self) -> None:
         delay = self.interval
-        while not self._stopping.wait(delay):
+        while not self._wait(delay):
             try:
-                delay = BUSY_INTERVAL if self.flush() >= BUSY else self.interval
+                delay = self._after(self.flush())
             except StoreUnavailable as exc:
                 delay = min(max(delay, self.interval) * 2, RETRY_MAX)
                 log.warning("boot steps wait for the store (next try in %.1f s): %s", delay, exc)
             except Exception:
                 log.exception("writing boot steps failed; trying again")
                 delay = RETRY_MAX
+
+    def _after(self, read: int) -> float:
+        """How long to wait after a flush that wrote ``read`` steps: nothing if the read
+        left steps already noted (:attr:`StepReader.capped`: one node asked for faster
+        than ``MAX_STEPS_PER_NODE`` per read; waiting would let its backlog grow for
+        ever), ``BUSY_INTERVAL`` after a busy read, else ``interval``. Each read at once
+        writes (or journals) steps and marks them done, so it ends when the backlog does;
+        a store that does not take them raises instead, and the waits grow."""
+        if self.reader.capped:
+            return 0.0
+        return BUSY_INTERVAL if read >= BUSY else self.interval
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Write everything noted so far; False if the store did not take it in time."""

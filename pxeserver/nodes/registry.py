@@ -5,40 +5,35 @@ another writer got there first. Events carry ids and the node remembers the ids 
 applied recently, so applying the same event twice (a retried write whose first answer was
 lost, a journal replayed after a crash) changes nothing the second time.
 
-State rules (see :func:`advance`): a DHCP sighting starts a new boot (``discovered``); the
-iPXE script makes it ``booting`` and counts the boot; the cloud-config (or Ignition
-config) ``configured``; phoning home ``ready``; a heartbeat keeps a node ``ready`` (and
-brings a ``lost`` one back). A ``ready`` node silent for ``heartbeat_ttl`` seconds, or a
+A change (:class:`~pxeserver.nodes.change.Change`) moves the node's state as
+:func:`~pxeserver.nodes.change.advance` says and is applied to the record in memory as
+:mod:`pxeserver.nodes.fold` says (the boot steps of one node from one read of the step logs
+all at once, then written once). A ``ready`` node silent for ``heartbeat_ttl`` seconds, or a
 ``booting``/``configured`` one silent for ``boot_timeout``, becomes ``lost``; its earlier
 events stay, so the timeline shows where it stopped.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import hmac
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .. import model, timeline
 from ..errors import AlreadyExists, Conflict, Forbidden, HostnameTaken, NotFound, StoreUnavailable
-from ..model import MAC, UNSET, Event, EventKind, Machine, Node, State, Versioned
+from ..model import MAC, UNSET, Event, EventKind, Node, State, Versioned
 from ..store import NodeStore
+from .change import Change
+from .fold import Applied, Draft, Ready, fold, prepare
 from .unbooted import NeverBootedBound
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 64
-RECENT_IDS = 64
-# Repeats of these within this many seconds bump the last event's count instead of
-# growing the timeline (firmware retries DHCP; heartbeats come every few seconds).
-COALESCE = {EventKind.DHCP: 120.0, EventKind.HEARTBEAT: float("inf")}
-
 # What pxeserver waits for from a node in each state that has a deadline: the lost event
 # says it, so the timeline of a node that never got further tells why it is lost.
 WAITED_FOR = {
@@ -46,51 +41,9 @@ WAITED_FOR = {
     State.CONFIGURED: "it to phone home ready (its config was served)",
     State.READY: "its next heartbeat",
 }
-# Events that leave a node's state as it was: a step written late decides the state if
-# only these came after it.
-STATELESS = frozenset({EventKind.OPERATOR, EventKind.TFTP})
 # How long a thread's last read may stand in for the read a write starts with (see
 # Registry._mutate): the length of one request, not more.
 READ_REUSE_S = 1.0
-
-
-def advance(state: State, kind: EventKind) -> State:
-    """The state a node moves to when ``kind`` happens to it in ``state``."""
-    if kind is EventKind.DHCP:
-        return State.DISCOVERED
-    if kind is EventKind.IPXE:
-        return State.BOOTING
-    if kind in (EventKind.CLOUD_CONFIG, EventKind.IGNITION):
-        return State.CONFIGURED
-    if kind is EventKind.READY:
-        return State.READY
-    if kind is EventKind.HEARTBEAT:
-        if state in (State.CONFIGURED, State.READY, State.LOST):
-            return State.READY
-        return state
-    if kind is EventKind.LOST:
-        return State.LOST
-    return state  # TFTP, operator changes
-
-
-@dataclass(frozen=True)
-class Change:
-    """One thing that happened to a node, as the registry applies it (or replays it)."""
-
-    kind: EventKind
-    detail: str = ""
-    facts: Machine | None = None
-    at: float | None = None
-    event_id: str | None = None
-    move: bool = True  # False: record the event but keep the state (e.g. "no profile matched")
-    count_boot: bool = False
-    # READY under a profile with ``install: disk``: the node's disk now holds this profile
-    # (Node.installed); later boots of it are told to boot from disk.
-    installs: str | None = None
-    # A config served for the fetch secret issued then (µs; pxeserver.fetchsecret): recorded
-    # as Node.config_issued, and nothing is recorded if the node has that one or a newer.
-    config_issued: int | None = None
-    answered: bool = False  # the answer went out before this is written (behind the answer)
 
 
 class Registry:
@@ -209,25 +162,11 @@ class Registry:
     def _hostname_for(self, mac: MAC) -> Callable[[int], str]:
         return lambda index: model.hostname_from_pattern(self.hostname_pattern, index, mac)
 
-    def _with_event(self, node: Node, event: Event, recent_ids: tuple[str, ...]) -> Node:
-        events = list(node.events)
-        window = COALESCE.get(event.kind)
-        last = events[-1] if events else None
-        if (
-            window is not None
-            and last is not None
-            and last.kind is event.kind
-            and last.state is event.state
-            and last.detail == event.detail
-            and event.at - last.at <= window
-        ):
-            events[-1] = Event(
-                last.kind, event.at, last.state, last.detail, last.id, last.count + 1
-            )
-        else:
-            events.append(event)
-        ids = (*recent_ids, event.id)[-RECENT_IDS:]
-        return node.replace(events=tuple(events[-self.events_kept :]), recent_ids=ids)
+    def _with_event(self, node: Node, event: Event) -> Node:
+        """``node`` with ``event`` added to its timeline (see :meth:`Draft.add_event`)."""
+        draft = Draft(node, self.events_kept)
+        draft.add_event(event)
+        return draft.node()
 
     def apply(self, mac: MAC, change: Change, *, create: bool = True) -> Node:
         """Record that ``change`` happened to the machine ``mac``. Idempotent on event id."""
@@ -239,83 +178,25 @@ class Registry:
     def change_fn(self, change: Change) -> Callable[[Node], Node | None]:
         """The pure function ``apply`` runs on the stored node: the node after ``change``,
         or None if its event id was applied already. The journal uses it on cached nodes."""
-        at = change.at if change.at is not None else self.clock()
-        # One id for every attempt of this call: if a write landed but its answer was lost
-        # (a deadline, a leader change), the retry after the conflict finds the id and
-        # stops, instead of recording the event a second time.
-        event_id = change.event_id or model.new_event_id()
+        # One time and event id for every attempt of this call: if a write landed but its
+        # answer was lost (a deadline, a leader change), the retry after the conflict finds
+        # the id and stops, instead of recording the event a second time.
+        ready = prepare(change, self.clock)
 
         def fn(node: Node) -> Node | None:
-            if event_id is not None and event_id in node.recent_ids:
-                return None
-            issued = change.config_issued
-            if issued is not None and issued <= (node.config_issued or 0):
-                if not change.answered:
-                    return None  # a second use of the secret: the caller refuses (it sees why)
-                # Served already, by a worker whose memory had not seen the first use yet.
-                event = Event(change.kind, at, node.state, f"{change.detail}; served again "
-                              "for a used secret (possible spoofing)", event_id)  # fmt: skip
-                return self._with_event(node, event, node.recent_ids)
-            if node.events and at < node.events[-1].at:
-                return self._late(node, change, at, event_id)
-            facts = change.facts
-            state = advance(node.state, change.kind) if change.move else node.state
-            updated = node.replace(
-                uuid=(facts.uuid if facts and facts.uuid else node.uuid),
-                arch=(facts.arch if facts and facts.arch else node.arch),
-                platform=(facts.platform if facts and facts.platform else node.platform),
-                ip=(facts.ip if facts and facts.ip else node.ip),
-                state=state,
-                first_seen=min(node.first_seen or at, at),
-                last_seen=max(node.last_seen, at),
-                boot_count=node.boot_count + (1 if change.count_boot else 0),
-            )
-            if change.kind in (EventKind.READY, EventKind.HEARTBEAT):
-                updated = updated.replace(last_heartbeat=max(node.last_heartbeat or 0.0, at))
-            if change.installs and change.installs != node.installed:
-                updated = updated.replace(installed=change.installs, installed_at=at)
-            if issued is not None:
-                updated = updated.replace(config_issued=issued)
-            event = Event(change.kind, at, state, change.detail)
-            if event_id is not None:
-                event = Event(change.kind, at, state, change.detail, event_id)
-            return self._with_event(updated, event, node.recent_ids)
+            new, applied = fold(node, (ready,), self.events_kept)
+            return new if applied else None
 
         return fn
 
-    def _late(self, node: Node, change: Change, at: float, event_id: str) -> Node:
-        """``change`` happened before the node's newest event but is written after it:
-        boot steps are written behind the answer (:mod:`pxeserver.nodes.recorder`), so a
-        machine's next step may be written first (by another worker, another pxeserver, or
-        a phone-home, written at once). It goes into the timeline where its time puts it
-        and counts (boots, last seen); the state is its own only if no later event is a
-        boot step, and the facts it would overwrite stay as the newer events left them."""
-        pos = bisect.bisect_right([e.at for e in node.events], at)
-        before = node.events[pos - 1].state if pos else State.DISCOVERED
-        led_to = advance(before, change.kind) if change.move else before
-        state = led_to
-        if any(e.kind not in STATELESS for e in node.events[pos:]):
-            state = node.state  # a later step decided the state
-        event = Event(change.kind, at, led_to, change.detail, event_id)
-        events = (*node.events[:pos], event, *node.events[pos:])
-        facts = change.facts
-        heartbeat = node.last_heartbeat
-        if change.kind in (EventKind.READY, EventKind.HEARTBEAT):
-            heartbeat = max(heartbeat or 0.0, at)
-        return node.replace(
-            uuid=node.uuid or (facts.uuid if facts else None),
-            arch=node.arch or (facts.arch if facts else None),
-            platform=node.platform or (facts.platform if facts else None),
-            ip=node.ip or (facts.ip if facts else None),
-            state=state,
-            first_seen=min(node.first_seen or at, at),
-            last_seen=max(node.last_seen, at),
-            last_heartbeat=heartbeat,
-            boot_count=node.boot_count + (1 if change.count_boot else 0),
-            config_issued=max(node.config_issued or 0, change.config_issued or 0) or None,
-            events=events[-self.events_kept :],
-            recent_ids=(*node.recent_ids, event_id)[-RECENT_IDS:],
-        )
+    def fold(
+        self, node: Node, steps: Sequence[Ready], *, every: bool = False
+    ) -> tuple[Node, list[Applied]]:
+        """``node`` after ``steps`` (each :func:`~pxeserver.nodes.fold.prepare`'d once) in
+        order, made a record once, and the steps that changed it (see
+        :func:`pxeserver.nodes.fold.fold`): the same record as applying each with
+        :meth:`change_fn` to the record the one before made."""
+        return fold(node, steps, self.events_kept, every=every)
 
     # -- the node's own calls -------------------------------------------------------------
 
@@ -384,7 +265,7 @@ class Registry:
             if not parts:
                 return node
             event = Event(EventKind.OPERATOR, self.clock(), node.state, "set " + "; ".join(parts))
-            return self._with_event(changed, event, node.recent_ids)
+            return self._with_event(changed, event)
 
         node = self._mutate(mac, fn, create=False)
         log.info("%s %s: changed by an operator", mac, node.hostname)
@@ -440,8 +321,7 @@ class Registry:
             detail = (f"silent for {int(now - last)} s while {current.state}; "
                       f"waited for {WAITED_FOR[current.state]}")  # fmt: skip
             event = Event(EventKind.LOST, now, State.LOST, detail)
-            marked.append(self._with_event(current.replace(state=State.LOST), event,
-                                           current.recent_ids))  # fmt: skip
+            marked.append(self._with_event(current.replace(state=State.LOST), event))
             return marked[0]
 
         with contextlib.suppress(NotFound):

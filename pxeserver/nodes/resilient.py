@@ -45,8 +45,10 @@ from ..model import MAC, EventKind, Node, Versioned, new_event_id
 from ..store import HostnameFor, NodeStore
 from .batches import BatchResult, Step, apply_batch, group
 from .cache import LOCAL_REVISION, NodeCache
+from .change import RECENT_IDS, Change
+from .fold import prepare
 from .journal import Entry, Journal
-from .registry import RECENT_IDS, Change, Registry
+from .registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -263,12 +265,16 @@ class ResilientRegistry(Registry):
         metrics.journal_depth.set(self.journal.depth())
         moved = []
         for mac, changes in group(steps).items():
-            node = cached = self.cache.get(mac)
-            for change in changes:
-                node = (self.change_fn(change)(node) or node) if node is not None else None
-                if node is not None and change.move:
-                    timeline.milestone(log, node, change.kind, change.detail + " (journalled)")
-            if node is not None and node is not cached:
+            cached = self.cache.get(mac)
+            if cached is None:
+                continue
+            node, applied = self.fold(cached, [prepare(c, self.clock) for c in changes],
+                                      every=True)  # fmt: skip
+            for change, state, took in applied:
+                if change.move:
+                    timeline.step_milestone(log, mac, node.hostname, state, change.kind,
+                                            change.detail + " (journalled)", took)  # fmt: skip
+            if node is not cached:
                 moved.append((node, LOCAL_REVISION))
         self.cache.put_many(moved)
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..model import MAC
+from .change import RECENT_IDS, Change
 from .journal import change_from_dict, change_to_dict
-from .registry import RECENT_IDS, Change
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,14 @@ class StepReader:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._logs: dict[str, _Log] = {}
         self.skipped = 0  # unreadable lines (a writer killed in the middle of one)
+        self._capped = False
+
+    @property
+    def capped(self) -> bool:
+        """True if the last :meth:`read` left steps already noted for a later read: a node
+        had more than ``MAX_STEPS_PER_NODE``, or a log more than ``READ_BYTES``. Read
+        again at once to catch up (a machine asked for faster than reads come)."""
+        return self._capped
 
     def _scan(self) -> None:
         for path in sorted(self.folder.glob("*.log")):
@@ -113,8 +121,9 @@ class StepReader:
 
     def read(self) -> list[tuple[MAC, Change]]:
         """The steps noted since the last read, each log's in its order; at most
-        ``MAX_STEPS_PER_NODE`` of one node (the rest in a later read)."""
+        ``MAX_STEPS_PER_NODE`` of one node (the rest in a later read: see :attr:`capped`)."""
         self._scan()
+        self._capped = False
         steps: list[tuple[MAC, Change]] = []
         per_node: dict[MAC, int] = {}
         for entry in self._logs.values():
@@ -133,11 +142,14 @@ class StepReader:
             step = _parse(line, entry.path)
             if step is not None:
                 if per_node.get(step[0], 0) >= MAX_STEPS_PER_NODE:
+                    self._capped = True
                     break  # this log's next steps wait for the next read
                 per_node[step[0]] = per_node.get(step[0], 0) + 1
                 steps.append(step)
             offset += len(line)
         else:
+            if len(data) == READ_BYTES:
+                self._capped = True  # the log may hold more than one read takes
             tail = len(data) - end
             if entry.finished and tail and len(data) < READ_BYTES:
                 log.warning("%s: %d bytes after the last whole line (its writer was killed "

@@ -225,7 +225,9 @@ def test_a_new_log_past_its_size_and_a_cap_per_node_per_read(tmp_path: Path) -> 
     reader = StepReader(folder)
     first = reader.read()
     assert sum(1 for mac, _ in first if mac == A) == MAX_STEPS_PER_NODE
+    assert reader.capped  # more of A noted already
     rest = reader.read()
+    assert not reader.capped
     wanted = [float(i) for i in range(MAX_STEPS_PER_NODE + 8)]
     assert [c.at for mac, c in first + rest if mac == A] == wanted
     assert (B, EventKind.IPXE) in [(m, c.kind) for m, c in first + rest]
@@ -271,3 +273,58 @@ def test_the_recorder_writes_and_keeps_what_the_store_did_not_take(tmp_path: Pat
     assert registry.require(A).state is State.CONFIGURED
     assert os.listdir(tmp_path / "steps") == []
     assert registry.require(A) == Node.from_dict(registry.require(A).to_dict())
+
+
+def test_one_node_asked_for_faster_than_reads_come_is_caught_up_at_once(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """500 steps of one MAC (32 a read) are written by reads one after the other, with
+    no wait in between: a backlog of one node drains instead of growing for ever."""
+    registry.apply(A, step(EventKind.DHCP, 1.0))
+    log = StepLog(tmp_path / "steps")
+    for i in range(500):
+        log.note(A, step(EventKind.CLOUD_CONFIG if i % 2 else EventKind.IPXE, 2.0 + i,
+                         count_boot=not i % 2))  # fmt: skip
+    recorder = Recorder(StepReader(tmp_path / "steps"),
+                        lambda s, known: apply_batch(registry, s, known))  # fmt: skip
+    waits: list[float] = []
+
+    def wait(delay: float) -> bool:  # the thread's wait; True: stop
+        waits.append(delay)
+        return len(waits) > 1 and delay > 0
+
+    monkeypatch.setattr(recorder, "_wait", wait)
+    store: CountingStore = registry.store  # type: ignore[assignment]
+    store.calls.clear()
+    recorder._run()  # the thread's loop, here: until its first wait after the backlog
+    reads = -(-500 // MAX_STEPS_PER_NODE)
+    assert waits == [recorder.interval] + [0.0] * (reads - 1) + [recorder.interval]
+    assert store.calls["update_many"] == reads
+    node = registry.require(A)
+    assert node.boot_count == 250 and node.events[-1].at == 501.0  # the last noted
+    assert not recorder.reader.capped and recorder.flush() == 0
+    log.close()
+
+
+def test_a_capped_read_the_store_does_not_take_waits_longer_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    switched = SwitchedStore(tmp_path / "store.db")
+    registry = Registry(switched)  # type: ignore[arg-type]
+    registry.apply(A, step(EventKind.DHCP, 1.0))
+    log = StepLog(tmp_path / "steps")
+    for i in range(100):
+        log.note(A, step(EventKind.IPXE, 2.0 + i))
+    recorder = Recorder(StepReader(tmp_path / "steps"),
+                        lambda s, known: apply_batch(registry, s, known))  # fmt: skip
+    waits: list[float] = []
+    monkeypatch.setattr(recorder, "_wait", lambda delay: waits.append(delay) or len(waits) > 4)
+    switched.up = False
+    recorder._run()
+    assert waits == [0.05, 0.1, 0.2, 0.4, 0.8]  # no read at once while the store is down
+    switched.up = True
+    waits.clear()
+    recorder._run()
+    assert waits == [0.05, 0.0, 0.0, 0.0, 0.05]  # back: a read, then at once until done
+    assert registry.require(A).events[-1].at == 101.0
+    log.close()

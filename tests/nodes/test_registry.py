@@ -6,7 +6,8 @@ import pytest
 
 from pxeserver.errors import Forbidden, HostnameTaken, NotFound
 from pxeserver.model import MAC, EventKind, Machine, State
-from pxeserver.nodes.registry import Change, Registry, advance
+from pxeserver.nodes.change import advance
+from pxeserver.nodes.registry import Change, Registry
 from pxeserver.store.sqlite import SQLiteStore
 
 MAC1 = MAC.parse("52:54:00:00:00:01")

@@ -5,6 +5,8 @@ worker's view follows (a snapshot of every head, then each change in order)."""
 from __future__ import annotations
 
 import json
+import logging
+import random
 import sqlite3
 import threading
 from pathlib import Path
@@ -179,3 +181,51 @@ def test_an_sqlite_store_of_an_earlier_version_gets_its_heads(tmp_path: Path) ->
         assert got is not None and got.node == node and got.revision == 3
     finally:
         store.close()
+
+
+def by_node(rows: list[Any]) -> list[Any]:
+    return sorted(rows, key=lambda row: row[0])  # stable: each node's rows in their order
+
+
+def test_folded_steps_write_what_steps_one_by_one_write(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many steps of each node in one batch (each node's folded into one record write)
+    write the records, account the steps and log the milestones that the same steps
+    written one batch each do; a node forgotten meanwhile has each of its steps dropped."""
+    from pxeserver.nodes.batches import apply_batch
+    from pxeserver.nodes.registry import Registry
+
+    from ..support.steps import mixed_steps
+
+    registry = Registry(store, events_kept=7)
+    runs = {}
+    for way, base in (("folded", 0x10), ("one by one", 0x20)):
+        macs = [MAC.parse(f"52:54:00:00:{base:02x}:{i:02x}") for i in range(4)]
+        for mac in macs:
+            store.create(Node(mac=mac, token="t", first_seen=1.0), by_index)
+        store.delete(macs[3])  # forgotten before its steps are written
+        each = [[(mac, c) for c in mixed_steps(random.Random(i), mac, 12 + i * 8, 1000.0,
+                                               f"n{i}")] for i, mac in enumerate(macs)]  # fmt: skip
+        # the nodes' steps interleaved, each node's in its order
+        steps = [s for k in range(44) for node in each for s in node[k : k + 1]]
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pxeserver.nodes.batches"):
+            if way == "folded":
+                results = [apply_batch(registry, steps)]
+            else:
+                results = [apply_batch(registry, [s]) for s in steps]
+        same = {mac: i for i, mac in enumerate(macs)}  # compared by the node's index
+        records = {same[m]: v.node for m in macs if (v := store.get(m))}
+        runs[way] = (
+            {i: n.replace(mac=MACS[0], hostname="") for i, n in records.items()},
+            # by node (a batch goes node by node), each node's in the order of its steps
+            by_node([(same[m], c.event_id) for r in results for m, c, _ in r.written]),
+            by_node([(same[m], c.event_id, why) for r in results for m, c, why in r.dropped]),
+            by_node([(same[MAC.parse(r.mac)], r.getMessage().split(": ", 1)[1])  # type: ignore[attr-defined]
+                     for r in caplog.records]),
+        )  # fmt: skip
+    assert runs["folded"] == runs["one by one"]
+    records, written, dropped, lines = runs["folded"]
+    assert len(records) == 3 and written and len(lines) > 10
+    assert len(dropped) == 12 + 3 * 8  # every step of the forgotten node, each with its reason

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from pxeserver.model import MAC, Event, EventKind, Node, State
-from pxeserver.nodes.registry import advance
+from pxeserver.nodes.change import advance
 from pxeserver.store import NodeStore
 
 # Out of every 20 nodes: 14 ready, 2 booting, 1 configured, 2 lost, 1 discovered.
