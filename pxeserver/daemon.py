@@ -329,16 +329,14 @@ class Daemon:
         log.info("pxeserver %s: HTTP on %s:%d (%d workers), store %r, %d profiles, %d groups",
                  "serving", s.listen, s.http_port, s.http_workers, self.service.registry.store,
                  len(self.settings.profiles), len(self.settings.groups))  # fmt: skip
-        from .web.security import log_write_policy  # Flask stays out of import time
-
-        log_write_policy(self.settings.server)
         self._report_problems()
 
     def _report_problems(self) -> None:
         """What ``pxeserver check`` finds, said at start: a missing kernel, initrd,
         template or boot loader is one block that names each file and how to get it."""
-        from .checks import check_settings, start_report
+        from .checks import check_settings, log_write_policy, start_report
 
+        log_write_policy(self.settings.server)
         problems = check_settings(self.settings)
         if problems:
             log.warning("%s", start_report(self.settings, problems))

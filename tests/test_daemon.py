@@ -137,7 +137,7 @@ def test_the_start_says_who_may_change_nodes(
     with caplog.at_level("INFO", logger="pxeserver"):
         daemon.start()
         daemon.stop()
-    said = [r for r in caplog.records if r.name == "pxeserver.web.security"]
+    said = [r for r in caplog.records if r.name == "pxeserver.checks"]
     assert len(said) == 1 and said[0].levelname == level and words in said[0].getMessage(), [
         r.getMessage() for r in said
     ]
