@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import shutil
 import socket
 import ssl
@@ -27,6 +28,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .config import EtcdTls, Settings, peer_urls
+from .config.settings import ServerSettings
 from .errors import Problem, RenderError, StoreUnavailable
 from .hints import command
 from .logs import redact
@@ -35,6 +37,8 @@ from .profiles import Decision, Group, Profile
 from .render import engine
 from .render.templates import Renderer
 from .store import NodeStore
+
+log = logging.getLogger(__name__)
 
 SAMPLE_MAC = MAC.parse("52:54:00:00:00:01")
 BOOT_LOADERS = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
@@ -423,3 +427,17 @@ def start_report(settings: Settings, problems: list[Problem]) -> str:
     for p in problems:
         lines.append(f"  {p.key}: {'' if p.warning else 'error: '}{p.what} — {p.fix}")
     return "\n".join(lines)
+
+
+def log_write_policy(s: ServerSettings) -> None:
+    """Say at start who may change nodes over HTTP (:func:`pxeserver.web.context.write_policy`;
+    here, not in pxeserver.web, so that the main process does not import Flask)."""
+    if s.api_token is not None:
+        log.info("changes over HTTP need the API token (server.api_token)")
+    elif s.allow_unauthenticated_writes:
+        log.warning("no api_token is set and server.allow_unauthenticated_writes is on: anyone "
+                    "who reaches port %d can change and forget nodes", s.http_port)  # fmt: skip
+    else:
+        log.info("no api_token is set: nodes can be changed over HTTP from this machine "
+                    "(loopback) only; set server.api_token (or PXESERVER_API_TOKEN) to change "
+                    "them from elsewhere")  # fmt: skip

@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import metrics
 from .boot import BootService
@@ -37,6 +37,7 @@ from .nodes.memory import Memory
 from .nodes.reaper import Reaper
 from .nodes.recorder import Recorder
 from .nodes.registry import Registry
+from .nodes.resilient import Replayer, ResilientRegistry
 from .nodes.sightings import Sightings
 from .nodes.steps import StepLog, StepReader
 from .nodes.view import NodeView
@@ -44,9 +45,6 @@ from .render.answers import Answers
 from .render.templates import Renderer
 from .store import NodeFeed, NodeStore
 from .udp import UdpServices
-
-if TYPE_CHECKING:
-    from .nodes.resilient import Replayer
 
 log = logging.getLogger(__name__)
 VIEW_START_S = 5.0
@@ -89,7 +87,6 @@ def make_registry(settings: Settings, store: NodeStore, *, local: bool | None = 
         return Registry(store, **kwargs)
     from .nodes.cache import NodeCache
     from .nodes.journal import Journal
-    from .nodes.resilient import ResilientRegistry
 
     data = settings.paths.data_dir
     return ResilientRegistry(store, NodeCache(data / "cache.db"), Journal(data / "journal.db"),
@@ -125,8 +122,6 @@ def make_service(
 
 def make_memory(settings: Settings, store: NodeStore, registry: Registry) -> Memory:
     """An HTTP worker's view of the registry over ``store``, its step log and answers."""
-    from .nodes.resilient import ResilientRegistry
-
     journal_empty = registry.journal_empty if isinstance(registry, ResilientRegistry) else None
     view = NodeView(make_feed(settings, store), journal_empty=journal_empty)
     memory = Memory(registry, view, StepLog(steps_folder(settings)), Answers(settings))
@@ -158,7 +153,6 @@ def steps_folder(settings: Settings) -> Path:
 def make_recorder(settings: Settings, registry: Registry) -> Recorder:
     """The main process's writer of the steps the HTTP workers noted."""
     from .nodes.batches import apply_batch
-    from .nodes.resilient import ResilientRegistry
 
     write = (registry.apply_batch if isinstance(registry, ResilientRegistry)
              else functools.partial(apply_batch, registry))  # fmt: skip
@@ -173,8 +167,6 @@ def local_state(service: BootService) -> Replayer | None:
     """For a registry with a local cache and journal (main process): teach ProxyDHCP the
     cached nodes, so that it decides about them as before a restart even while the store
     is down, and return the journal's replayer (None for a plain registry)."""
-    from .nodes.resilient import Replayer, ResilientRegistry
-
     registry = service.registry
     if not isinstance(registry, ResilientRegistry):
         return None
@@ -269,6 +261,8 @@ class Daemon:
         interval = Reaper.interval_for(c.heartbeat_ttl, c.boot_timeout)
         self.reaper = Reaper(self.service.registry, interval, make_feed(s, store, 0.25))
         self.replayer = local_state(self.service)
+        if self.replayer is None:  # no local cache to fill by reading every node (etcd's)
+            self.service.sightings.feed = make_feed(s, store)  # the known MACs: the heads
         self.recorder = make_recorder(s, self.service.registry)
         # What a server killed earlier had answered but not written: in now, before any
         # HTTP worker answers again (into the journal if etcd does not answer).
@@ -329,16 +323,14 @@ class Daemon:
         log.info("pxeserver %s: HTTP on %s:%d (%d workers), store %r, %d profiles, %d groups",
                  "serving", s.listen, s.http_port, s.http_workers, self.service.registry.store,
                  len(self.settings.profiles), len(self.settings.groups))  # fmt: skip
-        from .web.security import log_write_policy  # Flask stays out of import time
-
-        log_write_policy(self.settings.server)
         self._report_problems()
 
     def _report_problems(self) -> None:
         """What ``pxeserver check`` finds, said at start: a missing kernel, initrd,
         template or boot loader is one block that names each file and how to get it."""
-        from .checks import check_settings, start_report
+        from .checks import check_settings, log_write_policy, start_report
 
+        log_write_policy(self.settings.server)
         problems = check_settings(self.settings)
         if problems:
             log.warning("%s", start_report(self.settings, problems))

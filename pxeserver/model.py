@@ -40,7 +40,7 @@ MAC_PATTERN = (
 _MAC = re.compile(MAC_PATTERN)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class MAC:
     """A 48-bit Ethernet address, always held as lower-case ``aa:bb:cc:dd:ee:ff``."""
 

@@ -137,7 +137,16 @@ def test_the_start_says_who_may_change_nodes(
     with caplog.at_level("INFO", logger="pxeserver"):
         daemon.start()
         daemon.stop()
-    said = [r for r in caplog.records if r.name == "pxeserver.web.security"]
+    said = [r for r in caplog.records if r.name == "pxeserver.checks"]
     assert len(said) == 1 and said[0].levelname == level and words in said[0].getMessage(), [
         r.getMessage() for r in said
     ]
+
+
+def test_the_main_process_learns_known_macs_from_the_heads(tmp_path: Path) -> None:
+    daemon = Daemon(udp_settings(tmp_path, dhcp=False, tftp=False))  # type: ignore[arg-type]
+    daemon.bind()
+    try:
+        assert daemon.service is not None and daemon.service.sightings.feed is not None
+    finally:
+        daemon.stop()

@@ -6,16 +6,15 @@ follow the store, each pass reads every node."""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
-from typing import Any
 
 from .. import metrics
 from ..errors import StoreUnavailable
 from ..model import Node
 from ..store import NodeFeed
 from .deadlines import Deadlines
+from .follower import release_memory
 from .registry import Registry
 from .resilient import ResilientRegistry
 
@@ -73,25 +72,3 @@ def deadlines_for(registry: Registry, feed: NodeFeed) -> Deadlines:
         return Deadlines(feed, registry.deadline)
     return Deadlines(feed, registry.deadline, journal_empty=registry.journal_empty,
                      present=registry.guarded.retain, gone=registry.guarded.forget)  # fmt: skip
-
-
-def release_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``).
-
-    A reaper pass that reads every node (10,000 documents: about 50 MB of JSON and node
-    objects for a moment; without an index, or while it does not follow the store) leaves
-    that memory freed in the process's heap unless trimmed: the main process sat at 96 MB
-    RSS when idle instead of 80 (docs/BENCHMARKS.md, "Resource use"). Elsewhere than
-    glibc this does nothing.
-    """
-    global _TRIM
-    if _TRIM is None:
-        try:
-            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
-
-
-_TRIM: Any = None

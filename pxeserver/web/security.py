@@ -16,16 +16,12 @@ as a script), ``Referrer-Policy: no-referrer`` (node URLs stay here), and the ol
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, request
 
-from ..config.settings import ServerSettings
 from .context import require_operator
-
-log = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # img-src also allows data: URLs (a blank favicon); nothing else leaves 'self'.
@@ -67,16 +63,3 @@ def add_headers(resp: Response) -> Response:
     for name, value in HEADERS.items():
         resp.headers.setdefault(name, value)
     return resp
-
-
-def log_write_policy(s: ServerSettings) -> None:
-    """Say at start who may change nodes over HTTP (:func:`.context.write_policy`)."""
-    if s.api_token is not None:
-        log.info("changes over HTTP need the API token (server.api_token)")
-    elif s.allow_unauthenticated_writes:
-        log.warning("no api_token is set and server.allow_unauthenticated_writes is on: anyone "
-                    "who reaches port %d can change and forget nodes", s.http_port)  # fmt: skip
-    else:
-        log.info("no api_token is set: nodes can be changed over HTTP from this machine "
-                    "(loopback) only; set server.api_token (or PXESERVER_API_TOKEN) to change "
-                    "them from elsewhere")  # fmt: skip
