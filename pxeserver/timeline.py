@@ -59,10 +59,16 @@ def durations(events: Sequence[Event]) -> list[float | None]:
 
 def milestone(log: logging.Logger, node: Node, kind: EventKind, detail: str) -> None:
     """Log one line for a boot milestone and record how long the step took."""
-    took = None
-    if node.events and node.events[-1].kind is kind:
-        took = step_took(node.events, len(node.events) - 1)
+    took = last_step_took(node.events, kind)
     step_milestone(log, node.mac, node.hostname, node.state, kind, detail, took)
+
+
+def last_step_took(events: Sequence[Event], kind: EventKind) -> float | None:
+    """How long the step ``kind`` just added (the timeline's last event) took; None if
+    the last event is another kind (the step was counted into an earlier one)."""
+    if events and events[-1].kind is kind:
+        return step_took(events, len(events) - 1)
+    return None
 
 
 def step_milestone(

@@ -85,9 +85,7 @@ class Draft:
 
     def took(self, kind: EventKind) -> float | None:
         """How long the step ``kind`` just applied took (as :func:`timeline.milestone`)."""
-        if self.events and self.events[-1].kind is kind:
-            return timeline.step_took(self.events, len(self.events) - 1)
-        return None
+        return timeline.last_step_took(self.events, kind)
 
     def apply(self, change: Change, at: float, event_id: str) -> bool:
         """Apply ``change`` at ``at`` as the event ``event_id``; False if it changes
@@ -114,12 +112,7 @@ class Draft:
             self.arch = facts.arch or self.arch
             self.platform = facts.platform or self.platform
             self.ip = facts.ip or self.ip
-        self.first_seen = min(self.first_seen or at, at)
-        self.last_seen = max(self.last_seen, at)
-        if change.count_boot:
-            self.boot_count += 1
-        if change.kind in (EventKind.READY, EventKind.HEARTBEAT):
-            self.last_heartbeat = max(self.last_heartbeat or 0.0, at)
+        self._seen(change, at)
         if change.installs and change.installs != self.installed:
             self.installed, self.installed_at = change.installs, at
         if issued is not None:
@@ -147,10 +140,7 @@ class Draft:
         else:
             events.append(event)
         self._cut()
-        self.ids.append(event.id)
-        if len(self.ids) > RECENT_IDS:
-            del self.ids[: len(self.ids) - RECENT_IDS]
-        self.changed = True
+        self._remember(event.id)
 
     def _cut(self) -> None:
         """The timeline cut to the newest ``events_kept`` (``events[-kept:]``; 0 keeps all)."""
@@ -177,13 +167,21 @@ class Draft:
         self.arch = self.arch or (facts.arch if facts else None)
         self.platform = self.platform or (facts.platform if facts else None)
         self.ip = self.ip or (facts.ip if facts else None)
+        self._seen(change, at)
+        self.config_issued = max(self.config_issued or 0, change.config_issued or 0) or None
+        self._remember(event_id)
+
+    def _seen(self, change: Change, at: float) -> None:
+        """What any change at ``at`` counts, in time order or late: seen, heartbeat, boots."""
         self.first_seen = min(self.first_seen or at, at)
         self.last_seen = max(self.last_seen, at)
         if change.kind in (EventKind.READY, EventKind.HEARTBEAT):
             self.last_heartbeat = max(self.last_heartbeat or 0.0, at)
         if change.count_boot:
             self.boot_count += 1
-        self.config_issued = max(self.config_issued or 0, change.config_issued or 0) or None
+
+    def _remember(self, event_id: str) -> None:
+        """``event_id`` among the node's recent ids (the newest ``RECENT_IDS``): applied."""
         self.ids.append(event_id)
         if len(self.ids) > RECENT_IDS:
             del self.ids[: len(self.ids) - RECENT_IDS]
